@@ -1,0 +1,42 @@
+"""Settings shared by the Python API and the CLI; every field can come from RAGGLM_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+__all__ = ["Settings"]
+
+
+@dataclass
+class Settings:
+    model: str = "smollm2"  # alias, folder, .gguf file or hub id
+    quant: str | None = None
+    device: str = "cpu"
+    embedder: str = "all-MiniLM-L6-v2"
+    chunk_tokens: int = 120  # jieba tokens per chunk
+    chunk_overlap_sentences: int = 1
+    top_k: int = 4
+    max_new_tokens: int = 160
+    temperature: float = 0.0
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Defaults, then RAGGLM_<FIELD> variables, then explicit non-None overrides."""
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"RAGGLM_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(raw, f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(raw: str, default):
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw or None

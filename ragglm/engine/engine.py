@@ -1,0 +1,145 @@
+"""Engine: a loaded model, its tokenizer and chat format, and generation over them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ragglm.engine.chat_format import ChatFormat
+from ragglm.engine.generate import GenerationResult, generate_tokens
+from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.sources import resolve_model_path
+from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
+from ragglm.errors import ModelNotFoundError
+
+__all__ = ["Engine"]
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class Engine:
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, chat_format: ChatFormat, name: str,
+                 languages: tuple[str, ...] = ("en", "zh")):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        self.name = name
+        self.languages = languages  # languages the model answers well in
+
+    @property
+    def args(self) -> ModelArgs:
+        return self.model.args
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.tok_embeddings.weight.device
+
+    @classmethod
+    def from_pretrained(cls, src: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
+                        dtype: str | torch.dtype | None = None) -> Engine:
+        if quant is not None:
+            raise NotImplementedError("quantization is not available yet; use quant=None")
+        torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or torch.float32)
+        path = resolve_model_path(src)
+        if path.suffix == ".gguf":
+            args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
+        elif path.is_dir():
+            args, state_dict, tokenizer, chat_format, languages = _load_folder(path, torch_dtype)
+        else:
+            raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
+        model = _build(args, state_dict, device)
+        return cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] -> float logits [B, T, V]; does not read or write the KV cache."""
+        return self.model(input_ids.to(self.device))
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.encode(self.chat_format.render(messages))
+
+    def generate(self, prompt_ids: list[int] | torch.Tensor, max_new_tokens: int = 256,
+                 temperature: float = 0.0, stream: bool = False, seed: int | None = None,
+                 result: GenerationResult | None = None):
+        """A GenerationResult, or with stream=True an iterator of text pieces.
+
+        When streaming, pass `result` to receive the token ids, text and timings once done.
+        """
+        if isinstance(prompt_ids, torch.Tensor):
+            prompt_ids = prompt_ids.reshape(-1).tolist()
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        result = result if result is not None else GenerationResult([])
+        tokens = generate_tokens(self.model, list(prompt_ids), max_new_tokens, set(self.tokenizer.eos_token_ids),
+                                 temperature, generator, result)
+        if stream:
+            return self._stream_text(tokens, result)
+        for _ in tokens:
+            pass
+        result.text = self.tokenizer.decode(result.token_ids)
+        return result
+
+    def _stream_text(self, tokens: Iterator[int], result: GenerationResult) -> Iterator[str]:
+        """Yield text as it becomes printable: decode the whole tail, emit what is new and complete."""
+        ids: list[int] = []
+        emitted = ""
+        for token in tokens:
+            ids.append(token)
+            text = self.tokenizer.decode(ids)
+            if text.endswith("\ufffd"):  # a multi-byte character split across tokens
+                continue
+            if len(text) > len(emitted):
+                yield text[len(emitted):]
+                emitted = text
+        result.text = self.tokenizer.decode(ids)
+        if len(result.text) > len(emitted):
+            yield result.text[len(emitted):]
+
+
+def _build(args: ModelArgs, state_dict: dict, device: str) -> Transformer:
+    with torch.device("meta"):
+        model = Transformer(args)
+    missing = set(model.state_dict()) - set(state_dict)
+    if missing:
+        raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+    model.load_state_dict(state_dict, assign=True, strict=True)
+    return model.to(device).eval()
+
+
+def _load_gguf(path: Path, dtype):
+    from ragglm.engine.gguf_loader import read_gguf
+    from ragglm.engine.tokenizer import bpe_from_gguf
+
+    checkpoint = read_gguf(path, dtype)
+    tokenizer = bpe_from_gguf(checkpoint.metadata)
+    template = checkpoint.metadata.get("tokenizer.chat_template") or _PLAIN_TEMPLATE
+    languages = tuple(checkpoint.metadata.get("general.languages") or ("en", "zh"))
+    return checkpoint.args, checkpoint.state_dict, tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
+
+
+def _load_folder(path: Path, dtype):
+    from ragglm.engine.hf_loader import iter_checkpoint_tensors, llama_args, llama_state_dict, read_config
+
+    config = read_config(path)
+    model_type = config.get("model_type")
+    if model_type not in ("llama", "qwen2", "mistral"):
+        raise ModelNotFoundError(f"{path}: model_type {model_type!r} is not supported yet (llama, qwen2 are)")
+    args = llama_args(config)
+    state_dict = llama_state_dict(iter_checkpoint_tensors(path), args, dtype)
+    tok_config_path = path / "tokenizer_config.json"
+    tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
+    eos = tok_config.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, "<|im_end|>", "<|endoftext|>") if t])
+    template = tok_config.get("chat_template") or _PLAIN_TEMPLATE
+    return args, state_dict, tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+
+
+# For checkpoints without a chat template: plain role-prefixed turns.
+_PLAIN_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)

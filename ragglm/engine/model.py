@@ -1,0 +1,201 @@
+"""One decoder-only Transformer for the Llama and GLM families, which differ only in ModelArgs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ModelArgs", "Transformer", "KVCache", "PRESETS"]
+
+
+@dataclass
+class ModelArgs:
+    family: str = "llama"  # "llama" | "glm"
+    vocab_size: int = 32000
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 32
+    head_dim: int | None = None  # dim // n_heads when None
+    intermediate_size: int = 11008
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_position_scale: float = 1.0  # positions are divided by this (position interpolation)
+    rope_fraction: float = 1.0  # share of each head's dims that rotate (GLM: 0.5)
+    rope_interleaved: bool = False  # GPT-J style pairs (GLM) instead of halves (Llama)
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+    max_seq_len: int = 8192
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            self.head_dim = self.dim // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.rope_fraction)
+
+
+PRESETS: dict[str, ModelArgs] = {
+    "smollm2-135m": ModelArgs(
+        vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, intermediate_size=1536,
+        rope_theta=100000.0, tie_embeddings=True, max_seq_len=8192,
+    ),
+}
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values, written in place at position offsets."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        # k, v: [B, H_kv, T, D]; returns the cache up to start + T
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
+        self.wqkv = nn.Linear(args.dim, q_size + 2 * kv_size, bias=args.qkv_bias)
+        self.wo = nn.Linear(q_size, args.dim, bias=False)
+        self.split = (q_size, kv_size, kv_size)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None) -> Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, rope, interleaved), apply_rope(k, rope, interleaved)
+        if start is None or self.kv_cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+        else:
+            k, v = self.kv_cache.update(start, k, v)
+            if start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+            else:
+                mask = causal_mask(start, T, x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU with gate and up projections fused into one matrix ([gate | up])."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w_gate_up = nn.Linear(args.dim, 2 * args.intermediate_size, bias=False)
+        self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(self, x, rope, interleaved, start):
+        x = x + self.attention(self.attention_norm(x), rope, interleaved, start)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
+
+    def setup_cache(self, batch: int, max_seq_len: int) -> None:
+        max_seq_len = min(max_seq_len, self.args.max_seq_len)
+        if self.cache_len >= max_seq_len and self.layers[0].attention.kv_cache.k.shape[0] == batch:
+            return
+        weight = self.tok_embeddings.weight
+        for layer in self.layers:
+            layer.attention.kv_cache = KVCache(
+                batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, weight.dtype, weight.device
+            )
+        self.cache_len = max_seq_len
+
+    def forward(self, tokens: Tensor, start: int | None = None, last_only: bool = False) -> Tensor:
+        """tokens [B, T] -> logits [B, T, V] (or [B, 1, V] with last_only).
+
+        start=None runs without the KV cache; an int writes this chunk's KV at that offset
+        and attends to everything the cache holds before it.
+        """
+        T = tokens.shape[1]
+        offset = 0 if start is None else start
+        positions = torch.arange(offset, offset + T, device=tokens.device)
+        rope = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, rope, self.args.rope_interleaved, start)
+        x = self.norm(x)
+        if last_only:
+            x = x[:, -1:]
+        head = self.tok_embeddings.weight if self.output is None else self.output.weight
+        return F.linear(x, head).float()
+
+
+def causal_mask(start: int, T: int, device) -> Tensor | None:
+    """[T, start+T] boolean mask: query i (at position start+i) sees keys at positions <= start+i."""
+    if T == 1:
+        return None
+    keys = torch.arange(start + T, device=device)
+    queries = torch.arange(start, start + T, device=device)
+    return keys[None, :] <= queries[:, None]
+
+
+def rope_tables(args: ModelArgs, positions: Tensor, dtype) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape [T, rotary_dim // 2], computed in float32 and then cast."""
+    half = args.rotary_dim // 2
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, half, device=positions.device, dtype=torch.float32) / half))
+    angles = torch.outer(positions.float() / args.rope_position_scale, inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool) -> Tensor:
+    """Rotate the first rotary_dim dims of x [B, H, T, D]; the rest pass through."""
+    cos, sin = rope
+    rotary_dim = cos.shape[-1] * 2
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    else:
+        x1, x2 = rot.chunk(2, dim=-1)
+        rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return torch.cat((rotated, rest), dim=-1) if rest.shape[-1] else rotated

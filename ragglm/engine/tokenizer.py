@@ -1,0 +1,83 @@
+"""Tokenizers behind one small interface: encode, decode, special token ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Tokenizer", "BPETokenizer", "bpe_from_gguf"]
+
+
+class Tokenizer(Protocol):
+    eos_token_ids: list[int]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def token_id(self, token: str) -> int | None: ...
+
+
+class BPETokenizer:
+    """A Hugging Face `tokenizers` model; special tokens in the text map to their single ids."""
+
+    def __init__(self, backend, eos_token_ids: list[int], bos_token: str | None = None, eos_token: str | None = None):
+        self.backend = backend
+        self.eos_token_ids = eos_token_ids
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    @classmethod
+    def from_file(cls, path: Path, eos_tokens: list[str]) -> BPETokenizer:
+        from tokenizers import Tokenizer as Backend
+
+        backend = Backend.from_file(str(path))
+        ids = [i for i in (backend.token_to_id(t) for t in eos_tokens) if i is not None]
+        return cls(backend, ids, eos_token=eos_tokens[0] if eos_tokens else None)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.backend.decode(ids, skip_special_tokens=True)
+
+    def token_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+
+def bpe_from_gguf(meta: dict) -> BPETokenizer:
+    """Rebuild a byte-level BPE tokenizer (GGUF tokenizer model 'gpt2') from its metadata."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+
+    if meta.get("tokenizer.ggml.model") != "gpt2":
+        raise ValueError(f"GGUF tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported (gpt2 BPE is)")
+    tokens = meta["tokenizer.ggml.tokens"]
+    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if meta.get("tokenizer.ggml.pre") in ("smollm", "starcoder"):
+        # these vocabularies split every digit on its own before the GPT-2 pattern
+        digits = pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated")
+        backend.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
+    else:
+        backend.pre_tokenizer = byte_level
+    backend.decoder = decoders.ByteLevel()
+    token_types = meta.get("tokenizer.ggml.token_type") or []
+    control = [tokens[i] for i, kind in enumerate(token_types) if kind == 3]  # 3: control tokens
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+
+    def token(key):
+        index = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[index] if index is not None else None
+
+    eos = token("eos")
+    eos_ids = [meta["tokenizer.ggml.eos_token_id"]] if eos else []
+    for extra in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        if extra in tokens and tokens.index(extra) not in eos_ids:
+            eos_ids.append(tokens.index(extra))
+    return BPETokenizer(backend, eos_ids, bos_token=token("bos"), eos_token=eos)
