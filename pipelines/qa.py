@@ -31,15 +31,15 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
         if on_text:
             on_text(answer.text)
         return answer
-    prompt_ids = engine.chat_ids(build_messages(question, hits, language))
+    messages = build_messages(question, hits, language)
     if on_text is None:
-        result = engine.generate(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature)
+        result = engine.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature)
     else:
         from ragglm.engine.generate import GenerationResult
 
         result = GenerationResult([])
-        for piece in engine.generate(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                                     stream=True, result=result):
+        for piece in engine.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 stream=True, result=result):
             on_text(piece)
     text = result.text.strip()
     citations = [] if NOT_FOUND[language] in text else resolve_citations(text, hits)

@@ -62,6 +62,10 @@ class Engine:
     def chat_ids(self, messages: list[dict]) -> list[int]:
         return self.tokenizer.encode(self.chat_format.render(messages))
 
+    def chat(self, messages: list[dict], **kwargs):
+        """generate() on messages rendered in the checkpoint's chat format (the Generator seam)."""
+        return self.generate(self.chat_ids(messages), **kwargs)
+
     def generate(self, prompt_ids: list[int] | torch.Tensor, max_new_tokens: int = 256,
                  temperature: float = 0.0, stream: bool = False, seed: int | None = None,
                  result: GenerationResult | None = None):

@@ -1,0 +1,49 @@
+"""Shared fixtures: the packaged default models (loaded once) and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MANUALS = REPO / "examples" / "manuals"
+
+
+def shared_data_dir() -> Path | None:
+    """RAGGLM_SHARED_DATA, else ../shared/data beside the checkout (or beside its parent)."""
+    candidates = [os.environ.get("RAGGLM_SHARED_DATA"), REPO.parent / "shared" / "data",
+                  REPO.parent.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    folder = shared_data_dir()
+    if folder is None:
+        pytest.skip("../shared/data is absent (set RAGGLM_SHARED_DATA to its path)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def manuals() -> Path:
+    return MANUALS
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The packaged SmolLM2-135M-Instruct engine in fp32."""
+    from ragglm.engine import Engine
+
+    return Engine.from_pretrained("smollm2")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ragglm.index import Embedder
+
+    return Embedder()
