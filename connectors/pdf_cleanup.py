@@ -113,7 +113,7 @@ def clean_pages(raw_pages: list[str]) -> list[str]:
     drop = running_lines(pages)
     marked = _ends_marked(pages)
     cleaned = []
-    for lines, dropped in zip(pages, drop):
+    for lines, dropped in zip(pages, drop, strict=True):
         kept = [line for i, line in enumerate(lines) if i not in dropped]
         text = "\n".join(join_wrapped_lines(kept, marked))
         cleaned.append(re.sub(r"\n{3,}", "\n\n", text).strip("\n").rstrip())
