@@ -107,7 +107,7 @@ def test_chinese_text_has_no_inserted_spaces_and_wrapped_lines_are_joined(pdf_fo
         reader.decrypt("")
         for page, cleaned in zip(reader.pages, documents[name].pages, strict=True):
             fragments: list[str] = []
-            raw = page.extract_text(visitor_text=lambda text, *args: fragments.append(text)) or ""
+            raw = page.extract_text(visitor_text=lambda text, *args, into=fragments: into.append(text)) or ""
             raw_lines = [line.strip() for line in raw.splitlines() if line.strip()]
             edges = " ".join(raw_lines[:3] + raw_lines[-3:])  # running headers are dropped on purpose
             for run in _drawn_cjk_runs(fragments):
