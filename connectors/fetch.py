@@ -71,5 +71,6 @@ def _timed_out(url: str, timeout: float) -> SourceError:
 
 
 def _too_large(url: str, max_bytes: int) -> SourceError:
-    return SourceError(url, f"larger than the {max_bytes // (1024 * 1024)} MiB limit",
+    limit = f"{max_bytes / 2**20:g} MiB" if max_bytes >= 2**20 else f"{max_bytes / 1024:g} KiB"
+    return SourceError(url, f"larger than the {limit} limit",
                        "download the file and index the local copy")
