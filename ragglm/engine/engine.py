@@ -125,12 +125,7 @@ def _load_gguf(path: Path, dtype):
 
 
 def _load_folder(path: Path, dtype):
-    from ragglm.engine.hf_loader import (
-        iter_checkpoint_tensors,
-        llama_args,
-        llama_state_dict,
-        read_config,
-    )
+    from ragglm.engine.hf_loader import iter_checkpoint_tensors, llama_args, llama_state_dict, read_config
 
     config = read_config(path)
     model_type = config.get("model_type")
