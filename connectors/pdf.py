@@ -19,8 +19,12 @@ _REDOWNLOAD_FIX = "download or export the file again"
 _OCR_FIX = "run OCR on it first, for example: ocrmypdf in.pdf out.pdf"
 
 
-def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str | None]:
-    """Raw text per page, whether each page draws an image, and the title from the metadata."""
+_EDGE_BAND = 0.08  # running headers and footers sit in the top and bottom 8% of a page
+
+
+def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str | None, list[set[str]]]:
+    """Raw text per page, whether each page draws an image, the title from the metadata, and per page
+    the text fragments printed near the top or bottom edge."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -33,10 +37,20 @@ def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise SourceError(source, "the PDF is protected by a password", _PASSWORD_FIX)
-        texts, images = [], []
+        texts, images, edges = [], [], []
         for number, page in enumerate(reader.pages, 1):
             try:
-                texts.append(page.extract_text() or "")
+                low, high = float(page.mediabox.bottom), float(page.mediabox.top)
+                band = _EDGE_BAND * (high - low)
+                at_edge: set[str] = set()
+
+                def visit(text, cm, tm, *_, at_edge=at_edge, low=low, high=high, band=band):
+                    y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+                    if text.strip() and (y >= high - band or y <= low + band):
+                        at_edge.add(text.strip())
+
+                texts.append(page.extract_text(visitor_text=visit) or "")
+                edges.append(at_edge)
             except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise SourceError(source, f"page {number} is damaged ({exc})", _REDOWNLOAD_FIX) from exc
             images.append(not texts[-1].strip() and _draws_image(page))
@@ -50,7 +64,7 @@ def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str
                           "pip install cryptography") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise SourceError(source, f"not a readable PDF ({exc})", _REDOWNLOAD_FIX) from exc
-    return texts, images, str(title).strip() if title else None
+    return texts, images, str(title).strip() if title else None, edges
 
 
 def _draws_image(page) -> bool:
@@ -64,8 +78,8 @@ def _draws_image(page) -> bool:
 def load_pdf(path: Path, data: bytes | None = None) -> Document:
     """Pages with clean text; pages without a text layer are kept empty and listed in metadata notes."""
     source = str(path)
-    raw_pages, images, title = read_pdf_pages(Path(path).read_bytes() if data is None else data, source)
-    texts = clean_pages(raw_pages)
+    raw_pages, images, title, edges = read_pdf_pages(Path(path).read_bytes() if data is None else data, source)
+    texts = clean_pages(raw_pages, edges)
     pages = [Page(number, text) for number, text in enumerate(texts, 1)]
     empty = [page.number for page in pages if not page.text.strip()]
     if pages and len(empty) == len(pages):

@@ -33,14 +33,21 @@ def _edge_key(line: str) -> str:
     return re.sub(r"\d+", "#", " ".join(line.split())).lower()
 
 
-def running_lines(pages: list[list[str]]) -> list[set[int]]:
-    """Indices, per page, of lines at the page edges that repeat across at least half the pages."""
+def running_lines(pages: list[list[str]], edges: list[set[str]] | None = None) -> list[set[int]]:
+    """Indices, per page, of lines at the page edges that repeat across at least half the pages.
+
+    edges, when known, holds per page the text fragments printed near the top or bottom of the page:
+    a line counts only if it holds one of them, since the order of text in a PDF need not follow the page.
+    """
     if len(pages) < 2:
         return [set() for _ in pages]
     zones: list[list[tuple[int, str]]] = []
     counts: Counter[str] = Counter()
     for lines in pages:
         filled = [i for i, line in enumerate(lines) if line.strip()]
+        if edges is not None:
+            placed = edges[len(zones)]
+            filled = [i for i in filled if any(piece in lines[i] for piece in placed)]
         edge = sorted(set(filled[:_EDGE_LINES] + filled[-_EDGE_LINES:]))
         keyed = [(i, ("top" if i in filled[:_EDGE_LINES] else "bottom") + "|" + _edge_key(lines[i]))
                  for i in edge]
@@ -107,10 +114,12 @@ def _starts_block(line: str) -> bool:
     return bool(_LIST_START.match(line))
 
 
-def clean_pages(raw_pages: list[str]) -> list[str]:
-    """Clean text per page, in the same order; an empty string stays empty."""
+def clean_pages(raw_pages: list[str], edges: list[set[str]] | None = None) -> list[str]:
+    """Clean text per page, in the same order; an empty string stays empty.
+
+    edges: per page, the text fragments printed near the top or bottom edge (see running_lines)."""
     pages = [text.replace("\r\n", "\n").replace("\r", "\n").split("\n") for text in raw_pages]
-    drop = running_lines(pages)
+    drop = running_lines(pages, edges)
     marked = _ends_marked(pages)
     cleaned = []
     for lines, dropped in zip(pages, drop, strict=True):
