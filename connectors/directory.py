@@ -160,6 +160,8 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
     """Every readable document under paths, parsed in parallel; order follows the paths."""
     found = collect(paths, include, exclude)
     report = LoadReport(errors=list(found.errors), notes=list(found.notes))
+    if workers is None and not _worth_processes(found):
+        workers = 1
     for _, result in parse_in_order(iter_jobs(found, report.errors), workers):
         if isinstance(result, SourceError):
             report.errors.append(result)
@@ -169,9 +171,15 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
     return report
 
 
+def _worth_processes(found: Collected) -> bool:
+    """Starting worker processes pays off only for several files that are slow to parse."""
+    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx"))
+    return heavy >= 2 or (heavy >= 1 and len(found.files) + len(found.urls) >= 4)
+
+
 def load(path_or_url: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Document]:
     """Documents from one file, folder or URL; raises SourceError for the first source that fails."""
-    report = load_many([path_or_url], include, exclude, workers=1 if Path(str(path_or_url)).is_file() else None)
+    report = load_many([path_or_url], include, exclude)
     if report.errors:
         raise report.errors[0]
     return report.documents
