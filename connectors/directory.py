@@ -173,8 +173,7 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
 
 def _worth_processes(found: Collected) -> bool:
     """Starting worker processes pays off only for several files that are slow to parse."""
-    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx"))
-    return heavy >= 2 or (heavy >= 1 and len(found.files) + len(found.urls) >= 4)
+    return sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx")) >= 2
 
 
 def load(path_or_url: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Document]:

@@ -111,7 +111,7 @@ class KnowledgeBase:
 
         jobs, heavy = self._changed_jobs(found, report)
         if workers is None:
-            workers = min(available_cores(), len(jobs)) if heavy and len(jobs) > 1 else 1
+            workers = min(available_cores(), heavy) if heavy >= 2 else 1  # processes pay off for slow files
         total = len(jobs) + len(report.unchanged)
         with tqdm(total=total, initial=len(report.unchanged), desc="indexing", unit="file",
                   disable=not progress or total < 2, leave=False) as bar:
@@ -144,7 +144,7 @@ class KnowledgeBase:
         from ragglm.connectors import fetch_url
         from ragglm.connectors.parallel import ParseJob
 
-        jobs, heavy = [], False
+        jobs, heavy = [], 0  # heavy: files that are slow to parse
         for file in found.files:
             try:
                 content_hash = self._content_hash(_file_digest(file))
@@ -155,7 +155,7 @@ class KnowledgeBase:
             if self.store.source_hash(str(file)) == content_hash:
                 report.unchanged.append(str(file))
                 continue
-            heavy = heavy or file.suffix.lower() in (".pdf", ".docx")
+            heavy += file.suffix.lower() in (".pdf", ".docx")
             jobs.append(ParseJob(str(file), b"", None, content_hash))
         for url in found.urls:
             try:
