@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -99,8 +100,6 @@ class KnowledgeBase:
             raise
         finally:
             if snapshot is not None and snapshot != self._index_folder():
-                import shutil
-
                 shutil.rmtree(snapshot.parent, ignore_errors=True)
         return report
 
