@@ -23,9 +23,10 @@ _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "me
 _BLOCK = {"p", "div", "section", "article", "main", "br", "li", "tr", "table", "ul", "ol", "dl",
           "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "dd", "dt", "figcaption", "caption",
           "hr", "address", "details", "summary"}
-_BOILERPLATE = re.compile(r"cookie|consent|gdpr|banner|advert|\bads?\b|sidebar|breadcrumb|share|social|"
-                          r"newsletter|popup|modal|comment|related|footer|navbar|\bnav\b|menu",
-                          re.IGNORECASE)
+_BOILERPLATE = {"cookie", "cookies", "consent", "gdpr", "banner", "advert", "advertisement", "ad", "ads", "sidebar",
+                "breadcrumb", "breadcrumbs", "share", "social", "newsletter", "popup", "modal", "comments",
+                "related", "footer", "navbar", "nav", "menu", "toc"}
+_CONTENT_WORDS = {"content", "main", "article", "body", "post", "entry", "text"}
 _MAIN_ROLES = {"main", "article"}
 
 
@@ -104,8 +105,13 @@ def _is_boilerplate(tag: str, attrs: dict) -> bool:
         return True
     if tag in ("main", "article", "body", "html") or attrs.get("role") in _MAIN_ROLES:
         return False
-    names = " ".join(filter(None, [attrs.get("id"), attrs.get("class")]))
-    return bool(names) and bool(_BOILERPLATE.search(names))
+    for token in " ".join(filter(None, [attrs.get("id"), attrs.get("class")])).lower().split():
+        if token.startswith(("has-", "with-", "no-")):
+            continue  # a state of the element ("has-sidebar"), not what it holds
+        words = set(re.split(r"[-_]+", token))
+        if words & _BOILERPLATE and not words & _CONTENT_WORDS:
+            return True
+    return False
 
 
 def html_to_text(html: str) -> tuple[str, str]:

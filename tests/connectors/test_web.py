@@ -137,3 +137,11 @@ def test_html_without_main_marker_keeps_body_text():
     assert title == "T"
     assert text.replace("\n\n", "\n").split("\n") == ["# T", "First paragraph.", "Second", "line"][1:]
     assert "Home About" not in text and "secret" not in text and "hidden too" not in text
+
+
+def test_boilerplate_is_recognised_by_class_words_not_substrings():
+    _, text = html_to_text('<body><div id="main" class="page has-sidebar"><p>Real content here.</p>'
+                           '<div class="cookie-banner">We use cookies.</div><div class="sidebar-widget">Side.</div>'
+                           '<div class="post-content">Post body.</div><div class="advertisement">Buy.</div>'
+                           '</div></body>')
+    assert text.split("\n\n") == ["Real content here.", "Post body."]
