@@ -1,13 +1,18 @@
-"""Connectors turn files and folders into Documents made of numbered pages."""
+"""Connectors turn files, folders and URLs into Documents made of numbered pages."""
 
 from ragglm.connectors.directory import (
     LOADERS,
+    Collected,
     LoadReport,
+    collect,
     expand_paths,
     iter_files,
     load,
     load_file,
     load_many,
 )
+from ragglm.connectors.fetch import fetch_url, is_url
+from ragglm.connectors.parallel import ParseJob, parse_in_order
 
-__all__ = ["LOADERS", "LoadReport", "expand_paths", "iter_files", "load", "load_file", "load_many"]
+__all__ = ["LOADERS", "Collected", "LoadReport", "ParseJob", "collect", "expand_paths", "fetch_url",
+           "is_url", "iter_files", "load", "load_file", "load_many", "parse_in_order"]

@@ -1,92 +1,184 @@
-"""Walk paths and folders, load every supported file, and report what could not be read."""
+"""Walk paths, folders and URLs; load every supported source and report what could not be read."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ragglm.connectors.fetch import fetch_url, is_url
+from ragglm.connectors.formats import LOADERS, parse, supported
+from ragglm.connectors.parallel import ParseJob, parse_in_order
 
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
-__all__ = ["LOADERS", "LoadReport", "expand_paths", "iter_files", "load", "load_file", "load_many"]
-
-
-def _loaders() -> dict[str, Callable[[Path], Document]]:
-    from ragglm.connectors.pdf import load_pdf
-    from ragglm.connectors.text import load_text
-    from ragglm.connectors.web import load_html
-
-    return {".pdf": load_pdf, ".md": load_text, ".markdown": load_text, ".txt": load_text,
-            ".html": load_html, ".htm": load_html}
-
-
-LOADERS = _loaders()
+__all__ = ["LOADERS", "Collected", "LoadReport", "collect", "expand_paths", "iter_files", "load",
+           "load_file", "load_many"]
 
 
 @dataclass
 class LoadReport:
     documents: list[Document] = field(default_factory=list)
     errors: list[SourceError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was skipped on purpose, pages without text
 
 
-def iter_files(path: Path) -> Iterable[Path]:
-    """Supported files under path, hidden ones skipped, in a stable order."""
+@dataclass
+class Collected:
+    """What a list of paths and URLs stands for: files to read, URLs to fetch, folders walked."""
+    files: list[Path] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+    errors: list[SourceError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _matches(relative: str, patterns: Sequence[str]) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _looks_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return b"\0" in handle.read(8192)
+    except OSError:
+        return True
+
+
+def iter_files(path: Path, include: Sequence[str] = (), exclude: Sequence[str] = (),
+               notes: list[str] | None = None) -> Iterable[Path]:
+    """Supported files under path in a stable order; hidden, binary and unsupported files are noted."""
+    path = Path(path)
     if path.is_file():
         yield path
         return
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    hidden: list[str] = []
+    skipped: list[str] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: symlink loops end here
+    for root, dirs, files in os.walk(path, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        base = Path(root)
+        relative_root = base.relative_to(path).as_posix()
+        prefix = "" if relative_root == "." else relative_root + "/"
+        hidden.extend(prefix + d + "/" for d in dirs if d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _matches(prefix + d, exclude))
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in LOADERS:
-                yield Path(root) / name
+            relative = prefix + name
+            if name.startswith("."):
+                hidden.append(relative)
+            elif _matches(relative, exclude) or (include and not _matches(relative, include)):
+                continue
+            elif Path(name).suffix.lower() not in LOADERS or _looks_binary_text(base / name):
+                skipped.append(relative)
+            else:
+                yield base / name
+    if notes is not None:
+        if hidden:
+            notes.append(f"{path}: skipped {len(hidden)} hidden file(s) or folder(s): {_sample(hidden)}")
+        if skipped:
+            notes.append(f"{path}: skipped {len(skipped)} binary or unsupported file(s): {_sample(skipped)} "
+                         f"(ragglm reads {supported()})")
 
 
-def load(path: str | Path) -> list[Document]:
-    """Documents from one file or folder; raises SourceError for the first one that fails."""
-    report = load_many([path])
-    if report.errors:
-        raise report.errors[0]
-    return report.documents
+def _looks_binary_text(path: Path) -> bool:
+    """A .txt or .md file that holds binary data (NUL bytes) is skipped rather than indexed as noise."""
+    return path.suffix.lower() in (".txt", ".md", ".markdown", ".text") and _looks_binary(path)
 
 
-def load_file(file: Path) -> Document:
-    """One file with the loader for its suffix; every failure becomes a SourceError naming it."""
-    loader = LOADERS.get(file.suffix.lower())
-    if loader is None:
-        raise SourceError(str(file), "unsupported file type", f"ragglm reads {', '.join(sorted(LOADERS))}")
-    try:
-        return loader(file)
-    except SourceError:
-        raise
-    except (OSError, UnicodeError) as exc:
-        raise SourceError(str(file), f"could not be read ({exc})") from exc
+def _sample(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def collect(paths: Iterable[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Collected:
+    """Expand paths into files and URLs; a path that yields nothing is an error naming it."""
+    found = Collected()
+    for raw in paths:
+        if is_url(str(raw)):
+            found.urls.append(str(raw))
+            continue
+        path = Path(raw)
+        if not path.exists():
+            found.errors.append(SourceError(str(raw), "no such file or folder", "check the path"))
+            continue
+        files = list(iter_files(path, include, exclude, found.notes))
+        if path.is_dir():
+            found.folders.append(path)
+        if not files:
+            problem = "folder has no supported files" if path.is_dir() else "unsupported file type"
+            found.errors.append(SourceError(str(raw), problem, f"ragglm reads {supported()}"))
+        elif path.is_file() and path.suffix.lower() not in LOADERS:
+            found.errors.append(SourceError(str(raw), "unsupported file type", f"ragglm reads {supported()}"))
+            continue
+        found.files.extend(files)
+    return found
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[SourceError]]:
     """Supported files under each path, and an error for each path that yields none."""
-    files: list[Path] = []
-    errors: list[SourceError] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            errors.append(SourceError(str(raw), "no such file or folder", "check the path"))
-            continue
-        found = list(iter_files(path))
-        if not found:
-            problem = "folder has no supported files" if path.is_dir() else "unsupported file type"
-            errors.append(SourceError(str(raw), problem, f"ragglm reads {', '.join(sorted(LOADERS))}"))
-        files.extend(found)
-    return files, errors
+    found = collect(paths)
+    return found.files, found.errors
 
 
-def load_many(paths: Iterable[str | Path]) -> LoadReport:
-    files, errors = expand_paths(paths)
-    report = LoadReport(errors=errors)
-    for file in files:
+def load_file(file: Path | str) -> Document:
+    """One file or URL with the reader for its type; every failure becomes a SourceError naming it."""
+    if is_url(str(file)):
+        fetched = fetch_url(str(file))
+        return parse(str(file), fetched.data, fetched.content_type or "text/html")
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise SourceError(str(file), f"could not be read ({exc.strerror or exc})", "check the path") from exc
+    return parse(str(file), data)
+
+
+def iter_jobs(found: Collected, errors: list[SourceError]) -> Iterable[ParseJob]:
+    """Read each file (or fetch each URL) once; failures go to errors and yield nothing."""
+    for file in found.files:
         try:
-            report.documents.append(load_file(file))
+            yield ParseJob(str(file), file.read_bytes())
+        except OSError as exc:
+            errors.append(SourceError(str(file), f"could not be read ({exc.strerror or exc})", "check the path"))
+    for url in found.urls:
+        try:
+            fetched = fetch_url(url)
         except SourceError as exc:
-            report.errors.append(exc)
+            errors.append(exc)
+            continue
+        yield ParseJob(url, fetched.data, fetched.content_type or "text/html")
+
+
+def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
+              workers: int | None = None) -> LoadReport:
+    """Every readable document under paths, parsed in parallel; order follows the paths."""
+    found = collect(paths, include, exclude)
+    report = LoadReport(errors=list(found.errors), notes=list(found.notes))
+    if workers is None and not _worth_processes(found):
+        workers = 1
+    for _, result in parse_in_order(iter_jobs(found, report.errors), workers):
+        if isinstance(result, SourceError):
+            report.errors.append(result)
+        else:
+            report.documents.append(result)
+            report.notes.extend(result.metadata.get("notes", []))
     return report
+
+
+def _worth_processes(found: Collected) -> bool:
+    """Starting worker processes pays off only for several files that are slow to parse."""
+    return sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx")) >= 2
+
+
+def load(path_or_url: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Document]:
+    """Documents from one file, folder or URL; raises SourceError for the first source that fails."""
+    report = load_many([path_or_url], include, exclude)
+    if report.errors:
+        raise report.errors[0]
+    return report.documents

@@ -1,25 +1,18 @@
-"""Plain text and Markdown files, decoded as UTF-8 (with or without BOM) or GB18030."""
+"""Plain text and Markdown files in UTF-8 (with or without BOM), UTF-16 with BOM, GBK or GB18030."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ragglm.connectors.charset import decode_bytes
+
 from ragglm.documents import Document, Page
-from ragglm.errors import SourceError
 
 __all__ = ["load_text", "decode_bytes"]
 
 
-def decode_bytes(data: bytes, source: str) -> str:
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise SourceError(source, "text is neither UTF-8 nor GB18030", "save the file as UTF-8")
-
-
-def load_text(path: Path) -> Document:
-    text = decode_bytes(path.read_bytes(), str(path)).replace("\r\n", "\n")
-    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), path.stem)
+def load_text(path: Path, data: bytes | None = None) -> Document:
+    data = Path(path).read_bytes() if data is None else data
+    text = decode_bytes(data, str(path)).replace("\r\n", "\n").replace("\r", "\n")
+    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), Path(path).stem)
     return Document(str(path), [Page(None, text.strip())], title=title)

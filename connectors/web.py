@@ -1,4 +1,8 @@
-"""Saved HTML pages: the page title, headings, paragraphs, lists and tables as text."""
+"""HTML pages (saved files or fetched URLs): title, headings, paragraphs, lists and tables as text.
+
+Navigation, footers, scripts, cookie banners and hidden elements are dropped; when the page marks its
+main content (<main>, <article>, role="main") only that is kept.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +10,132 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ragglm.connectors.text import decode_bytes
+from ragglm.connectors.charset import declared_charset, decode_bytes
+
 from ragglm.documents import Document, Page
 
-__all__ = ["load_html", "html_to_text"]
+__all__ = ["load_html", "html_to_text", "decode_html"]
 
-_SKIP = {"script", "style", "nav", "footer", "header", "noscript", "template", "svg", "form", "aside"}
-_BLOCK = {"p", "div", "section", "article", "main", "br", "li", "tr", "table", "ul", "ol",
-          "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "dd", "dt"}
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([\w-]+)""", re.IGNORECASE)
+_SKIP = {"script", "style", "nav", "footer", "header", "noscript", "template", "svg", "form", "aside",
+         "iframe", "button", "select", "dialog", "menu", "head"}
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+         "track", "wbr"}
+_BLOCK = {"p", "div", "section", "article", "main", "br", "li", "tr", "table", "ul", "ol", "dl",
+          "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "dd", "dt", "figcaption", "caption",
+          "hr", "address", "details", "summary"}
+_BOILERPLATE = {"cookie", "cookies", "consent", "gdpr", "banner", "advert", "advertisement", "ad", "ads", "sidebar",
+                "breadcrumb", "breadcrumbs", "share", "social", "newsletter", "popup", "modal", "comments",
+                "related", "footer", "navbar", "nav", "menu", "toc"}
+_CONTENT_WORDS = {"content", "main", "article", "body", "post", "entry", "text"}
+_MAIN_ROLES = {"main", "article"}
 
 
 class _TextExtractor(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
+        self.parts: list[tuple[bool, str]] = []  # (inside main content, text)
         self.title = ""
-        self._skip_depth = 0
+        self._stack: list[str] = []
+        self._skip_below: int | None = None  # stack depth at which a skipped element opened
+        self._main_below: int | None = None
         self._in_title = False
+        self._pre = 0
+
+    def _emit(self, text: str) -> None:
+        if self._skip_below is None:
+            self.parts.append((self._main_below is not None, text))
 
     def handle_starttag(self, tag, attrs):
-        if tag in _SKIP:
-            self._skip_depth += 1
-        elif tag == "title":
+        attrs = dict(attrs)
+        if tag == "title":
             self._in_title = True
-        elif tag in _BLOCK:
-            self.parts.append("\n")
-            if tag.startswith("h") and tag[1:].isdigit():
-                self.parts.append("#" * int(tag[1:]) + " ")
+            return
+        void = tag in _VOID
+        if not void:
+            self._stack.append(tag)
+        if self._skip_below is None and not void and _is_boilerplate(tag, attrs):
+            self._skip_below = len(self._stack) - 1
+            return
+        if self._main_below is None and not void and (tag in ("main", "article") or attrs.get("role") == "main"):
+            self._main_below = len(self._stack) - 1
+        if tag == "pre":
+            self._pre += 1
+        if tag in _BLOCK:
+            self._emit("\n")
+            if tag[0] == "h" and tag[1:].isdigit():
+                self._emit("#" * int(tag[1:]) + " ")
             elif tag == "li":
-                self.parts.append("- ")
+                self._emit("- ")
         elif tag in ("td", "th"):
-            self.parts.append(" | ")
+            self._emit(" | ")
 
     def handle_endtag(self, tag):
-        if tag in _SKIP:
-            self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag == "title":
+        if tag == "title":
             self._in_title = False
-        elif tag in _BLOCK:
-            self.parts.append("\n")
+            return
+        if tag not in self._stack:
+            return  # a stray end tag
+        while self._stack:
+            opened = self._stack.pop()
+            depth = len(self._stack)
+            if self._skip_below is not None and depth <= self._skip_below:
+                self._skip_below = None
+            if self._main_below is not None and depth <= self._main_below:
+                self._main_below = None
+            if opened == "pre":
+                self._pre = max(0, self._pre - 1)
+            if opened in _BLOCK:
+                self._emit("\n")
+            if opened == tag:
+                break
 
     def handle_data(self, data):
         if self._in_title:
             self.title += data
-        elif not self._skip_depth:
-            self.parts.append(re.sub(r"\s+", " ", data))
+        else:
+            self._emit(data if self._pre else re.sub(r"\s+", " ", data))
+
+
+def _is_boilerplate(tag: str, attrs: dict) -> bool:
+    if tag in _SKIP or "hidden" in attrs or attrs.get("aria-hidden") == "true":
+        return True
+    if re.search(r"display\s*:\s*none", attrs.get("style") or ""):
+        return True
+    if attrs.get("role") in ("navigation", "banner", "contentinfo", "complementary", "dialog", "alert"):
+        return True
+    if tag in ("main", "article", "body", "html") or attrs.get("role") in _MAIN_ROLES:
+        return False
+    for token in " ".join(filter(None, [attrs.get("id"), attrs.get("class")])).lower().split():
+        if token.startswith(("has-", "with-", "no-")):
+            continue  # a state of the element ("has-sidebar"), not what it holds
+        words = set(re.split(r"[-_]+", token))
+        if words & _BOILERPLATE and not words & _CONTENT_WORDS:
+            return True
+    return False
 
 
 def html_to_text(html: str) -> tuple[str, str]:
-    """(title, text) of an HTML page."""
+    """(title, text) of an HTML page; only the marked main content when the page marks it."""
     parser = _TextExtractor()
     parser.feed(html)
-    text = "".join(parser.parts)
-    lines = [line.strip() for line in text.splitlines()]
+    parser.close()
+    main = "".join(text for inside, text in parser.parts if inside)
+    text = main if len(main.strip()) >= 40 else "".join(text for _, text in parser.parts)
+    lines = [line.strip(" ") for line in text.splitlines()]
+    lines = [re.sub(r"^\|\s*", "", line).strip() if line.lstrip().startswith("|") else line for line in lines]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return parser.title.strip(), text
+    return " ".join(parser.title.split()), text
 
 
-def load_html(path: Path) -> Document:
-    data = path.read_bytes()
-    match = _META_CHARSET.search(data[:4096])
-    html = None
-    if match:
-        try:
-            html = data.decode(match.group(1).decode("ascii"))
-        except (LookupError, UnicodeDecodeError):
-            html = None
-    if html is None:
-        html = decode_bytes(data, str(path))
-    title, text = html_to_text(html)
-    if title and not text.startswith("#"):
+def decode_html(data: bytes, source: str, content_type: str | None = None) -> str:
+    return decode_bytes(data, source, declared_charset(content_type, data))
+
+
+def load_html(path: Path | str, data: bytes | None = None, content_type: str | None = None) -> Document:
+    """A saved page (path) or fetched bytes (data, with the HTTP Content-Type) as one page of text."""
+    data = Path(path).read_bytes() if data is None else data
+    title, text = html_to_text(decode_html(data, str(path), content_type))
+    if title and not text.startswith("# " + title):
         text = f"# {title}\n\n{text}"
-    return Document(str(path), [Page(None, text)], title=title or path.stem)
+    fallback = str(path).rstrip("/").rsplit("/", 1)[-1] or str(path)
+    return Document(str(path), [Page(None, text)], title=title or Path(fallback).stem)

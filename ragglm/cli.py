@@ -76,25 +76,40 @@ def ask(
 
 @app.command()
 def index(
-    docs: list[Path] = typer.Argument(..., help="Files or folders to read."),
+    docs: list[str] = typer.Argument(..., help="Files, folders or http(s) URLs to read."),
     kb: Path = typer.Option(..., "--kb", help="Knowledge-base folder to create or update."),
+    include: list[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Skip files and folders matching this glob (repeatable)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Parsing processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Read documents into a knowledge-base folder; unchanged files are skipped."""
+    """Read documents into a knowledge-base folder: unchanged files are skipped, changed ones
+    re-indexed, files deleted from a folder removed; an interrupted run leaves the index as it was.
+
+    Example: ragglm index ./manuals https://example.com/faq.html --kb ./kb --exclude "drafts/*"
+    """
     from ragglm.knowledge_base import KnowledgeBase
 
-    knowledge_base = KnowledgeBase(kb)
-    report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty())
+    try:
+        knowledge_base = KnowledgeBase(kb)
+        report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty(),
+                                    include=include, exclude=exclude, workers=workers)
+    except RagglmError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; {kb} is unchanged", 130)
     for error in report.errors:
         typer.echo(f"ragglm: warning: {error}", err=True)
-    summary = {"added": report.added, "unchanged": report.unchanged, "chunks": report.chunks,
-               "errors": [str(e) for e in report.errors], "total_chunks": len(knowledge_base)}
+    if not as_json:
+        for note in report.notes:
+            typer.echo(f"ragglm: note: {note}", err=True)
     if as_json:
-        typer.echo(json.dumps(summary, ensure_ascii=False))
+        typer.echo(json.dumps({**report.to_dict(), "total_chunks": len(knowledge_base)}, ensure_ascii=False))
     else:
-        typer.echo(f"indexed {len(report.added)} file(s), {report.chunks} chunk(s); "
-                   f"{len(report.unchanged)} unchanged; {len(report.errors)} error(s)")
-    if not report.added and not report.unchanged:
+        typer.echo(f"indexed {len(report.added)} source(s), {report.pages} page(s), {report.chunks} chunk(s); "
+                   f"{len(report.unchanged)} unchanged; {len(report.removed)} removed; "
+                   f"{len(report.errors)} error(s)")
+    if not report.added and not report.unchanged and not report.removed:
         raise typer.Exit(EXIT_NOTHING_READ)
 
 

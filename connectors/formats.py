@@ -1,0 +1,55 @@
+"""Which reader handles which file: by suffix for files, by Content-Type (then suffix) for URLs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from ragglm.connectors.docx import load_docx
+from ragglm.connectors.pdf import load_pdf
+from ragglm.connectors.text import load_text
+from ragglm.connectors.web import load_html
+
+from ragglm.documents import Document
+from ragglm.errors import SourceError
+
+__all__ = ["LOADERS", "parse", "supported"]
+
+LOADERS: dict[str, Callable[..., Document]] = {
+    ".pdf": load_pdf, ".md": load_text, ".markdown": load_text, ".txt": load_text, ".text": load_text,
+    ".html": load_html, ".htm": load_html, ".docx": load_docx,
+}
+_MIME = {"application/pdf": ".pdf", "text/html": ".html", "application/xhtml+xml": ".html",
+         "text/plain": ".txt", "text/markdown": ".md", "text/x-markdown": ".md",
+         "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx"}
+
+
+def supported() -> str:
+    return ", ".join(sorted(LOADERS))
+
+
+def _suffix(source: str, content_type: str | None) -> str:
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime in _MIME:
+        return _MIME[mime]
+    if content_type is not None:  # a URL: its path may still say what it is
+        suffix = PurePosixPath(urlparse(source).path).suffix.lower()
+        return suffix if suffix in LOADERS else ".html"
+    return Path(source).suffix.lower()
+
+
+def parse(source: str, data: bytes, content_type: str | None = None) -> Document:
+    """A Document from the bytes of source; content_type is given for fetched URLs."""
+    suffix = _suffix(source, content_type)
+    loader = LOADERS.get(suffix)
+    if loader is None:
+        raise SourceError(source, "unsupported file type", f"ragglm reads {supported()}")
+    try:
+        if loader is load_html:
+            return load_html(source, data, content_type)
+        return loader(Path(source) if content_type is None else source, data)
+    except SourceError:
+        raise
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise SourceError(source, f"could not be read ({exc})") from exc
