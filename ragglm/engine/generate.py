@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ragglm.engine.model import Transformer
 
-__all__ = ["GenerationResult", "sample", "generate_tokens", "prefill", "PREFILL_CHUNK"]
+__all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
+           "PREFILL_CHUNK"]
 
 PREFILL_CHUNK = 512  # prompt tokens per prefill block
 
@@ -31,29 +32,34 @@ class GenerationResult:
 def sample(logits: Tensor, temperature: float, generator: torch.Generator | None = None, *,
            top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
            previous: Tensor | None = None) -> int:
-    """logits [V] -> token id; temperature 0 is greedy (after the repetition penalty).
-
-    repetition_penalty > 1 makes the ids in `previous` less likely (positive logits divided,
-    negative ones multiplied); top_k keeps the k most likely ids; top_p keeps the smallest set
-    whose probability reaches p.
-    """
-    if repetition_penalty != 1.0 and previous is not None and previous.numel():
-        seen = logits.gather(0, previous)
-        logits = logits.scatter(0, previous, torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty))
+    """logits [V] -> token id; temperature 0 is greedy (after the repetition penalty)."""
+    logits = penalise_repetition(logits, previous, repetition_penalty)
     if temperature <= 0:
         return int(logits.argmax())
-    logits = logits.float() / temperature
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def penalise_repetition(logits: Tensor, previous: Tensor | None, penalty: float) -> Tensor:
+    """Make the ids in `previous` less likely: positive logits divided by penalty, negative multiplied."""
+    if penalty == 1.0 or previous is None or not previous.numel():
+        return logits
+    seen = logits.gather(0, previous)
+    return logits.scatter(0, previous, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """-inf outside the k most likely ids, then outside the smallest set whose probability reaches top_p."""
     if top_k is not None and 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and 0 < top_p < 1:
         sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        # drop an id when the ids before it already reach top_p (the first always stays)
-        drop = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop an id when the ids before it already reach top_p (the most likely always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
         logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return logits
 
 
 @torch.inference_mode()
