@@ -1,1 +1,1 @@
-"""Adapters that plug ragglm into other frameworks."""
+"""Adapters for other frameworks (LangChain)."""
