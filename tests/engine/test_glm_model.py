@@ -140,3 +140,17 @@ def test_bf16_logits_close_to_fp32(glm_folder, engine_hf_naming):
     assert ours.dtype == torch.float32
     # bf16 keeps ~3 significant digits: compare relative to the logit scale
     assert (ours - fp32).abs().max().item() <= 0.05 * fp32.abs().max().item()
+
+
+def test_chatglm3_folder_chats_end_to_end(reference, engine_hf_naming, tmp_path):
+    from ragglm.engine.glm_chat_format import ChatGLM3Format
+
+    folder = save_chatglm_folder(engine_hf_naming.model.state_dict(), chatglm_config(reference.config), tmp_path)
+    engine = Engine.from_pretrained(folder)
+    assert isinstance(engine.chat_format, ChatGLM3Format)
+    messages = [{"role": "user", "content": "滤芯多久更换？"}]
+    ids = engine.chat_ids(messages)
+    assert ids[:3] == [engine.tokenizer.token_id(t) for t in ("[gMASK]", "sop", "<|user|>")]
+    result = engine.chat(messages, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=3)
+    assert 0 < len(result.token_ids) <= 8 and result.prompt_tokens == len(ids)
+    assert all(t not in engine.tokenizer.eos_token_ids for t in result.token_ids)
