@@ -133,13 +133,16 @@ def test_rope_ratio_mode_can_be_set_explicitly():
     assert chatglm_args(config).rope_position_scale == 8.0
 
 
-def test_bf16_logits_close_to_fp32(glm_folder, engine_hf_naming):
-    engine = Engine.from_pretrained(glm_folder, dtype="bf16")
-    assert engine.model.tok_embeddings.weight.dtype == torch.bfloat16
+@pytest.mark.parametrize("dtype, torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_half_precision_logits_close_to_fp32(glm_folder, engine_hf_naming, dtype, torch_dtype):
+    engine = Engine.from_pretrained(glm_folder, dtype=dtype)
+    assert engine.model.tok_embeddings.weight.dtype == torch_dtype
     ours, fp32 = engine.logits(PROMPT), engine_hf_naming.logits(PROMPT)
     assert ours.dtype == torch.float32
     # bf16 keeps ~3 significant digits: compare relative to the logit scale
     assert (ours - fp32).abs().max().item() <= 0.05 * fp32.abs().max().item()
+    tokens = list(generate_tokens(engine.model, PROMPT[0].tolist(), 4, set(), prefill_chunk=5))
+    assert len(tokens) == 4
 
 
 def test_chatglm3_folder_chats_end_to_end(reference, engine_hf_naming, tmp_path):
