@@ -55,27 +55,27 @@ def test_sample_greedy_limits_and_seed():
 
 
 def test_seeded_sampling_is_reproducible(smollm2):
-    first = smollm2.chat(QUESTION, max_new_tokens=12, temperature=0.9, top_p=0.95, top_k=50, seed=7)
-    second = smollm2.chat(QUESTION, max_new_tokens=12, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    first = smollm2.chat(QUESTION, max_new_tokens=6, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    second = smollm2.chat(QUESTION, max_new_tokens=6, temperature=0.9, top_p=0.95, top_k=50, seed=7)
     assert first.token_ids == second.token_ids
-    others = [smollm2.chat(QUESTION, max_new_tokens=12, temperature=1.5, seed=s).token_ids for s in range(3)]
+    others = [smollm2.chat(QUESTION, max_new_tokens=6, temperature=1.5, seed=s).token_ids for s in range(2)]
     assert any(o != first.token_ids for o in others)
 
 
 def test_stop_string_cuts_text_and_streams_the_same(smollm2):
-    full = smollm2.chat(QUESTION, max_new_tokens=16)
+    full = smollm2.chat(QUESTION, max_new_tokens=10)
     assert "Paris" in full.text
-    cut = smollm2.chat(QUESTION, max_new_tokens=16, stop=["Paris"])
+    cut = smollm2.chat(QUESTION, max_new_tokens=10, stop=["Paris"])
     assert cut.text == full.text[: full.text.index("Paris")]
     assert cut.finish_reason == "stop"
     result = type(cut)([])
-    pieces = list(smollm2.chat(QUESTION, max_new_tokens=16, stop="Paris", stream=True, result=result))
+    pieces = list(smollm2.chat(QUESTION, max_new_tokens=10, stop="Paris", stream=True, result=result))
     assert "".join(pieces) == cut.text == result.text
 
 
 def test_stop_token_ids(smollm2):
-    full = smollm2.chat(QUESTION, max_new_tokens=16)
+    full = smollm2.chat(QUESTION, max_new_tokens=10)
     third = full.token_ids[2]
-    stopped = smollm2.chat(QUESTION, max_new_tokens=16, stop_token_ids=[third])
+    stopped = smollm2.chat(QUESTION, max_new_tokens=10, stop_token_ids=[third])
     assert stopped.token_ids == full.token_ids[: full.token_ids.index(third)]
     assert stopped.finish_reason == "stop"
