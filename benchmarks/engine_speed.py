@@ -72,6 +72,16 @@ def transformers_peer(path: Path, ids: list[int], new: int) -> dict:
 
 
 def llama_cpp_peer(path: Path, ids: list[int], new: int) -> dict:
+    """In a child process: a crash of the native library must not end the benchmark."""
+    child = subprocess.run([sys.executable, __file__, "--llama-cpp-child", str(path), "--ids", json.dumps(ids),
+                            "--new", str(new)], capture_output=True, text=True)
+    if child.returncode != 0:
+        tail = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        return {"available": False, "reason": f"llama-cpp-python failed (status {child.returncode}): {tail[0]}"}
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def llama_cpp_child(path: Path, ids: list[int], new: int) -> dict:
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -225,8 +235,13 @@ def main() -> None:
     parser.add_argument("--glm-prompt", type=int, default=128)
     parser.add_argument("--glm-new", type=int, default=4)
     parser.add_argument("--glm6b-child")
+    parser.add_argument("--llama-cpp-child")
+    parser.add_argument("--ids")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
+    if args.llama_cpp_child:
+        print(json.dumps(llama_cpp_child(Path(args.llama_cpp_child), json.loads(args.ids), args.new)))
+        return
     if args.glm6b_child:
         glm6b_child(args.glm6b_child, args.glm_prompt, args.glm_new)
         return
