@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ragglm.engine.model import Transformer
+from ragglm.engine.prefix_cache import PrefixCache
 
 __all__ = ["GenerationResult", "sample", "generate_tokens"]
 
@@ -19,6 +20,7 @@ class GenerationResult:
     token_ids: list[int]  # generated ids only, stop token excluded
     text: str = ""
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     ttft_s: float = 0.0
     prefill_tok_s: float = 0.0
     decode_tok_s: float = 0.0
@@ -43,8 +45,13 @@ def generate_tokens(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     stats: GenerationResult | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> Iterator[int]:
-    """Yield generated token ids one by one; fills stats with timings when given."""
+    """Yield generated token ids one by one; fills stats with timings when given.
+
+    With a prefix cache, the longest cached prefix of the prompt is copied into the KV cache and only
+    the rest is prefilled; the prompt's KV is then kept for later prompts.
+    """
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
     if total > model.args.max_seq_len:
@@ -56,11 +63,16 @@ def generate_tokens(
     stats = stats if stats is not None else GenerationResult([])
     stats.prompt_tokens = len(prompt_ids)
     started = time.perf_counter()
-    tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    logits = model(tokens, start=0, last_only=True)[0, -1]
+    # At least the last prompt token is prefilled: its logits give the first new token.
+    cached = prefix_cache.load_into(model, prompt_ids, limit=len(prompt_ids) - 1) if prefix_cache is not None else 0
+    tokens = torch.tensor([prompt_ids[cached:]], dtype=torch.long, device=device)
+    logits = model(tokens, start=cached, last_only=True)[0, -1]
     token = sample(logits, temperature, generator)
     stats.ttft_s = time.perf_counter() - started
-    stats.prefill_tok_s = len(prompt_ids) / max(stats.ttft_s, 1e-9)
+    stats.cached_tokens = cached
+    stats.prefill_tok_s = (len(prompt_ids) - cached) / max(stats.ttft_s, 1e-9)
+    if prefix_cache is not None:
+        prefix_cache.store(model, prompt_ids)
     decode_started = time.perf_counter()
     position = len(prompt_ids)
     produced = 0
