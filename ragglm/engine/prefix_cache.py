@@ -268,13 +268,12 @@ class PrefixCache:
 
     def _evict(self) -> None:
         while self.used_bytes > self.budget_bytes:
-            victims = [b for b in self._blocks.values() if b.refs == 0 and not self._children.get(b.key)]
-            if not victims:
+            # The oldest unheld leaf; removing it may turn its parent into a leaf, so look again.
+            victim = next((b for b in self._blocks.values() if b.refs == 0 and b.key not in self._children),
+                          None)
+            if victim is None:
                 return  # all that is left is held
-            for block in victims:
-                if self.used_bytes <= self.budget_bytes:
-                    return
-                self._remove(block)
+            self._remove(victim)
 
     def _remove(self, block: _Block) -> None:
         del self._blocks[block.key]
