@@ -225,7 +225,7 @@ class PrefixCache:
             used = _common_length(block.tokens, chunk)
             if used > best_used:
                 best, best_used = block, used
-        if self.disk is not None:
+        if self.disk is not None and best_used < len(chunk):
             on_disk = [(_common_length(tokens, chunk), key, tokens) for key, tokens in self.disk.children(parent)
                        if key not in self._blocks]
             used, key, tokens = max(on_disk, default=(0, None, None), key=lambda c: c[0])
