@@ -255,3 +255,32 @@ def test_knowledge_base_keeps_the_kv_in_its_folder(tmp_path, manuals):
     assert second.timings["cached_tokens"] > 0
     kb.engine.prefix_cache.flush()
     assert list((tmp_path / "kb" / "kv-cache").rglob("*.kv"))
+
+
+def test_a_glm_checkpoint_reuses_its_prefix_in_memory_and_from_disk(tmp_path):
+    pytest.importorskip("transformers")
+    from ragglm.engine import Engine
+    from tests.engine.glm_fixtures import TEXT, save_glm_folder, tiny_glm_config, tiny_glm_model
+
+    folder = save_glm_folder(tiny_glm_model(tiny_glm_config(max_position_embeddings=2048)), tmp_path / "glm")
+    engine = Engine.from_pretrained(folder, cache_dir=tmp_path / "kv")
+    context = "\n".join(TEXT)
+
+    def messages(question):
+        return [{"role": "system", "content": "Answer from the sources and cite them."},
+                {"role": "user", "content": f"Sources:\n{context}\n\nQuestion: {question}"}]
+
+    first, second = engine.chat_ids(messages("滤芯多久更换？")), engine.chat_ids(messages("How long to flush?"))
+    shared = next(i for i, (x, y) in enumerate(zip(first, second, strict=False)) if x != y)
+    assert shared > 2 * BLOCK
+    plain = [engine.generate(ids, max_new_tokens=16, use_prefix_cache=False).token_ids for ids in (first, second)]
+    result = engine.generate(first, max_new_tokens=16)
+    assert (result.token_ids, result.cached_tokens) == (plain[0], 0)
+    result = engine.generate(second, max_new_tokens=16)
+    assert (result.token_ids, result.cached_tokens) == (plain[1], shared)
+    engine.prefix_cache.flush()
+
+    reloaded = Engine.from_pretrained(folder, cache_dir=tmp_path / "kv")
+    assert reloaded.cached_prefix_length(second) == len(second)
+    result = reloaded.generate(second, max_new_tokens=16)
+    assert (result.token_ids, result.cached_tokens) == (plain[1], len(second) - 1)

@@ -1,0 +1,1 @@
+"""Adapters that plug ragglm into other frameworks."""
