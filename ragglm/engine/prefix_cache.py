@@ -176,7 +176,7 @@ class PrefixCache:
 
     @contextmanager
     def hold(self, tokens: Sequence[int]) -> Iterator[int]:
-        """Keep the cached prefix of tokens from eviction inside the block; yields its length."""
+        """Within the `with` statement, the cached prefix of tokens is never evicted; yields its length."""
         with self._lock:
             steps = self._walk(list(tokens), load=True)
         try:
