@@ -218,6 +218,7 @@ def test_disk_budget_removes_the_oldest_files(tmp_path):
     assert fresh.cached_length(b) > 0
 
 
+@pytest.mark.slow
 def test_engine_reports_cached_tokens_and_reuses_the_context(smollm2, tmp_path):
     from ragglm.pipelines.prompts import build_messages
 
