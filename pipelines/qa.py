@@ -47,6 +47,7 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
         "ttft_s": round(result.ttft_s, 4),
         "total_s": round(time.perf_counter() - started, 4),
         "prompt_tokens": result.prompt_tokens,
+        "cached_tokens": result.cached_tokens,
         "generated_tokens": len(result.token_ids),
         "decode_tok_s": round(result.decode_tok_s, 2),
     }

@@ -70,7 +70,7 @@ class KnowledgeBase:
             from ragglm.engine import Engine
 
             self._engine = Engine.from_pretrained(self.settings.model, quant=self.settings.quant,
-                                                  device=self.settings.device)
+                                                  device=self.settings.device, cache_dir=self._kv_cache_folder())
         return self._engine
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,
@@ -250,6 +250,12 @@ class KnowledgeBase:
 
     def _index_folder(self) -> Path | None:
         return None if self.path is None else self.path / "index"
+
+    def _kv_cache_folder(self) -> Path:
+        """Where the KV of stuffed documents is kept for the next process."""
+        from ragglm.engine.prefix_cache import default_kv_cache_dir
+
+        return default_kv_cache_dir() if self.path is None else self.path / "kv-cache"
 
 
 def _file_digest(file: Path) -> str:

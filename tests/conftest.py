@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Caches that tests create go to a temporary folder, never to the user's ~/.cache.
+if "RAGGLM_CACHE_DIR" not in os.environ:
+    os.environ["RAGGLM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ragglm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RAGGLM_CACHE_DIR"], ignore_errors=True)
 MANUALS = REPO / "examples" / "manuals"
 
 

@@ -11,6 +11,7 @@ import torch
 from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.sources import resolve_model_path
 from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
 from ragglm.errors import ModelNotFoundError
@@ -29,6 +30,8 @@ class Engine:
         self.chat_format = chat_format
         self.name = name
         self.languages = languages  # languages the model answers well in
+        # KV of recent prompt prefixes (system prompt + documents), reused by later prompts; None disables
+        self.prefix_cache: PrefixCache | None = PrefixCache.for_model(model)
 
     @property
     def args(self) -> ModelArgs:
@@ -40,7 +43,9 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
-                        dtype: str | torch.dtype | None = None) -> Engine:
+                        dtype: str | torch.dtype | None = None, *, cache_dir: str | Path | None = None,
+                        prefix_cache_bytes: int | None = None) -> Engine:
+        """Load a model; cache_dir keeps prefix KV on disk for later processes (see enable_disk_cache)."""
         if quant is not None:
             raise NotImplementedError("quantization is not available yet; use quant=None")
         torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or torch.float32)
@@ -52,7 +57,27 @@ class Engine:
         else:
             raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
         model = _build(args, state_dict, device)
-        return cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+        engine = cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+        if prefix_cache_bytes is not None:
+            engine.prefix_cache = PrefixCache.for_model(model, budget_bytes=prefix_cache_bytes)
+        if cache_dir is not None:
+            engine.enable_disk_cache(cache_dir)
+        return engine
+
+    def enable_disk_cache(self, folder: str | Path) -> Path:
+        """Keep prompt-prefix KV as files under folder, shared by every process using this model.
+
+        Files live in a subfolder named for the model, quantization, dtype and a weight fingerprint,
+        which is returned.
+        """
+        if self.prefix_cache is None:
+            self.prefix_cache = PrefixCache.for_model(self.model)
+        fingerprint = model_fingerprint(self.model, self.name, getattr(self, "quant", None))
+        return self.prefix_cache.enable_disk(folder, fingerprint)
+
+    def cached_prefix_length(self, prompt_ids: list[int]) -> int:
+        """How many leading tokens of this prompt have their KV cached, in memory or on disk."""
+        return 0 if self.prefix_cache is None else self.prefix_cache.cached_length(prompt_ids)
 
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -71,12 +96,14 @@ class Engine:
                  temperature: float = 0.0, stream: bool = False, seed: int | None = None,
                  result: GenerationResult | None = None, *, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0,
-                 stop: str | list[str] | None = None, stop_token_ids: list[int] | None = None):
+                 stop: str | list[str] | None = None, stop_token_ids: list[int] | None = None,
+                 use_prefix_cache: bool = True):
         """A GenerationResult, or with stream=True an iterator of text pieces.
 
         `stop` strings end generation and are cut from the text; `stop_token_ids` add to the
         checkpoint's own end tokens. When streaming, pass `result` to receive the token ids,
-        text and timings once done.
+        text and timings once done. use_prefix_cache=False prefills the whole prompt and leaves
+        the prefix cache untouched.
         """
         if isinstance(prompt_ids, torch.Tensor):
             prompt_ids = prompt_ids.reshape(-1).tolist()
@@ -87,7 +114,8 @@ class Engine:
         stop_ids = set(self.tokenizer.eos_token_ids) | set(stop_token_ids or ())
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         tokens = generate_tokens(self.model, list(prompt_ids), max_new_tokens, stop_ids, temperature, generator,
-                                 result, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+                                 result, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                 prefix_cache=self.prefix_cache if use_prefix_cache else None)
         pieces = self._stream_text(tokens, result, stops)
         if stream:
             return pieces

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ragglm.engine.model import Transformer
+from ragglm.engine.prefix_cache import PrefixCache
 
 __all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
            "PREFILL_CHUNK"]
@@ -22,6 +23,7 @@ class GenerationResult:
     token_ids: list[int]  # generated ids only, stop token excluded
     text: str = ""
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     ttft_s: float = 0.0
     prefill_tok_s: float = 0.0
     decode_tok_s: float = 0.0
@@ -76,11 +78,14 @@ def generate_tokens(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     prefill_chunk: int = PREFILL_CHUNK,
+    prefix_cache: PrefixCache | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one; fills stats with timings when given.
 
     The prompt is prefilled in blocks of `prefill_chunk` tokens, so attention scores never take
     more than prefill_chunk x prompt length (a 32K prompt needs no 32K x 32K matrix).
+    With a prefix cache, the longest cached prefix of the prompt is copied into the KV cache and only
+    the rest is prefilled; the prompt's KV is then kept for later prompts.
     """
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
@@ -102,10 +107,15 @@ def generate_tokens(
                       repetition_penalty=repetition_penalty, previous=history)
 
     started = time.perf_counter()
-    logits = prefill(model, prompt_ids, prefill_chunk)
+    # At least the last prompt token is prefilled: its logits give the first new token.
+    cached = prefix_cache.load_into(model, prompt_ids, limit=len(prompt_ids) - 1) if prefix_cache is not None else 0
+    logits = prefill(model, prompt_ids[cached:], prefill_chunk, start=cached)
     token = pick(logits)
     stats.ttft_s = time.perf_counter() - started
-    stats.prefill_tok_s = len(prompt_ids) / max(stats.ttft_s, 1e-9)
+    stats.cached_tokens = cached
+    stats.prefill_tok_s = (len(prompt_ids) - cached) / max(stats.ttft_s, 1e-9)
+    if prefix_cache is not None:
+        prefix_cache.store(model, prompt_ids)
     decode_started = time.perf_counter()
     position = len(prompt_ids)
     produced = 0
