@@ -78,7 +78,8 @@ def serve_options_from_file(path: Path | None = None) -> dict:
         if key not in SERVE_KEYS:
             raise ConfigError(f"{path}: unknown [serve] option {key!r}; use {', '.join(SERVE_KEYS)}")
         if not isinstance(value, SERVE_KEYS[key]) or isinstance(value, bool):
-            raise ConfigError(f"{path}: [serve] {key} must be a {SERVE_KEYS[key].__name__}")
+            wanted = "a whole number" if SERVE_KEYS[key] is int else "a string"
+            raise ConfigError(f"{path}: [serve] {key} must be {wanted}")
     return dict(table)
 
 
