@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -131,4 +132,5 @@ def test_ragglm_serve_process_with_the_openai_client(tmp_path):
                           max_retries=0).models.list()
     finally:
         process.terminate()
-        assert process.wait(timeout=60) == 0
+        # a graceful shutdown; the server then re-raises SIGTERM, as a terminated process should
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
