@@ -34,6 +34,7 @@ class RemoteGenerator:
     """
 
     tokenizer = None  # token counts are the server's business
+    concurrent = True  # the server schedules its own batch: callers need not take turns
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
                  timeout_s: float = 300.0, languages: tuple[str, ...] | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from ragglm.engine.exclusive import exclusive
@@ -37,7 +38,7 @@ def chat_generator(generator, messages: list[dict], *, max_new_tokens: int, temp
     stops = StopStringFilter(stop)
     result = GenerationResult([])
     extra = {"seed": seed} if seed is not None else {}
-    with exclusive(generator):
+    with nullcontext() if getattr(generator, "concurrent", False) else exclusive(generator):
         pieces = generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,
                                 stream=True, result=result, **extra)
         try:

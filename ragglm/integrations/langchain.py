@@ -45,7 +45,8 @@ class RagGLM(LLM):
     """A LangChain LLM on the ragglm engine (or a remote `openai:http://...` model).
 
     Bound to a `knowledge_base`, the prompt is taken as a question and answered from the
-    documents; the citations come back in the generation's `generation_info["citations"]`.
+    documents by the knowledge base's own generator (its `model` setting); the citations come
+    back in the generation's `generation_info["citations"]`.
     """
 
     model: str = "smollm2"
