@@ -11,6 +11,7 @@ in a bounded queue and never share its KV cache.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -184,8 +185,10 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             outcome = await job.outcome()
-        except BaseException as exc:
-            job.cancel()
+        except asyncio.CancelledError:
+            job.cancel()  # the server is stopping, or the client left
+            raise
+        except Exception as exc:
             raise _as_api_error(exc) from exc
         return reply.completion(outcome)
 
