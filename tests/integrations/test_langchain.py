@@ -38,9 +38,15 @@ def llm(smollm2):
     return RagGLM(model="smollm2", max_new_tokens=8)
 
 
+_references: dict[tuple[str, int], str] = {}
+
+
 def reference(engine, prompt: str, max_new_tokens: int = 8) -> str:
-    """The engine's own greedy answer for the prompt, as the ground truth."""
-    return engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens).text
+    """The engine's own greedy answer for the prompt, as the ground truth (computed once)."""
+    key = (prompt, max_new_tokens)
+    if key not in _references:
+        _references[key] = engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens).text
+    return _references[key]
 
 
 def test_defaults_and_identity():
@@ -116,8 +122,11 @@ def test_llm_bound_to_a_knowledge_base_answers_with_citations(manuals_kb):
     citations = generation.generation_info["citations"]
     assert citations and [c["source"] for c in citations] == [c.source for c in expected.citations]
     assert all(c["source"].startswith(str(manuals_kb.sources[0]).rsplit("/", 1)[0]) for c in citations)
-    streamed = list(bot.stream(question))
+    recorder = TokenRecorder()
+    streamed = list(bot.stream(question, config={"callbacks": [recorder]}))
+    assert len([piece for piece in streamed if piece]) >= 3
     assert "".join(streamed).strip() == expected.text
+    assert "".join(recorder.tokens) == "".join(streamed)
 
 
 def test_retrieval_chain_with_the_retriever(llm, manuals_kb, smollm2):
