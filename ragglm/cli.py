@@ -12,19 +12,61 @@ from ragglm.errors import RagglmError
 
 __all__ = ["app", "main"]
 
+_EXAMPLES = """\b
+Examples:
+  ragglm ask --docs ./manuals "How often should the filter be replaced?"
+  ragglm ask --kb ./kb --json "What does error E2 mean?" | jq .citations
+  ragglm index ./manuals --kb ./kb
+  ragglm serve --kb ./kb --port 8000 --api-key SECRET
+  ragglm ask --docs ./manuals --model openai:http://gpu-box:8000/v1 "..."
+
+\b
+Settings come from, last one winning: ragglm.toml (or ~/.config/ragglm/config.toml,
+or the file named by RAGGLM_CONFIG), RAGGLM_* variables (RAGGLM_MODEL, RAGGLM_QUANT,
+RAGGLM_DEVICE, RAGGLM_TOP_K, ...), then the options given.
+
+\b
+Exit codes: 0 done; 1 nothing could be read from the documents; 2 bad input or
+configuration; 3 the model could not be loaded; 4 the generation server could not
+be used; 5 the server could not listen; 130 interrupted.
+"""
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Answer questions about your documents, with cited sources.",
+    epilog=_EXAMPLES,
 )
 
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
+EXIT_MODEL = 3
+EXIT_REMOTE = 4
+EXIT_LISTEN = 5
+EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     typer.echo(f"ragglm: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _exit_code(exc: BaseException) -> int:
+    from ragglm.errors import ModelNotFoundError, RemoteGeneratorError
+
+    if isinstance(exc, (ModelNotFoundError, NotImplementedError)):
+        return EXIT_MODEL
+    if isinstance(exc, RemoteGeneratorError):
+        return EXIT_REMOTE
+    return EXIT_BAD_INPUT
+
+
+def _printer(stream: bool | None):
+    """on_text for streaming to stdout, or None; streaming is the default on a terminal."""
+    if stream is None:
+        stream = sys.stdout.isatty()
+    return (lambda piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
 
 
 def _open_kb(docs: list[Path], kb: Path | None, quiet: bool, **settings):
@@ -50,6 +92,10 @@ def ask(
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
     mode: str = typer.Option("auto", "--mode", help="auto | retrieve | extractive."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
+    stream: bool | None = typer.Option(None, "--stream/--no-stream",
+                                       help="Print the answer as it is generated [default: on a terminal]."),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -57,16 +103,16 @@ def ask(
     """
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
+    on_text = None if as_json else _printer(stream)
     try:
-        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
-        on_text = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device)
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
-    except RagglmError as exc:
-        _fail(str(exc))
+    except (RagglmError, NotImplementedError) as exc:
+        _fail(str(exc), _exit_code(exc))
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
         return
-    typer.echo("")
+    typer.echo("" if on_text else answer.text)
     if answer.citations:
         typer.echo("\nSources:")
         for citation in answer.citations:
@@ -135,8 +181,101 @@ def search(
         typer.echo(f"{rank}. {hit.source}{page} ({hit.score:.3f})\n   {' '.join(hit.text.split())[:200]}")
 
 
+@app.command()
+def serve(
+    docs: list[Path] = typer.Option([], "--docs", "-d", help="File or folder to read (repeatable)."),
+    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="Alias (smollm2), .gguf file, model folder or openai:URL."),
+    quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
+    top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve per question."),
+    host: str | None = typer.Option(None, "--host", envvar="RAGGLM_HOST",
+                                    help="Address to listen on [default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, "--port", envvar="RAGGLM_PORT", help="[default: 8000]"),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="RAGGLM_API_KEY",
+                                       help="Require 'Authorization: Bearer KEY' on /v1/ routes."),
+    max_tokens_limit: int | None = typer.Option(None, "--max-tokens-limit", min=1,
+                                                help="Most tokens a request may ask for [default: 1024]."),
+    max_body_bytes: int | None = typer.Option(None, "--max-body-bytes", min=1,
+                                              help="Largest request body [default: 1 MiB]."),
+    max_pending: int | None = typer.Option(None, "--max-pending", min=1,
+                                           help="Requests that may wait for the model [default: 64]."),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
+) -> None:
+    """Serve an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health.
+
+    Model "ragglm" answers from the documents with citations (in an extra "citations" field);
+    the generator's own name (e.g. "smollm2") is plain chat.
+
+    \b
+    Example:
+      ragglm serve --docs ./manuals --port 8000 --api-key SECRET
+      curl -H "Authorization: Bearer SECRET" http://127.0.0.1:8000/v1/chat/completions \\
+        -d '{"model": "ragglm", "messages": [{"role": "user", "content": "What does E2 mean?"}]}'
+    """
+    from ragglm.config_file import serve_options_from_file
+    from ragglm.server import ServerLimits, create_app
+    from ragglm.server import serve as run_server
+
+    try:
+        options = serve_options_from_file()
+    except RagglmError as exc:
+        _fail(str(exc), _exit_code(exc))
+    host = host or options.get("host", "127.0.0.1")
+    port = port if port is not None else options.get("port", 8000)
+    api_key = api_key or options.get("api_key")
+    limits = ServerLimits()
+    limits.max_new_tokens = max_tokens_limit or options.get("max_tokens_limit", limits.max_new_tokens)
+    limits.max_body_bytes = max_body_bytes or options.get("max_body_bytes", limits.max_body_bytes)
+    limits.max_pending = max_pending or options.get("max_pending", limits.max_pending)
+    problem = _cannot_listen(host, port)
+    if problem:
+        _fail(f"cannot listen on {host}:{port}: {problem} (choose another --port)", EXIT_LISTEN)
+    try:
+        from ragglm.knowledge_base import KnowledgeBase
+
+        if docs or kb is not None:
+            knowledge_base = _open_kb(docs, kb, False, model=model, quant=quant, device=device, top_k=top_k)
+        else:  # no documents: a plain OpenAI-compatible model server
+            knowledge_base = KnowledgeBase(model=model, quant=quant, device=device, top_k=top_k)
+        application = create_app(knowledge_base, api_key=api_key, limits=limits)
+    except (RagglmError, NotImplementedError) as exc:
+        _fail(str(exc), _exit_code(exc))
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"ragglm: warning: serving on {host} without --api-key", err=True)
+    typer.echo(f"ragglm: serving {len(knowledge_base)} chunk(s) with {knowledge_base.engine.name} "
+               f"on http://{host}:{port}/v1", err=True)
+    run_server(application, host, port, log_level)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why host:port cannot be bound, checked before loading a model for minutes."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def main() -> None:
-    app()
+    """The console entry point: user-facing errors become one line and a documented exit code."""
+    try:
+        app()
+    except RagglmError as exc:
+        typer.echo(f"ragglm: error: {exc}", err=True)
+        sys.exit(_exit_code(exc))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        """Defaults, then RAGGLM_<FIELD> variables, then explicit non-None overrides."""
-        values = {}
+        """Defaults, then the config file (ragglm.toml), then RAGGLM_<FIELD> variables, then overrides."""
+        from ragglm.config_file import settings_from_file
+
+        values = settings_from_file()
         for f in fields(cls):
             raw = os.environ.get(f"RAGGLM_{f.name.upper()}")
             if raw is not None:

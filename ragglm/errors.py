@@ -1,6 +1,6 @@
 """Errors that carry the file and the fix, so the CLI can print one useful line."""
 
-__all__ = ["RagglmError", "SourceError", "ModelNotFoundError"]
+__all__ = ["RagglmError", "SourceError", "ModelNotFoundError", "RemoteGeneratorError", "ConfigError"]
 
 
 class RagglmError(Exception):
@@ -22,3 +22,11 @@ class SourceError(RagglmError):
 
 class ModelNotFoundError(RagglmError):
     """A model name or path that resolves to nothing loadable."""
+
+
+class RemoteGeneratorError(RagglmError):
+    """An OpenAI-compatible server used for generation could not be reached or refused the request."""
+
+
+class ConfigError(RagglmError):
+    """A configuration file or setting that cannot be used as written."""

@@ -67,10 +67,10 @@ class KnowledgeBase:
     def engine(self):
         """The generator, loaded on first use."""
         if self._engine is None:
-            from ragglm.engine import Engine
+            from ragglm.engine.factory import load_generator
 
-            self._engine = Engine.from_pretrained(self.settings.model, quant=self.settings.quant,
-                                                  device=self.settings.device, cache_dir=self._kv_cache_folder())
+            self._engine = load_generator(self.settings.model, quant=self.settings.quant,
+                                          device=self.settings.device, cache_dir=self._kv_cache_folder())
         return self._engine
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,

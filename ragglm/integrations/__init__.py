@@ -1,1 +1,3 @@
-"""Adapters for other frameworks (LangChain)."""
+"""Adapters that let other ecosystems (LangChain) use ragglm natively."""
+
+__all__: list[str] = []

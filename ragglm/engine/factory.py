@@ -1,0 +1,23 @@
+"""Turn a model setting into a generator: the in-package Engine, or a remote OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragglm.engine.remote import RemoteGenerator, is_remote_spec
+
+__all__ = ["load_generator"]
+
+
+def load_generator(model: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
+                   cache_dir: str | Path | None = None):
+    """`openai:http://host:port/v1[#name]` -> RemoteGenerator; anything else -> Engine.from_pretrained.
+
+    A remote server quantizes, places and caches its model itself, so quant, device and cache_dir
+    (the on-disk prefix KV cache) apply to local models only.
+    """
+    if is_remote_spec(model):
+        return RemoteGenerator.from_spec(str(model))
+    from ragglm.engine.engine import Engine
+
+    return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir)

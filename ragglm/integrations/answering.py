@@ -1,0 +1,98 @@
+"""Per-request generation shared by the HTTP server and LangChain: stop strings, cancellation, locking."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from ragglm.engine.exclusive import exclusive
+from ragglm.engine.generate import GenerationResult
+from ragglm.engine.stop_strings import StopStringFilter
+
+__all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator"]
+
+
+class Cancelled(Exception):
+    """The caller went away (client disconnected, stream closed): generation stopped early."""
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    citations: list[dict] = field(default_factory=list)
+    mode: str = "generate"  # "generate" for plain chat, else the Answer's mode
+    timings: dict = field(default_factory=dict)
+
+
+def chat_generator(generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
+                   stop: list[str] | None = None, seed: int | None = None,
+                   on_text: Callable[[str], None] | None = None,
+                   cancelled: threading.Event | None = None) -> Outcome:
+    """Plain chat completion on an Engine or RemoteGenerator, one caller at a time."""
+    stops = StopStringFilter(stop)
+    result = GenerationResult([])
+    extra = {"seed": seed} if seed is not None else {}
+    with nullcontext() if getattr(generator, "concurrent", False) else exclusive(generator):
+        pieces = generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                stream=True, result=result, **extra)
+        try:
+            for piece in pieces:
+                _check(cancelled)
+                shown = stops.feed(piece)
+                if shown and on_text:
+                    on_text(shown)
+                if stops.stopped:
+                    break
+        finally:
+            pieces.close()  # ends the decode loop now, rather than when the iterator is collected
+    tail = stops.flush()
+    if tail and on_text:
+        on_text(tail)
+    completion_tokens = len(result.token_ids) or int(result.timings.get("completion_tokens", 0))
+    finish = "stop" if stops.stopped else result.finish_reason
+    timings = {"ttft_s": round(result.ttft_s, 4), "decode_tok_s": round(result.decode_tok_s, 2)}
+    return Outcome(stops.text, finish, result.prompt_tokens, completion_tokens, timings=timings)
+
+
+def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,
+                       stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
+                       cancelled: threading.Event | None = None) -> Outcome:
+    """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations."""
+    stops = StopStringFilter(stop)
+
+    def show(piece: str) -> None:
+        _check(cancelled)
+        shown = stops.feed(piece)
+        if shown and on_text:
+            on_text(shown)
+
+    with exclusive(knowledge_base):
+        saved = knowledge_base.settings
+        knowledge_base.settings = dataclasses.replace(saved, max_new_tokens=max_new_tokens,
+                                                      temperature=temperature)
+        try:
+            with exclusive(knowledge_base.engine):
+                answer = knowledge_base.ask(question, on_text=show)
+        finally:
+            knowledge_base.settings = saved
+    if not stops.text and not stops.stopped and answer.text:
+        show(answer.text)  # answers decided without generating (nothing found) are not streamed
+    tail = stops.flush()
+    if tail and on_text:
+        on_text(tail)
+    timings = dict(answer.timings)
+    generated = int(timings.get("generated_tokens", 0))
+    finish = "stop" if stops.stopped or generated < max_new_tokens else "length"
+    return Outcome(stops.text.strip(), finish, int(timings.get("prompt_tokens", 0)), generated,
+                   answer.to_dict()["citations"], answer.mode, timings)
+
+
+def _check(cancelled: threading.Event | None) -> None:
+    if cancelled is not None and cancelled.is_set():
+        raise Cancelled()

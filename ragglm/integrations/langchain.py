@@ -1,0 +1,165 @@
+"""LangChain: RagGLM, a custom LLM on the ragglm engine, and RagGLMRetriever over a KnowledgeBase.
+
+    from ragglm.integrations.langchain import RagGLM, RagGLMRetriever
+
+    llm = RagGLM(model="smollm2")                       # plain generation
+    bot = RagGLM(knowledge_base=kb)                     # answers from kb's documents, with citations
+    retriever = RagGLMRetriever(knowledge_base=kb, k=4)
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models.llms import LLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from ragglm.engine.exclusive import exclusive
+from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
+
+__all__ = ["RagGLM", "RagGLMRetriever"]
+
+_loaded: dict[tuple, Any] = {}
+_loading = threading.Lock()
+
+
+def shared_generator(model: str, quant: str | None, device: str):
+    """One loaded generator per (model, quant, device) in this process, however many RagGLM use it."""
+    key = (str(model), quant, device)
+    with _loading:
+        if key not in _loaded:
+            from ragglm.engine.factory import load_generator
+
+            _loaded[key] = load_generator(model, quant=quant, device=device)
+        return _loaded[key]
+
+
+class RagGLM(LLM):
+    """A LangChain LLM on the ragglm engine (or a remote `openai:http://...` model).
+
+    Bound to a `knowledge_base`, the prompt is taken as a question and answered from the
+    documents by the knowledge base's own generator (its `model` setting); the citations come
+    back in the generation's `generation_info["citations"]`.
+    """
+
+    model: str = "smollm2"
+    quant: str | None = None
+    device: str = "cpu"
+    knowledge_base: Any = Field(default=None, exclude=True)
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragglm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        kb = self.knowledge_base
+        where = None if kb is None else str(kb.path) if kb.path is not None else "in-memory"
+        return {"model": self.model, "quant": self.quant, "device": self.device,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "knowledge_base": where}
+
+    def _call(self, prompt: str, stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
+        return self._complete(prompt, stop, **kwargs).text
+
+    def _generate(self, prompts: list[str], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            outcome = self._complete(prompt, stop, **kwargs)
+            generations.append([Generation(text=outcome.text, generation_info=_info(outcome))])
+        return LLMResult(generations=generations, llm_output={"model": self.model})
+
+    def _stream(self, prompt: str, stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
+                ) -> Iterator[GenerationChunk]:
+        for item in _pieces_from_thread(lambda on_text, cancelled: self._complete(
+                prompt, stop, on_text=on_text, cancelled=cancelled, **kwargs)):
+            if isinstance(item, Outcome):
+                chunk = GenerationChunk(text="", generation_info=_info(item))
+            else:
+                chunk = GenerationChunk(text=item)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _complete(self, prompt: str, stop: list[str] | None, on_text=None, cancelled=None,
+                  **kwargs: Any) -> Outcome:
+        budget = {"max_new_tokens": int(kwargs.get("max_new_tokens", self.max_new_tokens)),
+                  "temperature": float(kwargs.get("temperature", self.temperature))}
+        if self.knowledge_base is not None:
+            return ask_knowledge_base(self.knowledge_base, prompt, stop=stop, on_text=on_text,
+                                      cancelled=cancelled, **budget)
+        generator = shared_generator(self.model, self.quant, self.device)
+        return chat_generator(generator, [{"role": "user", "content": prompt}], stop=stop,
+                              on_text=on_text, cancelled=cancelled, **budget)
+
+
+class RagGLMRetriever(BaseRetriever):
+    """The k best chunks of a KnowledgeBase as Documents with source, page and score metadata."""
+
+    knowledge_base: Any = Field(exclude=True)
+    k: int = 4
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def _get_relevant_documents(self, query: str, *,
+                                run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        with exclusive(self.knowledge_base):
+            hits = self.knowledge_base.search(query, self.k)
+        return [
+            Document(page_content=hit.text, metadata={
+                "source": hit.source, "page": hit.page, "score": float(hit.score), "rank": rank,
+                "heading": hit.chunk.heading, "start": hit.chunk.start, "end": hit.chunk.end,
+            })
+            for rank, hit in enumerate(hits, 1)
+        ]
+
+
+def _info(outcome: Outcome) -> dict:
+    return {"finish_reason": outcome.finish_reason, "citations": outcome.citations, "mode": outcome.mode,
+            "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
+
+
+_END = object()
+
+
+def _pieces_from_thread(work) -> Iterator[str | Outcome]:
+    """Run work(on_text, cancelled) in a thread; yield its text pieces, then its Outcome.
+
+    Closing the iterator early sets `cancelled`, which ends generation at the next token.
+    """
+    pieces: queue.Queue = queue.Queue()
+    cancelled = threading.Event()
+
+    def run() -> None:
+        try:
+            pieces.put(work(pieces.put, cancelled))
+        except Cancelled:
+            pass
+        except BaseException as exc:  # handed to the consumer's thread
+            pieces.put(exc)
+        finally:
+            pieces.put(_END)
+
+    thread = threading.Thread(target=run, name="ragglm-langchain-stream", daemon=True)
+    thread.start()
+    try:
+        while (item := pieces.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()
