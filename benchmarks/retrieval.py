@@ -58,7 +58,7 @@ def load_squad(path: Path):
 
 def score(rankings: list[list], chunk_source: list[str], chunk_text: list[str], questions) -> dict:
     hits, chars = [], []
-    for ranking, (_, pid, answers) in zip(rankings, questions):
+    for ranking, (_, pid, answers) in zip(rankings, questions, strict=False):
         top = [i for i, _ in ranking[:K]]
         hits.append(any(chunk_source[i] == pid and any(a in chunk_text[i] for a in answers) for i in top))
         chars.append(sum(len(chunk_text[i]) for i in top))
@@ -126,10 +126,10 @@ def evaluate_set(name: str, path: Path, embedder: Embedder, sweep: bool) -> dict
     out["ragglm_chunks_bm25"] = summarise(score(lexical, sources, texts, questions), questions)
     out["ragglm_chunks_dense"] = summarise(score(dense, sources, texts, questions), questions)
     out["ragglm_chunks_rrf"] = summarise(score(
-        [reciprocal_rank_fusion([a, b], K) for a, b in zip(lexical, dense)], sources, texts, questions), questions)
+        [reciprocal_rank_fusion([a, b], K) for a, b in zip(lexical, dense, strict=False)], sources, texts, questions), questions)
     if sweep:
         out["sweep_dense_weight"] = {
-            str(w): summarise(score([fuse_scores(a, b, w, K) for a, b in zip(lexical, dense)],
+            str(w): summarise(score([fuse_scores(a, b, w, K) for a, b in zip(lexical, dense, strict=False)],
                                     sources, texts, questions), questions)
             for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
 
@@ -139,7 +139,7 @@ def evaluate_set(name: str, path: Path, embedder: Embedder, sweep: bool) -> dict
     base_lexical = [corpus.bm25.search(q, CANDIDATES) for q, _, _ in questions]
     out["langchain_faiss_minilm"] = summarise(score(base_dense, corpus.sources, corpus.texts, questions), questions)
     out["bm25_jieba"] = summarise(score(base_lexical, corpus.sources, corpus.texts, questions), questions)
-    out["naive_rrf"] = summarise(score([reciprocal_rank_fusion([a, b], K) for a, b in zip(base_lexical, base_dense)],
+    out["naive_rrf"] = summarise(score([reciprocal_rank_fusion([a, b], K) for a, b in zip(base_lexical, base_dense, strict=False)],
                                        corpus.sources, corpus.texts, questions), questions)
     best = max(out[b]["recall@5"] for b in ("langchain_faiss_minilm", "bm25_jieba", "naive_rrf"))
     out["margin_over_best_baseline"] = round(out["ragglm"]["recall@5"] - best, 2)

@@ -18,6 +18,9 @@ app = typer.Typer(
     help="Answer questions about your documents, with cited sources.",
 )
 
+_EMBEDDER_HELP = ("sentence-transformers folder or hub id (default all-MiniLM-L6-v2, packaged); "
+                  "e.g. BAAI/bge-small-zh-v1.5 for Chinese. A knowledge base keeps the one it was built with.")
+
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
 
@@ -50,6 +53,7 @@ def ask(
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
     mode: str = typer.Option("auto", "--mode", help="auto | retrieve | extractive."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -58,7 +62,7 @@ def ask(
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     try:
-        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, embedder=embedder)
         on_text = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
     except RagglmError as exc:
@@ -79,11 +83,12 @@ def index(
     docs: list[Path] = typer.Argument(..., help="Files or folders to read."),
     kb: Path = typer.Option(..., "--kb", help="Knowledge-base folder to create or update."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
 ) -> None:
     """Read documents into a knowledge-base folder; unchanged files are skipped."""
     from ragglm.knowledge_base import KnowledgeBase
 
-    knowledge_base = KnowledgeBase(kb)
+    knowledge_base = KnowledgeBase(kb, embedder=embedder)
     report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty())
     for error in report.errors:
         typer.echo(f"ragglm: warning: {error}", err=True)
@@ -105,14 +110,23 @@ def search(
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
+    reranker: str | None = typer.Option(None, "--reranker", help="Cross-encoder folder or hub id to rerank with."),
 ) -> None:
-    """Show the chunks that best match QUERY."""
+    """Show the chunks that best match QUERY (BM25 and embeddings, fused by language).
+
+    Example: ragglm search --docs ./manuals "滤芯多久更换"
+    """
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
-    knowledge_base = _open_kb(docs, kb, as_json)
-    hits = knowledge_base.search(query, top_k)
+    try:
+        knowledge_base = _open_kb(docs, kb, as_json, embedder=embedder, reranker=reranker)
+        hits = knowledge_base.search(query, top_k)
+    except (RagglmError, ValueError) as exc:
+        _fail(str(exc))
     if as_json:
-        typer.echo(json.dumps({"hits": [{"source": h.source, "page": h.page, "score": h.score, "text": h.text}
+        typer.echo(json.dumps({"hits": [{"source": h.source, "page": h.page, "score": h.score, "text": h.text,
+                                         "start": h.chunk.start, "end": h.chunk.end, "heading": h.chunk.heading}
                                         for h in hits]}, ensure_ascii=False))
         return
     for rank, hit in enumerate(hits, 1):

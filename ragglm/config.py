@@ -14,6 +14,7 @@ class Settings:
     quant: str | None = None
     device: str = "cpu"
     embedder: str = "all-MiniLM-L6-v2"
+    reranker: str | None = None  # cross-encoder folder or hub id; None = fused ranking as is
     chunk_tokens: int = 120  # jieba tokens per chunk
     chunk_overlap_sentences: int = 1
     top_k: int = 4

@@ -46,7 +46,7 @@ class DenseIndex:
         if len(self) == 0:
             return []
         scores, ids = self._index.search(vector.reshape(1, -1).astype(np.float32), min(k, len(self)))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i >= 0]
 
     def save(self, path: Path) -> None:
         faiss.write_index(self._index, str(path))

@@ -34,7 +34,8 @@ class LangChainDenseStore:
     """Adapts a VectorStore to the dense seam of IndexStore: add, remove, search, len.
 
     The store's relevance scores are used as they come (higher is better after
-    `similarity_search_with_relevance_scores`); fusion min-max normalises them anyway.
+    `similarity_search_with_relevance_scores`), else a score from the rank; fusion min-max
+    normalises either.
     """
 
     def __init__(self, vectorstore):
@@ -63,7 +64,13 @@ class LangChainDenseStore:
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         if not self._ids:
             return []
-        pairs = self.vectorstore.similarity_search_with_relevance_scores(query, k=min(k, len(self._ids)))
+        k = min(k, len(self._ids))
+        try:
+            pairs = self.vectorstore.similarity_search_with_relevance_scores(query, k=k)
+        except NotImplementedError:
+            # the store cannot say whether its scores are distances or similarities: rank decides
+            documents = self.vectorstore.similarity_search(query, k=k)
+            pairs = [(document, 1.0 - rank / k) for rank, document in enumerate(documents)]
         ranking = []
         for document, score in pairs:
             chunk_id = document.metadata.get(_ID_KEY)

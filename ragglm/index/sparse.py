@@ -69,7 +69,7 @@ class SparseIndex:
         return np.flatnonzero(self._lengths > 0)
 
     def add(self, ids, texts: list[str]) -> None:
-        for chunk_id, text in zip(np.asarray(ids, dtype=np.int64).tolist(), texts):
+        for chunk_id, text in zip(np.asarray(ids, dtype=np.int64).tolist(), texts, strict=False):
             self.add_tokens(chunk_id, tokenize(text))
 
     def add_tokens(self, chunk_id: int, tokens: list[str]) -> None:

@@ -65,7 +65,7 @@ class IndexStore:
             else:
                 self.dense.add(ids, self.embedder.embed(texts, progress=progress))
             self.sparse.add(ids, texts)
-        for chunk_id, chunk in zip(ids.tolist(), chunks):
+        for chunk_id, chunk in zip(ids.tolist(), chunks, strict=False):
             self.chunks[chunk_id] = chunk
         self.sources[source] = {"hash": content_hash, "ids": ids.tolist()}
 

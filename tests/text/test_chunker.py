@@ -48,7 +48,7 @@ def test_overlap_repeats_whole_sentences_and_stays_in_budget():
     sentences = split_sentences(text)
     chunks = Chunker(max_tokens=30, overlap_sentences=1).split_text(text, "s")
     assert len(chunks) > 2
-    for previous, chunk in zip(chunks, chunks[1:]):
+    for previous, chunk in zip(chunks, chunks[1:], strict=False):
         last_sentence = next(s for s in sentences if s[1] == previous.end)
         assert chunk.start == last_sentence[0]  # the next chunk starts with the previous one's last sentence
         assert chunk.end > previous.end  # and always reaches new text
