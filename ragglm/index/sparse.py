@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -18,20 +19,25 @@ import numpy as np
 
 from ragglm.text.stopwords import STOP_WORDS
 
-__all__ = ["SparseIndex", "tokenize"]
+__all__ = ["SparseIndex", "tokenize", "TOKENIZER"]
+
+TOKENIZER = "jieba-search-nfkc-lower-stop-v2"  # a saved index made by another tokenizer is rebuilt
 
 jieba.setLogLevel(60)
 
-_WORDLIKE = re.compile(r"[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Han runs go through jieba; Latin letters and digits are split by this pattern directly, which
+# gives jieba's own result for them ~100 times faster (it matters at 10^5+ chunks).
+_RUNS = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|([0-9a-z]+)")
 
 
 def tokenize(text: str) -> list[str]:
     """Search-mode jieba tokens (long words also yield their parts), minus punctuation and stop words."""
     tokens = []
-    for token in jieba.cut_for_search(text.lower()):
-        token = token.strip()
-        if token and token not in STOP_WORDS and _WORDLIKE.search(token):
-            tokens.append(_light_stem(token))
+    for match in _RUNS.finditer(unicodedata.normalize("NFKC", text).lower()):
+        han, latin = match.groups()
+        for token in (jieba.cut_for_search(han) if han else (latin,)):
+            if token not in STOP_WORDS:
+                tokens.append(_light_stem(token))
     return tokens
 
 
@@ -39,8 +45,6 @@ def _light_stem(token: str) -> str:
     """Fold English plurals and possessives so "filters" matches "filter"; Chinese passes through."""
     if not token.isascii() or len(token) <= 3:
         return token
-    if token.endswith("'s"):
-        return token[:-2]
     if token.endswith("ies") and len(token) > 4:
         return token[:-3] + "y"
     if token.endswith("s") and not token.endswith(("ss", "us", "is")):
@@ -161,7 +165,7 @@ class SparseIndex:
         freqs = np.concatenate([np.frombuffer(self._freqs[self._terms[t]], dtype=np.float32) for t in vocabulary]) \
             if vocabulary else np.zeros(0, dtype=np.float32)
         np.savez(folder / "sparse.npz", counts=counts, docs=docs, freqs=freqs, lengths=self._lengths)
-        meta = {"k1": self.k1, "b": self.b, "tokenizer": "jieba-search-lower-stop-v1", "terms": vocabulary}
+        meta = {"k1": self.k1, "b": self.b, "tokenizer": TOKENIZER, "terms": vocabulary}
         (folder / "sparse.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -184,7 +188,11 @@ class SparseIndex:
 
     @staticmethod
     def exists(folder: Path) -> bool:
-        return (Path(folder) / "sparse.npz").is_file()
+        """True when folder holds a sparse index made with this tokenizer."""
+        meta = Path(folder) / "sparse.json"
+        if not meta.is_file() or not (Path(folder) / "sparse.npz").is_file():
+            return False
+        return json.loads(meta.read_text(encoding="utf-8")).get("tokenizer") == TOKENIZER
 
     def _grow(self, size: int) -> None:
         if size > len(self._lengths):

@@ -145,7 +145,7 @@ class IndexStore:
             dense_store.track(store.chunks)
         if SparseIndex.exists(folder):
             store.sparse = SparseIndex.load(folder)
-        else:  # a folder from before the sparse index: rebuild it from the stored chunk texts
+        else:  # an older folder (no sparse index, or another tokenizer): rebuild from the texts
             ids = np.array(sorted(store.chunks), dtype=np.int64)
             store.sparse.add(ids, [store.chunks[i].text for i in ids.tolist()])
         return store

@@ -96,3 +96,13 @@ def test_loading_with_another_embedder_is_refused(tmp_path, embedder, documents)
 def test_empty_store_returns_nothing(embedder):
     assert IndexStore(embedder).search("门锁", 5) == []
     assert np.array(IndexStore(embedder).sparse.ids()).size == 0
+
+
+def test_folder_without_sparse_index_is_rebuilt_on_load(tmp_path, embedder, documents):
+    store = _build(embedder, documents)
+    store.save(tmp_path / "index")
+    (tmp_path / "index" / "sparse.npz").unlink()
+    loaded = IndexStore.load(tmp_path / "index", embedder)
+    _in_step(loaded)
+    for query in QUERIES:
+        assert [h.chunk for h in loaded.search(query, 3)] == [h.chunk for h in store.search(query, 3)]
