@@ -20,7 +20,7 @@ def _jieba_boundaries(text: str) -> set[int]:
 
 
 def test_long_sentence_is_cut_only_between_jieba_words():
-    chunker = Chunker(max_tokens=7, overlap_sentences=0)
+    chunker = Chunker(max_tokens=7, overlap_sentences=0, zh_token_ratio=1.0)
     chunks = chunker.split_text(LONG_ZH, "lock.md")
     assert len(chunks) > 3
     boundaries = _jieba_boundaries(LONG_ZH)
@@ -39,14 +39,14 @@ def test_chunks_break_at_sentence_ends_when_sentences_fit():
     starts, ends = {s for s, _ in sentences}, {e for _, e in sentences}
     longest = max(count_tokens(text[s:e]) for s, e in sentences)
     for budget in (longest, longest + 5, 3 * longest):
-        for chunk in Chunker(max_tokens=budget, overlap_sentences=0).split_text(text, "s"):
+        for chunk in Chunker(max_tokens=budget, overlap_sentences=0, zh_token_ratio=1.0).split_text(text, "s"):
             assert chunk.start in starts and chunk.end in ends
 
 
 def test_overlap_repeats_whole_sentences_and_stays_in_budget():
     text = "".join(f"第{i}条规定说明门锁的一项功能和使用注意事项。" for i in range(1, 13))
     sentences = split_sentences(text)
-    chunks = Chunker(max_tokens=30, overlap_sentences=1).split_text(text, "s")
+    chunks = Chunker(max_tokens=30, overlap_sentences=1, zh_token_ratio=1.0).split_text(text, "s")
     assert len(chunks) > 2
     for previous, chunk in zip(chunks, chunks[1:], strict=False):
         last_sentence = next(s for s in sentences if s[1] == previous.end)
@@ -59,7 +59,7 @@ def test_overlap_repeats_whole_sentences_and_stays_in_budget():
 
 def test_headings_are_carried_into_chunk_text_and_spans_map_back(manuals):
     text = (manuals / "smartlock-s2-guide.md").read_text(encoding="utf-8")
-    chunks = Chunker(max_tokens=25).split(Document("guide.md", [Page(None, text)]))
+    chunks = Chunker(max_tokens=10).split(Document("guide.md", [Page(None, text)]))
     battery = [c for c in chunks if "应急供电口" in c.text]
     assert battery and all(c.heading == "电池与应急供电" for c in battery)
     assert all(c.text.startswith("电池与应急供电") for c in battery)
@@ -96,6 +96,15 @@ def test_spans_map_back_on_real_paragraphs(shared_data, name):
                 assert chunk.end in words
         covered = set().union(*(range(c.start, c.end) for c in chunks))
         assert all(context[i].isspace() for i in range(len(context)) if i not in covered)
+
+
+def test_chinese_pages_get_a_larger_token_budget():
+    chunker = Chunker(max_tokens=40)
+    assert chunker.budget(LONG_ZH) == 100 and chunker.budget("The filter lasts six months.") == 40
+    text = "门锁使用四节电池供电。" * 40
+    chunks = chunker.split_text(text, "s")
+    assert max(count_tokens(c.text) for c in chunks) > 40
+    assert all(sum(count_tokens(c.text[s:e]) for s, e in split_sentences(c.text)) <= 100 for c in chunks)
 
 
 def test_bad_budget_is_refused():
