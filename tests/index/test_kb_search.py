@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ragglm.cli import app
 from ragglm.knowledge_base import KnowledgeBase
 
 
+@pytest.mark.slow
 def test_search_command_finds_the_chinese_answer(manuals):
     result = CliRunner().invoke(app, ["search", "--docs", str(manuals), "--json", "-k", "3",
                                       "电池完全没电了怎么开门"])
@@ -21,6 +23,7 @@ def test_search_command_finds_the_chinese_answer(manuals):
     assert hits[0]["text"].endswith(source[hits[0]["start"]:hits[0]["end"]])
 
 
+@pytest.mark.slow
 def test_persisted_knowledge_base_answers_the_same(tmp_path, manuals):
     kb = KnowledgeBase(tmp_path / "kb")
     kb.add(manuals)
