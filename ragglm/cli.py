@@ -39,6 +39,9 @@ app = typer.Typer(
     epilog=_EXAMPLES,
 )
 
+_EMBEDDER_HELP = ("sentence-transformers folder or hub id (default all-MiniLM-L6-v2, packaged); "
+                  "e.g. BAAI/bge-small-zh-v1.5 for Chinese. A knowledge base keeps the one it was built with.")
+
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
@@ -96,6 +99,7 @@ def ask(
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
     stream: bool | None = typer.Option(None, "--stream/--no-stream",
                                        help="Print the answer as it is generated [default: on a terminal]."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -105,7 +109,8 @@ def ask(
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     on_text = None if as_json else _printer(stream)
     try:
-        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device)
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
+                                  embedder=embedder)
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
     except (RagglmError, NotImplementedError) as exc:
         _fail(str(exc), _exit_code(exc))
@@ -128,6 +133,7 @@ def index(
     exclude: list[str] = typer.Option([], "--exclude", help="Skip files and folders matching this glob (repeatable)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Parsing processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
 ) -> None:
     """Read documents into a knowledge-base folder: unchanged files are skipped, changed ones
     re-indexed, files deleted from a folder removed; an interrupted run leaves the index as it was.
@@ -137,7 +143,7 @@ def index(
     from ragglm.knowledge_base import KnowledgeBase
 
     try:
-        knowledge_base = KnowledgeBase(kb)
+        knowledge_base = KnowledgeBase(kb, embedder=embedder)
         report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty(),
                                     include=include, exclude=exclude, workers=workers)
     except RagglmError as exc:
@@ -166,14 +172,23 @@ def search(
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
+    reranker: str | None = typer.Option(None, "--reranker", help="Cross-encoder folder or hub id to rerank with."),
 ) -> None:
-    """Show the chunks that best match QUERY."""
+    """Show the chunks that best match QUERY (BM25 and embeddings, fused by language).
+
+    Example: ragglm search --docs ./manuals "滤芯多久更换"
+    """
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
-    knowledge_base = _open_kb(docs, kb, as_json)
-    hits = knowledge_base.search(query, top_k)
+    try:
+        knowledge_base = _open_kb(docs, kb, as_json, embedder=embedder, reranker=reranker)
+        hits = knowledge_base.search(query, top_k)
+    except (RagglmError, ValueError) as exc:
+        _fail(str(exc))
     if as_json:
-        typer.echo(json.dumps({"hits": [{"source": h.source, "page": h.page, "score": h.score, "text": h.text}
+        typer.echo(json.dumps({"hits": [{"source": h.source, "page": h.page, "score": h.score, "text": h.text,
+                                         "start": h.chunk.start, "end": h.chunk.end, "heading": h.chunk.heading}
                                         for h in hits]}, ensure_ascii=False))
         return
     for rank, hit in enumerate(hits, 1):

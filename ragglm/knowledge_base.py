@@ -44,17 +44,23 @@ class KnowledgeBase:
     """In memory with KnowledgeBase(), persisted to a folder with KnowledgeBase("./kb")."""
 
     def __init__(self, path: str | Path | None = None, settings: Settings | None = None, *,
-                 engine=None, **overrides):
+                 engine=None, dense_store=None, **overrides):
+        """dense_store: a LangChainDenseStore (any LangChain VectorStore) in place of local FAISS."""
         self.settings = settings or Settings.from_env(**overrides)
         self.path = Path(path) if path is not None else None
         self._engine = engine
         self.chunker = Chunker(self.settings.chunk_tokens, self.settings.chunk_overlap_sentences)
         embedder = Embedder(self.settings.embedder)
+        reranker = None
+        if self.settings.reranker:
+            from ragglm.index.reranker import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(self.settings.reranker, device=self.settings.device)
         index_folder = self._index_folder()
         if index_folder is not None and IndexStore.exists(index_folder):
-            self.store = IndexStore.load(index_folder, embedder)
+            self.store = IndexStore.load(index_folder, embedder, dense_store=dense_store, reranker=reranker)
         else:
-            self.store = IndexStore(embedder)
+            self.store = IndexStore(embedder, dense_store=dense_store, reranker=reranker)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -224,6 +230,9 @@ class KnowledgeBase:
         self.save()
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
+        """Top-k chunks by BM25 and dense scores fused with language-aware weights."""
+        if not query.strip():
+            return []
         return self.store.search(query, k)
 
     def ask(self, question: str, k: int | None = None, mode: str = "auto",

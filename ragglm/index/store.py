@@ -1,4 +1,8 @@
-"""Chunks, their vectors and per-source content hashes, persisted to one folder atomically."""
+"""Chunks, their sparse and dense indexes and per-source content hashes, persisted to one folder.
+
+Both indexes are keyed by the same chunk ids, and every add and remove goes through this class,
+so they always hold the same chunks; `save` writes both into a staging folder and swaps it in.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,33 @@ from pathlib import Path
 import numpy as np
 
 from ragglm.documents import Chunk, Hit
-from ragglm.index.dense import DenseIndex
+from ragglm.index.dense import APPROXIMATE_FROM, DenseIndex
 from ragglm.index.embedder import Embedder
+from ragglm.index.fusion import dense_weight, fuse_scores
+from ragglm.index.sparse import SparseIndex
+from ragglm.text.language import detect_language
 
 __all__ = ["IndexStore"]
 
-_FORMAT = 1
+_FORMAT = 2
+CANDIDATES = 50  # per ranking, before fusion: deep enough that fusion can promote a chunk
 
 
 class IndexStore:
-    """Everything the knowledge base retrieves from. Chunk ids are stable across saves."""
+    """Everything the knowledge base retrieves from. Chunk ids are stable across saves.
 
-    def __init__(self, embedder: Embedder):
+    dense_store: any object with add(ids, texts), remove(ids), search(query, k) and len() (see
+    LangChainDenseStore) replaces the built-in FAISS index, for corpora that outgrow one machine.
+    reranker: an optional CrossEncoderReranker applied to the fused candidates.
+    """
+
+    def __init__(self, embedder: Embedder, *, dense_store=None, reranker=None,
+                 approximate_from: int = APPROXIMATE_FROM):
         self.embedder = embedder
-        self.dense = DenseIndex(embedder.dimension)
+        self.dense = DenseIndex(embedder.dimension, approximate_from) if dense_store is None else None
+        self.dense_store = dense_store
+        self.sparse = SparseIndex()
+        self.reranker = reranker
         self.chunks: dict[int, Chunk] = {}
         self.sources: dict[str, dict] = {}  # source -> {"hash": str, "ids": [chunk ids]}
         self._next_id = 0
@@ -41,22 +58,48 @@ class IndexStore:
         self.remove(source)
         ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
         self._next_id += len(chunks)
+        texts = [c.text for c in chunks]
         if chunks:
-            self.dense.add(ids, self.embedder.embed([c.text for c in chunks], progress=progress))
-        for chunk_id, chunk in zip(ids.tolist(), chunks):
+            if self.dense_store is not None:
+                self.dense_store.add(ids, texts)
+            else:
+                self.dense.add(ids, self.embedder.embed(texts, progress=progress))
+            self.sparse.add(ids, texts)
+        for chunk_id, chunk in zip(ids.tolist(), chunks, strict=False):
             self.chunks[chunk_id] = chunk
         self.sources[source] = {"hash": content_hash, "ids": ids.tolist()}
 
     def remove(self, source: str) -> None:
         entry = self.sources.pop(source, None)
         if entry and entry["ids"]:
-            self.dense.remove(np.array(entry["ids"]))
+            ids = np.array(entry["ids"], dtype=np.int64)
+            if self.dense_store is not None:
+                self.dense_store.remove(ids)
+            else:
+                self.dense.remove(ids)
+            self.sparse.remove(ids)
             for chunk_id in entry["ids"]:
                 del self.chunks[chunk_id]
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        vector = self.embedder.embed([query])[0]
-        return [Hit(self.chunks[i], score) for i, score in self.dense.search(vector, k)]
+    def search(self, query: str, k: int, *, weight: float | None = None) -> list[Hit]:
+        """Fused top-k; weight overrides the dense weight chosen for the embedder and language."""
+        if not self.chunks or k < 1:
+            return []
+        if weight is None:
+            weight = dense_weight(self.embedder.name, detect_language(query))
+        depth = max(CANDIDATES, 2 * k)
+        lexical = self.sparse.search(query, depth)
+        dense = self.dense_ranking(query, depth) if weight > 0.0 or not lexical else []
+        fused = fuse_scores(lexical, dense, weight, depth if self.reranker else k)
+        hits = [Hit(self.chunks[i], score) for i, score in fused if i in self.chunks]
+        if self.reranker is not None:
+            hits = self.reranker.rerank(query, hits, k)
+        return hits[:k]
+
+    def dense_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
+        if self.dense_store is not None:
+            return self.dense_store.search(query, k)
+        return self.dense.search(self.embedder.embed([query])[0], k)
 
     def save(self, folder: Path) -> None:
         """Write to a sibling temporary folder, then swap it in: a crash leaves the old index."""
@@ -64,10 +107,13 @@ class IndexStore:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self.dense.save(staging / "dense.faiss")
+            if self.dense is not None:
+                self.dense.save(staging / "dense.faiss")
+            self.sparse.save(staging)
             meta = {
                 "format": _FORMAT,
                 "embedder": self.embedder.name,
+                "dense": "faiss" if self.dense is not None else "external",
                 "next_id": self._next_id,
                 "sources": self.sources,
                 "chunks": {str(i): c.to_dict() for i, c in self.chunks.items()},
@@ -79,7 +125,7 @@ class IndexStore:
             raise
 
     @classmethod
-    def load(cls, folder: Path, embedder: Embedder) -> IndexStore:
+    def load(cls, folder: Path, embedder: Embedder, *, dense_store=None, reranker=None) -> IndexStore:
         folder = Path(folder)
         meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         if meta.get("embedder") != embedder.name:
@@ -87,11 +133,21 @@ class IndexStore:
                 f"{folder} was built with embedder {meta.get('embedder')!r}, not {embedder.name!r}; "
                 "use the same embedder or rebuild the index in a new folder"
             )
-        store = cls(embedder)
-        store.dense = DenseIndex.load(folder / "dense.faiss")
+        if meta.get("dense") == "external" and dense_store is None:
+            raise ValueError(f"{folder} keeps its vectors in an external store; pass it as dense_store")
+        store = cls(embedder, dense_store=dense_store, reranker=reranker)
+        if dense_store is None:
+            store.dense = DenseIndex.load(folder / "dense.faiss")
         store.chunks = {int(i): Chunk.from_dict(c) for i, c in meta["chunks"].items()}
         store.sources = meta["sources"]
         store._next_id = meta["next_id"]
+        if dense_store is not None and hasattr(dense_store, "track"):
+            dense_store.track(store.chunks)
+        if SparseIndex.exists(folder):
+            store.sparse = SparseIndex.load(folder)
+        else:  # an older folder (no sparse index, or another tokenizer): rebuild from the texts
+            ids = np.array(sorted(store.chunks), dtype=np.int64)
+            store.sparse.add(ids, [store.chunks[i].text for i in ids.tolist()])
         return store
 
     @staticmethod
