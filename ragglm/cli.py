@@ -72,7 +72,7 @@ def _printer(stream: bool | None):
     return (lambda piece: (sys.stdout.write(piece), sys.stdout.flush())) if stream else None
 
 
-def _open_kb(docs: list[Path], kb: Path | None, quiet: bool, **settings):
+def _open_kb(docs: list[str], kb: Path | None, quiet: bool, **settings):
     from ragglm.knowledge_base import KnowledgeBase
 
     knowledge_base = KnowledgeBase(kb, **settings)
@@ -89,7 +89,7 @@ def _open_kb(docs: list[Path], kb: Path | None, quiet: bool, **settings):
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer."),
-    docs: list[Path] = typer.Option([], "--docs", "-d", help="File or folder to read (repeatable)."),
+    docs: list[str] = typer.Option([], "--docs", "-d", help="File, folder or http(s) URL to read (repeatable)."),
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
     model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
@@ -168,7 +168,7 @@ def index(
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What to look for."),
-    docs: list[Path] = typer.Option([], "--docs", "-d", help="File or folder to read (repeatable)."),
+    docs: list[str] = typer.Option([], "--docs", "-d", help="File, folder or http(s) URL to read (repeatable)."),
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -198,7 +198,7 @@ def search(
 
 @app.command()
 def serve(
-    docs: list[Path] = typer.Option([], "--docs", "-d", help="File or folder to read (repeatable)."),
+    docs: list[str] = typer.Option([], "--docs", "-d", help="File, folder or http(s) URL to read (repeatable)."),
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
     model: str | None = typer.Option(None, "--model", "-m",
                                      help="Alias (smollm2), .gguf file, model folder or openai:URL."),
