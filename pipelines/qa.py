@@ -34,8 +34,9 @@ class AnswerConfig:
     # replaced by a cited extract rather than shown unsupported.
     min_support: float = 0.75
     # A small model given a long context guesses more: it sees at most this many sources.
-    generate_sources: int = 3
+    generate_sources: int = 2
     extract_sentences: int = 2
+    first_line_only: bool = True  # small models ramble on after the answer
 
 
 @dataclass
@@ -187,14 +188,28 @@ def _support_citation(text: str, hits: list[Hit], ranked: list[ScoredSentence]) 
 
 
 def _generate(engine, messages: list[dict], config: AnswerConfig, on_text):
-    if on_text is None:
-        return engine.chat(messages, max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+    """Stream the answer; with first_line_only, stop at its first line break (what follows is filler)."""
     from ragglm.engine.generate import GenerationResult
 
     result = GenerationResult([])
-    for piece in engine.chat(messages, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                             stream=True, result=result):
-        on_text(piece)
+    stream = engine.chat(messages, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                         stream=True, result=result)
+    text = ""
+    for piece in stream:
+        candidate = text + piece
+        start = len(candidate) - len(candidate.lstrip())
+        cut = candidate.find("\n", start) if config.first_line_only and candidate.strip() else -1
+        if cut != -1:
+            candidate = candidate[:cut]
+        if on_text and len(candidate) > len(text):
+            on_text(candidate[len(text):])
+        text = candidate
+        if cut != -1:
+            close = getattr(stream, "close", None)
+            if close:
+                close()  # stops decoding: the generator is not resumed
+            break
+    result.text = text
     return result
 
 
