@@ -1,5 +1,10 @@
+from ragglm.pipelines.citations import (
+    parse_citation_numbers,
+    resolve_citations,
+    strip_citation_marks,
+)
+
 from ragglm.documents import Chunk, Hit
-from ragglm.pipelines.citations import parse_citation_numbers, resolve_citations, strip_citation_marks
 
 
 def _hit(text: str, source: str = "manual.pdf", page: int | None = 1) -> Hit:
