@@ -29,7 +29,7 @@ class AnswerConfig:
     temperature: float = 0.0
     # Weighted share of the question's words that the best source sentence must hold; below it the
     # documents are taken not to answer, and nothing is generated.
-    min_relevance: float = 0.5
+    min_relevance: float = 0.3
     # Share of a generated answer's own words that must occur in the sources; below it the answer is
     # replaced by a cited extract rather than shown unsupported.
     min_support: float = 0.75

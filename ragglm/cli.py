@@ -150,6 +150,7 @@ def chat(
 def evaluate(
     qa: Path = typer.Option(..., "--qa", help="SQuAD-format JSON or JSONL (question, answers, context)."),
     docs: list[Path] = typer.Option([], "--docs", "-d", help="Documents to answer from; default: the QA file's passages."),
+    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to keep the passages' index in."),
     model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
     mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
@@ -160,6 +161,9 @@ def evaluate(
 
     Example: ragglm eval --qa squad2_dev.json --limit 200
     """
+    import hashlib
+
+    from ragglm.documents import Document, Page
     from ragglm.knowledge_base import KnowledgeBase
     from ragglm.pipelines import MODES
     from ragglm.pipelines.eval import evaluate as run_eval
@@ -172,11 +176,15 @@ def evaluate(
     except RagglmError as exc:
         _fail(str(exc))
     if docs:
-        knowledge_base = _open_kb(docs, None, as_json, model=model, top_k=top_k)
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
     elif qa_set.contexts:
-        knowledge_base = KnowledgeBase(model=model, top_k=top_k)
+        knowledge_base = KnowledgeBase(kb, model=model, top_k=top_k)
         for context_id, text in qa_set.contexts.items():
-            knowledge_base.add_text(text, source=context_id)
+            text_hash = hashlib.sha256(text.encode()).hexdigest()
+            if knowledge_base.store.source_hash(context_id) != text_hash:
+                knowledge_base.store.add(context_id, text_hash, knowledge_base.chunker.split(
+                    Document(context_id, [Page(None, text)])))
+        knowledge_base.save()
     else:
         _fail(f"{qa} has no passages; give the documents with --docs PATH")
     items = qa_set.items
