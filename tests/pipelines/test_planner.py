@@ -53,10 +53,11 @@ def folders(tmp_path_factory):
     small = KnowledgeBase()
     small.add(_folder(root, "small", 2))
     large = KnowledgeBase()
-    large.add(_folder(root, "large", 90))
+    large.add(_folder(root, "large", 30))
     return small, large
 
 
+@pytest.mark.slow
 def test_stuff_small_retrieve_large_stuff_again_when_cached(folders, smollm2, tmp_path, monkeypatch):
     monkeypatch.setenv("RAGGLM_CACHE_DIR", str(tmp_path))
     small, large = folders
@@ -83,9 +84,10 @@ def test_stuff_small_retrieve_large_stuff_again_when_cached(folders, smollm2, tm
     assert cached_plan.mode == "stuff"
     assert cached_plan.cached_tokens == cached_plan.document_tokens
     assert cached_plan.estimated_prefill_s == 0
-    assert len(cached_hits) == 90
+    assert len(cached_hits) == 30
 
 
+@pytest.mark.slow
 def test_forced_stuff_does_not_overflow_the_window(folders, smollm2, tmp_path, monkeypatch):
     monkeypatch.setenv("RAGGLM_CACHE_DIR", str(tmp_path))
     _, large = folders
