@@ -61,6 +61,8 @@ def _squad(data: dict) -> QASet:
             context_id = f"{title}#{p}"
             qa_set.contexts[context_id] = paragraph["context"]
             for qa in paragraph["qas"]:
+                if not str(qa.get("question", "")).strip():
+                    continue  # a few published sets hold blank questions
                 answers = [] if qa.get("is_impossible") else _unique(x["text"] for x in qa.get("answers", []))
                 qa_set.items.append(QAItem(qa["question"], answers, context_id, str(qa.get("id", ""))))
     return qa_set
@@ -76,6 +78,8 @@ def _jsonl(path: Path, raw: str) -> QASet:
             question = record["question"]
         except (ValueError, KeyError, TypeError) as exc:
             raise SourceError(f"{path}:{number}: expected a JSON object with a \"question\" ({exc})") from exc
+        if not str(question).strip():
+            continue
         answers = record.get("answers", record.get("answer", []))
         answers = [answers] if isinstance(answers, str) else [a["text"] if isinstance(a, dict) else a for a in answers]
         context_id = None
