@@ -6,32 +6,75 @@ import re
 
 from ragglm.documents import Citation, Hit
 from ragglm.text.chunker import word_spans
+from ragglm.text.language import is_cjk
 from ragglm.text.sentences import split_sentences
 
-__all__ = ["parse_citation_numbers", "resolve_citations", "content_words", "best_sentence"]
+__all__ = ["parse_citation_numbers", "strip_citation_marks", "resolve_citations", "content_words",
+           "best_sentence", "support", "coverage"]
 
-_MARK = re.compile(r"[\[【]\s*(\d+(?:\s*[-–,，、]\s*\d+)*)\s*[\]】]")
+# [1] [1, 2] [1-3] 【2】 (2) [Source 1]; three digits at most so that "(1990)" stays a year.
+_MARK = re.compile(
+    r"[\[【(（]\s*(?:sources?\s*|资料\s*)?"
+    r"(\d{1,3}(?:\s*(?:[-–~,，、]|and|和)\s*\d{1,3})*)\s*[\]】)）]",
+    re.IGNORECASE,
+)
 _STOP = set(
-    "the a an of to in on and or is are was were be for with as by at it this that from which what how "
-    "do does can not no yes you your its their there".split()
-) | set("的 了 是 在 和 与 或 及 我 你 他 它 这 那 吗 呢 什么 如何 怎么 多少 哪".split())
+    "the a an of to in on and or is are was were be been for with as by at it this that from which what how "
+    "do does did can could not no yes you your its their there who whom whose when where why into than then "
+    "has have had will would should may might about after before during other some such only also more most "
+    "much many any all each these those they them he she his her we our us i me my so if but".split()
+) | set("的 了 是 在 和 与 或 及 我 你 他 它 这 那 吗 呢 什么 如何 怎么 多少 哪 哪个 哪些 谁 为什么 有 被 把 个 中 也 就 都 而 及其".split())
 
 
 def parse_citation_numbers(text: str) -> list[int]:
-    """Source numbers in order of first use: [1], [1, 2], [1-3], 【2】."""
+    """Source numbers in order of first use: [1], [1, 2], [1-3], 【2】, (2)."""
     numbers: list[int] = []
     for match in _MARK.finditer(text):
-        for part in re.split(r"\s*[,，、]\s*", match.group(1)):
-            bounds = [int(n) for n in re.split(r"\s*[-–]\s*", part)]
-            for n in range(bounds[0], bounds[-1] + 1) if len(bounds) == 2 and bounds[1] - bounds[0] < 20 else bounds:
+        for part in re.split(r"\s*(?:[,，、]|and|和)\s*", match.group(1), flags=re.IGNORECASE):
+            bounds = [int(n) for n in re.split(r"\s*[-–~]\s*", part) if n]
+            if len(bounds) == 2 and 0 <= bounds[1] - bounds[0] < 20:
+                bounds = list(range(bounds[0], bounds[1] + 1))
+            for n in bounds:
                 if n not in numbers:
                     numbers.append(n)
     return numbers
 
 
+def strip_citation_marks(text: str) -> str:
+    return re.sub(r"[ \t]+([.,;:!?。，；])", r"\1", _MARK.sub("", text)).strip()
+
+
 def content_words(text: str) -> set[str]:
-    words = (text[s:e].lower() for s, e in word_spans(text))
-    return {w for w in words if w not in _STOP and (len(w) > 1 or not w.isascii()) and any(c.isalnum() for c in w)}
+    """Lower-cased words that carry meaning; Chinese text adds its character pairs for robustness."""
+    lowered = text.lower()
+    words = {lowered[s:e] for s, e in word_spans(lowered)}
+    kept = {w for w in words if w not in _STOP and (len(w) > 1 or not w.isascii()) and any(c.isalnum() for c in w)}
+    kept |= {_stem(w) for w in kept if w.isascii()}
+    cjk_run = "".join(c if is_cjk(c) else " " for c in lowered)
+    for run in cjk_run.split():
+        kept |= {run[i : i + 2] for i in range(len(run) - 1)}
+    return kept
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def coverage(question: str, text: str) -> float:
+    """Share of the question's content words found in text."""
+    wanted = content_words(question)
+    return len(wanted & content_words(text)) / len(wanted) if wanted else 0.0
+
+
+def support(answer: str, text: str, question: str = "") -> float:
+    """Share of the answer's own content words (those not echoed from the question) found in text."""
+    claimed = content_words(strip_citation_marks(answer)) - content_words(question)
+    if not claimed:
+        return 1.0
+    return len(claimed & content_words(text)) / len(claimed)
 
 
 def best_sentence(text: str, reference: str) -> str:
@@ -41,8 +84,8 @@ def best_sentence(text: str, reference: str) -> str:
     return max(sentences, key=lambda s: len(content_words(s) & wanted))
 
 
-def resolve_citations(answer: str, hits: list[Hit]) -> list[Citation]:
-    """Citations to sources 1..len(hits); an uncited answer is matched to its best-overlapping source."""
+def resolve_citations(answer: str, hits: list[Hit], min_support: float = 0.5) -> list[Citation]:
+    """Citations to sources 1..len(hits); an uncited answer gets the source that clearly supports it."""
     citations = [
         Citation(n, hits[n - 1].source, hits[n - 1].page, best_sentence(hits[n - 1].text, answer))
         for n in parse_citation_numbers(answer)
@@ -50,10 +93,9 @@ def resolve_citations(answer: str, hits: list[Hit]) -> list[Citation]:
     ]
     if citations or not hits:
         return citations
-    wanted = content_words(answer)
-    overlaps = [len(content_words(hit.text) & wanted) for hit in hits]
-    best = max(range(len(hits)), key=lambda i: (overlaps[i], -i))
-    if overlaps[best] == 0:
+    scores = [support(answer, hit.text) for hit in hits]
+    best = max(range(len(hits)), key=lambda i: (scores[i], -i))
+    if scores[best] < min_support or not content_words(strip_citation_marks(answer)):
         return []
     hit = hits[best]
     return [Citation(best + 1, hit.source, hit.page, best_sentence(hit.text, answer), inferred=True)]

@@ -4,40 +4,47 @@ from __future__ import annotations
 
 from ragglm.documents import Hit
 
-__all__ = ["NOT_FOUND", "build_messages", "format_sources"]
+__all__ = ["NOT_FOUND", "EXTRACT_NOTE", "build_messages", "format_sources", "source_label"]
 
+# The fixed phrase for "the sources do not say"; callers and evaluation look for it verbatim.
 NOT_FOUND = {
     "en": "The documents do not contain the answer.",
     "zh": "文档中没有找到答案。",
 }
 
+EXTRACT_NOTE = {"en": "Extract from the documents:", "zh": "以下摘自文档："}
+
 _INSTRUCTIONS = {
     "en": (
-        "Answer the question using only the numbered sources. "
-        "Cite the source of every fact with its number in brackets, like [1]. "
+        "You answer questions using only the numbered sources the user gives. "
+        "Answer in one short sentence and cite the source number in brackets, like [1]. "
         'If the sources do not contain the answer, reply exactly: "{not_found}"'
     ),
     "zh": (
-        "只根据下面编号的资料回答问题。每个事实都要用方括号标出资料编号，例如 [1]。"
+        "只根据用户给出的编号资料回答问题。用一句简短的话回答，并用方括号标出资料编号，例如 [1]。"
         "如果资料中没有答案，请只回答：“{not_found}”"
     ),
 }
+_LABELS = {"en": ("Sources", "Question", "page"), "zh": ("资料", "问题", "第{}页")}
 
 
-def format_sources(hits: list[Hit]) -> str:
-    blocks = []
-    for number, hit in enumerate(hits, 1):
-        where = hit.source.rsplit("/", 1)[-1] + (f", page {hit.page}" if hit.page else "")
-        blocks.append(f"[{number}] ({where})\n{hit.text}")
-    return "\n\n".join(blocks)
+def source_label(hit: Hit, language: str = "en") -> str:
+    name = hit.source.replace("\\", "/").rsplit("/", 1)[-1]
+    if not hit.page:
+        return name
+    page_word = _LABELS[language][2]
+    return f"{name}, {page_word.format(hit.page)}" if "{}" in page_word else f"{name}, {page_word} {hit.page}"
+
+
+def format_sources(hits: list[Hit], language: str = "en") -> str:
+    return "\n\n".join(f"[{n}] ({source_label(hit, language)})\n{hit.text.strip()}" for n, hit in enumerate(hits, 1))
 
 
 def build_messages(question: str, hits: list[Hit], language: str) -> list[dict]:
     """System instructions, then sources, then the question: the shared part comes first."""
     instructions = _INSTRUCTIONS[language].format(not_found=NOT_FOUND[language])
-    label = "Sources" if language == "en" else "资料"
-    ask = "Question" if language == "en" else "问题"
+    sources, ask, _ = _LABELS[language]
     return [
         {"role": "system", "content": instructions},
-        {"role": "user", "content": f"{label}:\n{format_sources(hits)}\n\n{ask}: {question}"},
+        {"role": "user", "content": f"{sources}:\n{format_sources(hits, language)}\n\n{ask}: {question}"},
     ]

@@ -93,7 +93,8 @@ def ask(
     kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
     model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
-    mode: str = typer.Option("auto", "--mode", help="auto | retrieve | extractive."),
+    mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
+    explain: bool = typer.Option(False, "--explain", help="Show how the context was chosen, with its numbers."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
@@ -105,8 +106,12 @@ def ask(
 
     Example: ragglm ask --docs ./manuals "How often should the filter be replaced?"
     """
+    from ragglm.pipelines import MODES
+
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
+    if mode not in MODES:
+        _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     on_text = None if as_json else _printer(stream)
     try:
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
@@ -118,11 +123,136 @@ def ask(
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
         return
     typer.echo("" if on_text else answer.text)
+    _print_answer_footer(answer, explain)
+
+
+def _print_answer_footer(answer, explain: bool) -> None:
     if answer.citations:
         typer.echo("\nSources:")
         for citation in answer.citations:
             page = f", page {citation.page}" if citation.page else ""
-            typer.echo(f"  [{citation.id}] {citation.source}{page}: \"{citation.text}\"")
+            inferred = " (matched to the answer)" if citation.inferred else ""
+            typer.echo(f"  [{citation.id}] {citation.source}{page}{inferred}: \"{citation.text}\"")
+    reason = answer.plan.get("reason", "")
+    if answer.mode == "extractive" and "configure" in reason:
+        typer.echo(f"\nnote: this is an extract, not a generated answer: {reason}", err=True)
+    if explain:
+        typer.echo("\n" + explain_plan(answer.plan))
+
+
+def explain_plan(plan: dict) -> str:
+    """The planner's decision and the numbers behind it, one fact per line."""
+    if plan.get("mode") == "extractive" or "window" not in plan:
+        lines = [f"plan: {plan.get('mode', '?')} ({plan.get('reason', '')})"]
+    else:
+        lines = [
+            f"plan: {plan['mode']} ({plan['reason']})",
+            f"  window {plan['window']} - question {plan['question_tokens']} - answer {plan['answer_tokens']}"
+            f" - prompt {plan['overhead_tokens']} = {plan['budget_tokens']} tokens for sources",
+            f"  documents {plan['document_tokens']} tokens, {plan['cached_tokens']} cached",
+            f"  prefill ({plan['document_tokens']} - {plan['cached_tokens']}) / {plan['prefill_tok_s']} tok/s"
+            f" = {plan['estimated_prefill_s']} s (budget {plan['time_budget_s']} s)",
+            f"  sources given: {plan.get('sources_given', 0)}",
+        ]
+    for key in ("relevance", "support", "refused", "fallback", "standalone_question"):
+        if key in plan:
+            lines.append(f"  {key.replace('_', ' ')}: {plan[key]}")
+    return "\n".join(lines)
+
+
+@app.command()
+def chat(
+    docs: list[str] = typer.Option([], "--docs", "-d", help="File, folder or http(s) URL to read (repeatable)."),
+    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
+    mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
+    explain: bool = typer.Option(False, "--explain", help="Show the standalone question and the plan."),
+) -> None:
+    """Ask questions one per line; follow-ups ("and how do I reset it?") use the conversation.
+
+    Example: ragglm chat --docs ./manuals   (end with Ctrl-D)
+    """
+    from ragglm.pipelines import MODES
+
+    if not docs and kb is None:
+        _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
+    if mode not in MODES:
+        _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    knowledge_base = _open_kb(docs, kb, False, model=model)
+    interactive = sys.stdin.isatty()
+    history: list[dict] = []
+    while True:
+        if interactive:
+            typer.echo("> ", nl=False)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line.strip()})
+        answer = knowledge_base.chat(history, mode=mode,
+                                     on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        typer.echo("")
+        _print_answer_footer(answer, explain)
+        typer.echo("")
+        history.append({"role": "assistant", "content": answer.text})
+
+
+@app.command(name="eval")
+def evaluate(
+    qa: Path = typer.Option(..., "--qa", help="SQuAD-format JSON or JSONL (question, answers, context)."),
+    docs: list[str] = typer.Option([], "--docs", "-d", help="Documents to answer from; default: the QA file's passages."),
+    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to keep the passages' index in."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
+    mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
+    top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Ask N questions, spread evenly over the file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score answers on a QA file: containment, citation correctness, refusals, time per question.
+
+    Example: ragglm eval --qa squad2_dev.json --limit 200
+    """
+    import hashlib
+
+    from ragglm.documents import Document, Page
+    from ragglm.knowledge_base import KnowledgeBase
+    from ragglm.pipelines import MODES
+    from ragglm.pipelines.eval import evaluate as run_eval
+    from ragglm.pipelines.eval import load_qa
+
+    if mode not in MODES:
+        _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    try:
+        qa_set = load_qa(qa)
+    except RagglmError as exc:
+        _fail(str(exc))
+    if docs:
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
+    elif qa_set.contexts:
+        knowledge_base = KnowledgeBase(kb, model=model, top_k=top_k)
+        for context_id, text in qa_set.contexts.items():
+            text_hash = hashlib.sha256(text.encode()).hexdigest()
+            if knowledge_base.store.source_hash(context_id) != text_hash:
+                knowledge_base.store.add(context_id, text_hash, knowledge_base.chunker.split(
+                    Document(context_id, [Page(None, text)])))
+        knowledge_base.save()
+    else:
+        _fail(f"{qa} has no passages; give the documents with --docs PATH")
+    items = qa_set.items
+    if limit and limit < len(items):
+        step = len(items) / limit
+        items = [items[int(i * step)] for i in range(limit)]
+    show = not as_json and sys.stderr.isatty()
+    report = run_eval(lambda q: knowledge_base.ask(q, mode=mode), items, str(qa),
+                      progress=(lambda n, total: typer.echo(f"\r{n}/{total}", nl=False, err=True)) if show else None)
+    figures = report.to_dict()
+    if as_json:
+        typer.echo(json.dumps(figures, ensure_ascii=False))
+        return
+    typer.echo("")
+    for key, value in figures.items():
+        typer.echo(f"{key}: {value}")
 
 
 @app.command()

@@ -77,8 +77,10 @@ class Answer:
     model: str
     timings: dict = field(default_factory=dict)
     sources: list[Hit] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)  # how the context was chosen, with its numbers
 
     def to_dict(self) -> dict:
+        extra = {"plan": self.plan} if self.plan else {}
         return {
             "answer": self.text,
             "citations": [
@@ -88,4 +90,5 @@ class Answer:
             "mode": self.mode,
             "model": self.model,
             "timings": self.timings,
+            **extra,
         }

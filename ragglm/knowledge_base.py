@@ -237,15 +237,26 @@ class KnowledgeBase:
 
     def ask(self, question: str, k: int | None = None, mode: str = "auto",
             on_text: Callable[[str], None] | None = None) -> Answer:
-        """Answer with citations; on_text receives the answer as it is generated."""
-        from ragglm.pipelines.qa import answer_question
+        """Answer with citations; on_text receives the answer as it is generated.
 
-        if not question.strip():
-            raise ValueError("the question is empty")
-        hits = self.search(question, k or self.settings.top_k)
-        engine = None if mode == "extractive" else self.engine
-        return answer_question(question, hits, engine, self.settings.max_new_tokens,
-                               self.settings.temperature, on_text=on_text, mode=mode)
+        mode: "auto" (stuff the whole documents when they fit and are quick to read or cached,
+        else retrieve), "stuff", "retrieve" or "extractive" (quote the best sentences, no model).
+        The answer's `plan` holds the decision and its numbers.
+        """
+        from ragglm.pipelines.answering import ask
+
+        return ask(self, question, mode=mode, k=k, on_text=on_text)
+
+    def chat(self, history: list[dict], k: int | None = None, mode: str = "auto",
+             on_text: Callable[[str], None] | None = None) -> Answer:
+        """Answer the last user message of history ([{"role": ..., "content": ...}, ...]).
+
+        A follow-up ("how do I reset it?") is rewritten into a standalone question first; the
+        answer's plan["standalone_question"] shows it.
+        """
+        from ragglm.pipelines.answering import chat
+
+        return chat(self, history, mode=mode, k=k, on_text=on_text)
 
     def save(self) -> None:
         folder = self._index_folder()

@@ -1,0 +1,126 @@
+"""Stuff the whole documents into the prompt, or retrieve chunks: decided per question, with numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["PlannerConfig", "Plan", "plan_context", "prefill_rate", "count_prompt_tokens",
+           "cached_tokens"]
+
+
+@dataclass
+class PlannerConfig:
+    answer_tokens: int = 160  # reserved for the answer
+    prompt_overhead_tokens: int = 96  # instructions, chat-format markers and source labels
+    time_budget_s: float = 8.0  # longest acceptable prefill of uncached documents
+    retrieve_k: int = 4  # chunks to retrieve when the documents are not stuffed
+
+
+@dataclass
+class Plan:
+    mode: str  # "stuff" | "retrieve"
+    reason: str
+    document_tokens: int  # all documents, as the generator's tokenizer counts them
+    window: int  # the generator's context length
+    question_tokens: int
+    answer_tokens: int
+    overhead_tokens: int
+    budget_tokens: int  # window - question - answer - overhead: room for sources
+    prefill_tok_s: float  # measured once per generator
+    estimated_prefill_s: float  # uncached document tokens / prefill rate
+    cached_tokens: int  # document tokens whose KV the generator already holds
+    time_budget_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_context(document_tokens: int, question_tokens: int, window: int, prefill_tok_s: float,
+                 cached: int = 0, config: PlannerConfig | None = None, forced: str | None = None) -> Plan:
+    """Stuff when the documents fit the window and are cached or quick enough to prefill."""
+    config = config or PlannerConfig()
+    budget = window - question_tokens - config.answer_tokens - config.prompt_overhead_tokens
+    cached = max(0, min(cached, document_tokens))
+    uncached = document_tokens - cached
+    estimate = uncached / prefill_tok_s if prefill_tok_s > 0 else float("inf")
+    fits = document_tokens <= budget
+    if forced in ("stuff", "retrieve"):
+        mode, reason = forced, f"{forced} was asked for"
+        if forced == "stuff" and not fits:
+            mode, reason = "retrieve", "stuff was asked for, but the documents do not fit the window"
+    elif not fits:
+        mode, reason = "retrieve", f"{document_tokens} document tokens exceed the {budget}-token budget"
+    elif cached and uncached == 0:
+        mode, reason = "stuff", "the documents fit and their KV is cached"
+    elif estimate <= config.time_budget_s:
+        mode, reason = "stuff", f"the documents fit and prefill takes ~{estimate:.1f} s"
+    else:
+        mode, reason = "retrieve", (f"prefill of {uncached} uncached tokens would take ~{estimate:.1f} s, "
+                                    f"over the {config.time_budget_s:g} s budget")
+    return Plan(mode, reason, document_tokens, window, question_tokens, config.answer_tokens,
+                config.prompt_overhead_tokens, budget, round(prefill_tok_s, 1),
+                round(estimate, 3) if estimate != float("inf") else -1.0, cached, config.time_budget_s)
+
+
+def count_prompt_tokens(engine, text: str) -> int:
+    return len(engine.tokenizer.encode(text))
+
+
+def cached_tokens(engine, messages: list[dict]) -> int:
+    """Tokens of this prompt whose KV the generator already holds; 0 when it keeps no prefix cache."""
+    lookup = getattr(engine, "cached_prefix_length", None)
+    if lookup is None:
+        return 0
+    render = getattr(engine, "chat_ids", None)
+    prompt_ids = render(messages) if render else engine.tokenizer.encode(
+        "\n".join(m["content"] for m in messages))
+    return int(lookup(prompt_ids))
+
+
+_RATES: dict[str, float] = {}
+
+
+def prefill_rate(engine, probe_tokens: int = 256) -> float:
+    """Prompt tokens per second, measured once per generator and device and kept on disk."""
+    key = f"{engine.name}|{getattr(engine, 'device', 'remote')}|{getattr(engine, 'quant', None)}"
+    if key in _RATES:
+        return _RATES[key]
+    store = _rate_file()
+    saved = _read_rates(store)
+    if key in saved:
+        _RATES[key] = saved[key]
+        return saved[key]
+    words = ("The pump pressure is checked every week and the filter is replaced in spring. " * 40).split()
+    text = " ".join(words[: probe_tokens * 3 // 4])
+    messages = [{"role": "user", "content": text + "\nSay OK."}]
+    engine.chat(messages, max_new_tokens=1)  # warm-up: first calls pay for allocation
+    started = time.perf_counter()
+    result = engine.chat(messages, max_new_tokens=1)
+    elapsed = getattr(result, "ttft_s", 0.0) or (time.perf_counter() - started)
+    prompt = getattr(result, "prompt_tokens", 0) or count_prompt_tokens(engine, text)
+    rate = prompt / max(elapsed, 1e-6)
+    _RATES[key] = rate
+    saved[key] = rate
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    except OSError:
+        pass  # a read-only home only costs a new measurement next time
+    return rate
+
+
+def _rate_file() -> Path:
+    base = os.environ.get("RAGGLM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ragglm")
+    return Path(base) / "prefill_rates.json"
+
+
+def _read_rates(path: Path) -> dict:
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}

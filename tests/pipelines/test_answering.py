@@ -1,0 +1,71 @@
+"""End to end through KnowledgeBase.ask and the CLI, with the packaged SmolLM2 and MiniLM."""
+
+import json
+
+import pytest
+from ragglm.pipelines.prompts import NOT_FOUND
+from typer.testing import CliRunner
+
+from ragglm.cli import app
+from ragglm.knowledge_base import KnowledgeBase
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kb(smollm2, manuals):
+    knowledge_base = KnowledgeBase(engine=smollm2)
+    knowledge_base.add(manuals)
+    return knowledge_base
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGGLM_CACHE_DIR", str(tmp_path))
+
+
+def test_question_about_something_absent_is_refused_in_english(kb):
+    answer = kb.ask("Which football club won the 1998 championship final?", mode="retrieve")
+    assert answer.text == NOT_FOUND["en"] and answer.citations == []
+
+
+def test_question_about_something_absent_is_refused_in_chinese(kb):
+    answer = kb.ask("哪支足球队赢得了1998年的冠军决赛？")
+    assert answer.text == NOT_FOUND["zh"] and answer.citations == []
+    assert answer.mode == "extractive" and "configure" in answer.plan["reason"]  # SmolLM2 is English-only
+
+
+def test_extractive_answer_quotes_and_cites_the_supporting_sentence(kb):
+    answer = kb.ask("What does error code E2 mean?", mode="extractive")
+    assert answer.text.startswith("Extract from the documents:")
+    assert "E2 means a leak" in answer.text.split("\n")[1]
+    assert answer.citations and "E2" in answer.citations[0].text
+    assert answer.citations[0].source.endswith("aquapure-w3-manual.pdf") and answer.citations[0].page
+
+
+def test_generated_answers_are_checked_against_their_sources(kb):
+    answer = kb.ask("What does error code E2 mean?", mode="retrieve")
+    plan = answer.plan
+    assert plan["mode"] == "retrieve" and plan["relevance"] >= 0.5
+    cited = {c.id for c in answer.citations}
+    assert cited and cited <= set(range(1, len(answer.sources) + 1))
+    if "fallback" in plan:  # an unsupported generation is replaced by the cited extract
+        assert answer.mode == "extractive" and plan["support"] < 0.75
+    else:
+        assert plan["support"] >= 0.75
+
+
+def test_explain_numbers_add_up(manuals, tmp_path):
+    result = CliRunner().invoke(app, ["ask", "--docs", str(manuals), "--mode", "stuff", "--json",
+                                      "What does error code E2 mean?"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output.strip().splitlines()[-1])["plan"]
+    assert plan["mode"] == "stuff"
+    assert plan["budget_tokens"] == (plan["window"] - plan["question_tokens"] - plan["answer_tokens"]
+                                     - plan["overhead_tokens"])
+    assert plan["document_tokens"] <= plan["budget_tokens"]
+    expected = (plan["document_tokens"] - plan["cached_tokens"]) / plan["prefill_tok_s"]
+    assert plan["estimated_prefill_s"] == pytest.approx(expected, rel=0.01)
+    text = CliRunner().invoke(app, ["ask", "--docs", str(manuals), "--mode", "extractive", "--explain",
+                                    "What does error code E2 mean?"])
+    assert "plan: extractive (extractive was asked for)" in text.output
