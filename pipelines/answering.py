@@ -51,7 +51,8 @@ def ask(kb, question: str, mode: str = "auto", k: int | None = None, on_text=Non
         answer.plan = {"mode": "extractive", "reason": reason, "language": language, **answer.plan}
         return answer
 
-    planner = planner or PlannerConfig(answer_tokens=config.max_new_tokens, retrieve_k=k)
+    planner = planner or PlannerConfig(answer_tokens=config.max_new_tokens, retrieve_k=k,
+                                       max_stuff_tokens=_stuff_limit(engine))
     plan, hits = choose_context(kb, question, engine, mode, planner, language)
     answer = answer_question(question, hits, engine, on_text=on_text, config=config, context_mode=plan.mode,
                              language=language)
@@ -78,6 +79,18 @@ def choose_context(kb, question: str, engine, mode: str = "auto", planner: Plann
     retrieved = kb.search(question, planner.retrieve_k)
     hits, _ = pack_hits(retrieved, plan.budget_tokens, lambda text: count_prompt_tokens(engine, text))
     return plan, hits
+
+
+def _stuff_limit(engine) -> int | None:
+    """Models under a billion parameters answer garbage from long stuffed contexts (SmolLM2-135M on
+    the 1.6K-token example manuals answered with a heading); give them retrieved chunks instead."""
+    model = getattr(engine, "model", None)
+    if model is None:
+        return None
+    return SMALL_MODEL_STUFF_TOKENS if sum(p.numel() for p in model.parameters()) < 1e9 else None
+
+
+SMALL_MODEL_STUFF_TOKENS = 1024
 
 
 def chat(kb, history: list[dict], mode: str = "auto", k: int | None = None, on_text=None,

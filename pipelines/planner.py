@@ -18,6 +18,7 @@ class PlannerConfig:
     prompt_overhead_tokens: int = 96  # instructions, chat-format markers and source labels
     time_budget_s: float = 8.0  # longest acceptable prefill of uncached documents
     retrieve_k: int = 4  # chunks to retrieve when the documents are not stuffed
+    max_stuff_tokens: int | None = None  # a cap below the window, for models that lose long contexts
 
 
 @dataclass
@@ -47,13 +48,14 @@ def plan_context(document_tokens: int, question_tokens: int, window: int, prefil
     cached = max(0, min(cached, document_tokens))
     uncached = document_tokens - cached
     estimate = uncached / prefill_tok_s if prefill_tok_s > 0 else float("inf")
-    fits = document_tokens <= budget
+    limit = budget if config.max_stuff_tokens is None else min(budget, config.max_stuff_tokens)
+    fits = document_tokens <= limit
     if forced in ("stuff", "retrieve"):
         mode, reason = forced, f"{forced} was asked for"
         if forced == "stuff" and not fits:
             mode, reason = "retrieve", "stuff was asked for, but the documents do not fit the window"
     elif not fits:
-        mode, reason = "retrieve", f"{document_tokens} document tokens exceed the {budget}-token budget"
+        mode, reason = "retrieve", f"{document_tokens} document tokens exceed the {limit}-token budget"
     elif cached and uncached == 0:
         mode, reason = "stuff", "the documents fit and their KV is cached"
     elif estimate <= config.time_budget_s:
@@ -67,7 +69,12 @@ def plan_context(document_tokens: int, question_tokens: int, window: int, prefil
 
 
 def count_prompt_tokens(engine, text: str) -> int:
-    return len(engine.tokenizer.encode(text))
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:  # a remote generator: jieba words are a close, slightly low, estimate
+        from ragglm.text.chunker import count_tokens
+
+        return count_tokens(text)
+    return len(tokenizer.encode(text))
 
 
 def cached_tokens(engine, messages: list[dict]) -> int:
@@ -97,9 +104,11 @@ def prefill_rate(engine, probe_tokens: int = 256) -> float:
     words = ("The pump pressure is checked every week and the filter is replaced in spring. " * 40).split()
     text = " ".join(words[: probe_tokens * 3 // 4])
     messages = [{"role": "user", "content": text + "\nSay OK."}]
-    engine.chat(messages, max_new_tokens=1)  # warm-up: first calls pay for allocation
+    # the prefix cache would serve the second call from the first: measure real prefill
+    uncached = {"use_prefix_cache": False} if getattr(engine, "prefix_cache", None) is not None else {}
+    engine.chat(messages, max_new_tokens=1, **uncached)  # warm-up: first calls pay for allocation
     started = time.perf_counter()
-    result = engine.chat(messages, max_new_tokens=1)
+    result = engine.chat(messages, max_new_tokens=1, **uncached)
     elapsed = getattr(result, "ttft_s", 0.0) or (time.perf_counter() - started)
     prompt = getattr(result, "prompt_tokens", 0) or count_prompt_tokens(engine, text)
     rate = prompt / max(elapsed, 1e-6)

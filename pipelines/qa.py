@@ -144,8 +144,6 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
         "generated_tokens": len(result.token_ids),
         "decode_tok_s": round(result.decode_tok_s, 2),
     }
-    if "cached_tokens" in result.timings:
-        timings["cached_tokens"] = result.timings["cached_tokens"]
 
     if is_refusal_text(text, language):
         answer = Answer(NOT_FOUND[language], [], context_mode, model, timings, hits)
@@ -234,7 +232,9 @@ def _generate(engine, messages: list[dict], config: AnswerConfig, on_text):
 
 def _finish(answer: Answer, model: str, started: float, on_text, checks: dict | None = None) -> Answer:
     answer.model = model
-    answer.timings = {**answer.timings, "total_s": round(time.perf_counter() - started, 4)}
+    # answers that never reached the generator still report the same timing keys
+    answer.timings = {"ttft_s": 0.0, "cached_tokens": 0, **answer.timings,
+                      "total_s": round(time.perf_counter() - started, 4)}
     answer.plan = {**answer.plan, **(checks or {})}
     if on_text:
         on_text(answer.text)

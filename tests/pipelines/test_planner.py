@@ -62,19 +62,21 @@ def test_stuff_small_retrieve_large_stuff_again_when_cached(folders, smollm2, tm
     monkeypatch.setenv("RAGGLM_CACHE_DIR", str(tmp_path))
     small, large = folders
     question = "How often must the seal kit of pump P3 be replaced?"
+    # The session engine's own prefix cache may hold the shared system prompt from earlier tests.
+    cold = PrefixCachingEngine(smollm2, cached=0)
     rate = prefill_rate(smollm2)
-    small_plan, small_hits = choose_context(small, question, smollm2, planner=PlannerConfig(time_budget_s=1e9))
-    large_probe, _ = choose_context(large, question, smollm2, planner=PlannerConfig(time_budget_s=1e9))
+    small_plan, small_hits = choose_context(small, question, cold, planner=PlannerConfig(time_budget_s=1e9))
+    large_probe, _ = choose_context(large, question, cold, planner=PlannerConfig(time_budget_s=1e9))
     assert small_plan.document_tokens < large_probe.document_tokens < large_probe.budget_tokens
     # A time budget between the two documents' prefill times, on this machine's measured rate.
     budget = (small_plan.document_tokens + large_probe.document_tokens) / 2 / rate
     planner = PlannerConfig(time_budget_s=budget)
 
-    small_plan, small_hits = choose_context(small, question, smollm2, planner=planner)
+    small_plan, small_hits = choose_context(small, question, cold, planner=planner)
     assert small_plan.mode == "stuff" and len(small_hits) == 2
     assert small_plan.estimated_prefill_s == pytest.approx(small_plan.document_tokens / rate, rel=0.01)
 
-    large_plan, large_hits = choose_context(large, question, smollm2, planner=planner)
+    large_plan, large_hits = choose_context(large, question, cold, planner=planner)
     assert large_plan.mode == "retrieve" and large_plan.cached_tokens == 0
     assert 0 < len(large_hits) <= planner.retrieve_k
     assert any("P3" in hit.text for hit in large_hits)
