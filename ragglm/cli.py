@@ -50,6 +50,7 @@ def ask(
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve."),
     mode: str = typer.Option("auto", "--mode", help="auto | retrieve | extractive."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4 | none."),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -58,7 +59,7 @@ def ask(
     if not docs and kb is None:
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     try:
-        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
+        knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant)
         on_text = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
     except RagglmError as exc:
@@ -118,6 +119,28 @@ def search(
     for rank, hit in enumerate(hits, 1):
         page = f" p.{hit.page}" if hit.page else ""
         typer.echo(f"{rank}. {hit.source}{page} ({hit.score:.3f})\n   {' '.join(hit.text.split())[:200]}")
+
+
+@app.command()
+def quantize(
+    src: str = typer.Argument(..., help="Alias (smollm2), .gguf file or model folder to quantize."),
+    out: Path = typer.Argument(..., help="Folder to write the quantized checkpoint to."),
+    quant: str = typer.Option("int4", "--quant", help="int8 | int4 | int4:g32 (group size after the colon)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Quantize a model once and save it; `--model OUT` then loads it without quantizing again."""
+    from ragglm.engine.engine import save_quantized_checkpoint
+
+    try:
+        meta = save_quantized_checkpoint(src, out, quant)
+    except RagglmError as exc:
+        _fail(str(exc))
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    summary = {"out": str(out), "scheme": meta["scheme"], "group_size": meta["group_size"], "bytes": size}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"wrote {meta['scheme']} checkpoint to {out} ({size / 2**20:.1f} MiB)")
 
 
 def main() -> None:

@@ -11,11 +11,18 @@ import torch
 from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.quant_loader import (
+    build_quantized,
+    drain,
+    is_quantized_checkpoint,
+    load_quantized,
+)
+from ragglm.engine.quantize import QuantConfig, QuantizationError, kernel_paths, quantized_bytes
 from ragglm.engine.sources import resolve_model_path
 from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "save_quantized_checkpoint"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -29,6 +36,9 @@ class Engine:
         self.chat_format = chat_format
         self.name = name
         self.languages = languages  # languages the model answers well in
+        self.quant: str | None = None  # e.g. "int8", "int4:g64"; None for float weights
+        # how many linear layers run each path: a packed kernel or the dequantize-then-matmul fallback
+        self.quant_paths: dict[str, int] = {}
 
     @property
     def args(self) -> ModelArgs:
@@ -39,20 +49,52 @@ class Engine:
         return self.model.tok_embeddings.weight.device
 
     @classmethod
-    def from_pretrained(cls, src: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
-                        dtype: str | torch.dtype | None = None) -> Engine:
-        if quant is not None:
-            raise NotImplementedError("quantization is not available yet; use quant=None")
+    def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
+                        device: str = "cpu", dtype: str | torch.dtype | None = None) -> Engine:
+        """Load a model; quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading.
+
+        A folder written by `ragglm quantize` (or Engine.save_quantized) loads as stored, without
+        quantizing again.
+        """
+        config = QuantConfig.parse(quant)
         torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or torch.float32)
         path = resolve_model_path(src)
+        if is_quantized_checkpoint(path):
+            return cls._from_quantized(path, config, device, torch_dtype, name=str(src))
         if path.suffix == ".gguf":
             args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
         elif path.is_dir():
-            args, state_dict, tokenizer, chat_format, languages = _load_folder(path, torch_dtype)
+            # quantized layers are built from a stream, so the float model is never whole in memory
+            args, state_dict, tokenizer, chat_format, languages = _load_folder(
+                path, torch.float32 if config else torch_dtype, stream=config is not None)
         else:
             raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
-        model = _build(args, state_dict, device)
-        return cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+        if config is None:
+            model = _build(args, state_dict, device)
+        else:
+            model = build_quantized(args, drain(state_dict), device, torch_dtype, config)
+        engine = cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+        engine._set_quant(config.name if config else None)
+        return engine
+
+    @classmethod
+    def _from_quantized(cls, path: Path, config: QuantConfig | None, device, dtype, name: str) -> Engine:
+        model, meta = load_quantized(path, device, dtype)
+        if config is not None and config.scheme != meta["scheme"]:
+            raise ModelNotFoundError(f"{path} holds {meta['scheme']} weights, not {config.scheme}; "
+                                     f"drop --quant or quantize the original model again")
+        tokenizer, chat_format, languages = _tokenizer_of_quantized(path, meta)
+        engine = cls(model, tokenizer, chat_format, name=name, languages=languages)
+        engine._set_quant(QuantConfig(meta["scheme"], meta["group_size"]).name)
+        return engine
+
+    def _set_quant(self, name: str | None) -> None:
+        self.quant = name
+        self.quant_paths = kernel_paths(self.model)
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of linear-layer weights (with their scales) and of everything else (embeddings, norms)."""
+        return quantized_bytes(self.model)
 
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -124,22 +166,83 @@ def _load_gguf(path: Path, dtype):
     return checkpoint.args, checkpoint.state_dict, tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
 
 
-def _load_folder(path: Path, dtype):
-    from ragglm.engine.hf_loader import iter_checkpoint_tensors, llama_args, llama_state_dict, read_config
+def _load_folder(path: Path, dtype, stream: bool = False):
+    """With stream=True the weights come as an iterator of (name, tensor) rather than a dict."""
+    from ragglm.engine.hf_loader import (
+        iter_checkpoint_tensors,
+        iter_llama_state,
+        llama_args,
+        read_config,
+    )
 
     config = read_config(path)
     model_type = config.get("model_type")
     if model_type not in ("llama", "qwen2", "mistral"):
         raise ModelNotFoundError(f"{path}: model_type {model_type!r} is not supported yet (llama, qwen2 are)")
     args = llama_args(config)
-    state_dict = llama_state_dict(iter_checkpoint_tensors(path), args, dtype)
+    tensors = iter_llama_state(iter_checkpoint_tensors(path), args, dtype)
+    state_dict = tensors if stream else dict(tensors)
+    return (args, state_dict, *_folder_tokenizer(path))
+
+
+def _folder_tokenizer(path: Path):
     tok_config_path = path / "tokenizer_config.json"
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
     eos = tok_config.get("eos_token")
     eos = eos.get("content") if isinstance(eos, dict) else eos
     tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, "<|im_end|>", "<|endoftext|>") if t])
     template = tok_config.get("chat_template") or _PLAIN_TEMPLATE
-    return args, state_dict, tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+    return tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+
+
+_GGUF_TOKENIZER = "tokenizer_gguf.json"  # the tokenizer fields of a GGUF source, kept beside its quantized weights
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
+
+
+def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | QuantConfig) -> dict:
+    """Quantize SRC (alias, .gguf file or model folder) into the folder OUT; returns quantization.json."""
+    import shutil
+
+    from ragglm.engine.quant_loader import save_quantized
+
+    config = QuantConfig.parse(quant)
+    if config is None:
+        raise QuantizationError("give a quantization to save: int8 or int4")
+    path, out = resolve_model_path(src), Path(out)
+    if is_quantized_checkpoint(path):
+        raise ModelNotFoundError(f"{path} is already quantized; quantize the original model instead")
+    if path.suffix == ".gguf":
+        from ragglm.engine.gguf_loader import read_gguf
+
+        checkpoint = read_gguf(path, torch.float32)
+        args, tensors = checkpoint.args, drain(checkpoint.state_dict)
+        fields = {k: v for k, v in checkpoint.metadata.items()
+                  if k.startswith("tokenizer.") or k == "general.languages"}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _GGUF_TOKENIZER).write_text(json.dumps(fields, ensure_ascii=False), encoding="utf-8")
+        kind = "gguf"
+    elif path.is_dir():
+        args, tensors, *_ = _load_folder(path, torch.float32, stream=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in path.iterdir():  # config, tokenizer and chat template files travel along
+            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES):
+                shutil.copy2(item, out / item.name)
+        kind = "folder"
+    else:
+        raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
+    return save_quantized(out, args, tensors, config, {"tokenizer": kind, "source": str(src)})
+
+
+def _tokenizer_of_quantized(path: Path, meta: dict):
+    if meta.get("tokenizer") == "gguf":
+        from ragglm.engine.tokenizer import bpe_from_gguf
+
+        fields = json.loads((path / _GGUF_TOKENIZER).read_text(encoding="utf-8"))
+        tokenizer = bpe_from_gguf(fields)
+        template = fields.get("tokenizer.chat_template") or _PLAIN_TEMPLATE
+        languages = tuple(fields.get("general.languages") or ("en", "zh"))
+        return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
+    return _folder_tokenizer(path)
 
 
 # For checkpoints without a chat template: plain role-prefixed turns.
