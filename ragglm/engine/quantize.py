@@ -22,7 +22,7 @@ from ragglm.errors import RagglmError
 
 __all__ = [
     "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
-    "quantize_int8", "quantize_int4", "dequantize", "quantize_weight",
+    "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "concat_rows",
     "linear_names", "kernel_paths", "quantized_bytes",
 ]
 
@@ -122,9 +122,19 @@ def quantize_int4(weight: Tensor, group_size: int) -> QuantizedWeight:
 
 
 def quantize_weight(weight: Tensor, config: QuantConfig) -> QuantizedWeight:
-    if config.scheme == "int8":
-        return quantize_int8(weight)
-    return quantize_int4(weight, config.group_for(weight.shape[1]))
+    """Quantize by blocks of rows (rows are independent), so float scratch stays a block's size."""
+    group = config.group_for(weight.shape[1]) if config.scheme == "int4" else 0
+    blocks = [quantize_int8(part) if config.scheme == "int8" else quantize_int4(part, group)
+              for part in weight.split(_PACK_ROWS)]
+    return blocks[0] if len(blocks) == 1 else concat_rows(blocks)
+
+
+def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
+    """One weight from quantized blocks of consecutive output rows."""
+    first = parts[0]
+    zeros = torch.cat([p.zeros for p in parts]) if first.zeros is not None else None
+    return QuantizedWeight(first.scheme, torch.cat([p.qweight for p in parts]),
+                           torch.cat([p.scales for p in parts]), zeros, first.group_size)
 
 
 def _int4_values(qweight: Tensor) -> Tensor:
