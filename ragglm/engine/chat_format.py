@@ -28,6 +28,9 @@ class ChatFormat:
             bos_token=self.bos_token or "", eos_token=self.eos_token or "",
         )
 
+    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
+        return tokenizer.encode(self.render(messages, add_generation_prompt))
+
 
 def _raise(message: str):
     raise ValueError(message)

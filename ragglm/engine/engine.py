@@ -102,7 +102,8 @@ class Engine:
         return self.model(input_ids.to(self.device))
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.encode(self.chat_format.render(messages))
+        """Token ids of messages in the checkpoint's own chat format, ending with the assistant cue."""
+        return self.chat_format.ids(messages, self.tokenizer)
 
     def chat(self, messages: list[dict], **kwargs):
         """generate() on messages rendered in the checkpoint's chat format (the Generator seam)."""
@@ -110,39 +111,60 @@ class Engine:
 
     def generate(self, prompt_ids: list[int] | torch.Tensor, max_new_tokens: int = 256,
                  temperature: float = 0.0, stream: bool = False, seed: int | None = None,
-                 result: GenerationResult | None = None):
+                 result: GenerationResult | None = None, *, top_k: int | None = None,
+                 top_p: float | None = None, repetition_penalty: float = 1.0,
+                 stop: str | list[str] | None = None, stop_token_ids: list[int] | None = None):
         """A GenerationResult, or with stream=True an iterator of text pieces.
 
-        When streaming, pass `result` to receive the token ids, text and timings once done.
+        `stop` strings end generation and are cut from the text; `stop_token_ids` add to the
+        checkpoint's own end tokens. When streaming, pass `result` to receive the token ids,
+        text and timings once done.
         """
         if isinstance(prompt_ids, torch.Tensor):
             prompt_ids = prompt_ids.reshape(-1).tolist()
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        if seed is not None and temperature > 0:
+            torch.manual_seed(seed)
         result = result if result is not None else GenerationResult([])
-        tokens = generate_tokens(self.model, list(prompt_ids), max_new_tokens, set(self.tokenizer.eos_token_ids),
-                                 temperature, generator, result)
+        stop_ids = set(self.tokenizer.eos_token_ids) | set(stop_token_ids or ())
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        tokens = generate_tokens(self.model, list(prompt_ids), max_new_tokens, stop_ids, temperature, generator,
+                                 result, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+        pieces = self._stream_text(tokens, result, stops)
         if stream:
-            return self._stream_text(tokens, result)
-        for _ in tokens:
+            return pieces
+        for _ in pieces:
             pass
-        result.text = self.tokenizer.decode(result.token_ids)
         return result
 
-    def _stream_text(self, tokens: Iterator[int], result: GenerationResult) -> Iterator[str]:
-        """Yield text as it becomes printable: decode the whole tail, emit what is new and complete."""
+    def _stream_text(self, tokens: Iterator[int], result: GenerationResult, stops: list[str]) -> Iterator[str]:
+        """Yield text as it becomes printable and safe: a split multi-byte character, or a tail that
+        may be the start of a stop string, is held back until the next token settles it."""
         ids: list[int] = []
         emitted = ""
+        hold = max((len(s) for s in stops), default=1) - 1
+        text = ""
         for token in tokens:
             ids.append(token)
             text = self.tokenizer.decode(ids)
+            if stops:
+                cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                    result.finish_reason = "stop"
+                    tokens.close()
+                    break
             if text.endswith("\ufffd"):  # a multi-byte character split across tokens
                 continue
-            if len(text) > len(emitted):
-                yield text[len(emitted):]
-                emitted = text
-        result.text = self.tokenizer.decode(ids)
-        if len(result.text) > len(emitted):
-            yield result.text[len(emitted):]
+            safe = text[:len(text) - hold] if stops and hold else text
+            if len(safe) > len(emitted):
+                yield safe[len(emitted):]
+                emitted = safe
+        else:
+            text = self.tokenizer.decode(ids)
+        result.text = text
+        if len(text) > len(emitted):
+            yield text[len(emitted):]
 
 
 def _build(args: ModelArgs, state_dict: dict, device: str) -> Transformer:
@@ -167,7 +189,7 @@ def _load_gguf(path: Path, dtype):
 
 
 def _load_folder(path: Path, dtype, stream: bool = False):
-    """With stream=True the weights come as an iterator of (name, tensor) rather than a dict."""
+    """With stream=True the weights may come as an iterator of (name, tensor) rather than a dict."""
     from ragglm.engine.hf_loader import (
         iter_checkpoint_tensors,
         iter_llama_state,
@@ -177,8 +199,12 @@ def _load_folder(path: Path, dtype, stream: bool = False):
 
     config = read_config(path)
     model_type = config.get("model_type")
+    if model_type in ("chatglm", "glm"):
+        return _load_glm_folder(path, config, dtype)
     if model_type not in ("llama", "qwen2", "mistral"):
-        raise ModelNotFoundError(f"{path}: model_type {model_type!r} is not supported yet (llama, qwen2 are)")
+        raise ModelNotFoundError(
+            f"{path}: model_type {model_type!r} is not supported (chatglm, glm, llama, qwen2, mistral are)"
+        )
     args = llama_args(config)
     tensors = iter_llama_state(iter_checkpoint_tensors(path), args, dtype)
     state_dict = tensors if stream else dict(tensors)
@@ -186,6 +212,12 @@ def _load_folder(path: Path, dtype, stream: bool = False):
 
 
 def _folder_tokenizer(path: Path):
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    if config.get("model_type") in ("chatglm", "glm"):
+        from ragglm.engine.glm_tokenizer import load_glm_tokenizer
+
+        return (*load_glm_tokenizer(path, config), ("zh", "en"))
     tok_config_path = path / "tokenizer_config.json"
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
     eos = tok_config.get("eos_token")
@@ -243,6 +275,21 @@ def _tokenizer_of_quantized(path: Path, meta: dict):
         languages = tuple(fields.get("general.languages") or ("en", "zh"))
         return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
     return _folder_tokenizer(path)
+
+
+def _load_glm_folder(path: Path, config: dict, dtype):
+    from ragglm.engine.glm_loader import chatglm_args, chatglm_state_dict, glm_args, glm_state_dict
+    from ragglm.engine.glm_tokenizer import load_glm_tokenizer
+    from ragglm.engine.hf_loader import iter_checkpoint_tensors
+
+    if config["model_type"] == "chatglm":
+        args = chatglm_args(config)
+        state_dict = chatglm_state_dict(iter_checkpoint_tensors(path), args, dtype)
+    else:
+        args = glm_args(config)
+        state_dict = glm_state_dict(iter_checkpoint_tensors(path), args, dtype)
+    tokenizer, chat_format = load_glm_tokenizer(path, config)
+    return args, state_dict, tokenizer, chat_format, ("zh", "en")
 
 
 # For checkpoints without a chat template: plain role-prefixed turns.

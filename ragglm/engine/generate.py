@@ -11,7 +11,10 @@ from torch import Tensor
 
 from ragglm.engine.model import Transformer
 
-__all__ = ["GenerationResult", "sample", "generate_tokens"]
+__all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
+           "PREFILL_CHUNK"]
+
+PREFILL_CHUNK = 512  # prompt tokens per prefill block
 
 
 @dataclass
@@ -26,12 +29,37 @@ class GenerationResult:
     timings: dict = field(default_factory=dict)
 
 
-def sample(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> int:
-    """logits [V] -> token id; temperature 0 is greedy."""
+def sample(logits: Tensor, temperature: float, generator: torch.Generator | None = None, *,
+           top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+           previous: Tensor | None = None) -> int:
+    """logits [V] -> token id; temperature 0 is greedy (after the repetition penalty)."""
+    logits = penalise_repetition(logits, previous, repetition_penalty)
     if temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def penalise_repetition(logits: Tensor, previous: Tensor | None, penalty: float) -> Tensor:
+    """Make the ids in `previous` less likely: positive logits divided by penalty, negative multiplied."""
+    if penalty == 1.0 or previous is None or not previous.numel():
+        return logits
+    seen = logits.gather(0, previous)
+    return logits.scatter(0, previous, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """-inf outside the k most likely ids, then outside the smallest set whose probability reaches top_p."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop an id when the ids before it already reach top_p (the most likely always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return logits
 
 
 @torch.inference_mode()
@@ -43,8 +71,17 @@ def generate_tokens(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     stats: GenerationResult | None = None,
+    *,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    prefill_chunk: int = PREFILL_CHUNK,
 ) -> Iterator[int]:
-    """Yield generated token ids one by one; fills stats with timings when given."""
+    """Yield generated token ids one by one; fills stats with timings when given.
+
+    The prompt is prefilled in blocks of `prefill_chunk` tokens, so attention scores never take
+    more than prefill_chunk x prompt length (a 32K prompt needs no 32K x 32K matrix).
+    """
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
     if total > model.args.max_seq_len:
@@ -52,29 +89,55 @@ def generate_tokens(
             f"prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new ones exceeds the "
             f"model window of {model.args.max_seq_len} tokens"
         )
+    if not prompt_ids:
+        raise ValueError("the prompt is empty; generation needs at least one token")
     model.setup_cache(1, total)
     stats = stats if stats is not None else GenerationResult([])
     stats.prompt_tokens = len(prompt_ids)
+    penalised = repetition_penalty != 1.0
+    history = torch.tensor(prompt_ids, dtype=torch.long, device=device) if penalised else None
+
+    def pick(logits: Tensor) -> int:
+        return sample(logits, temperature, generator, top_k=top_k, top_p=top_p,
+                      repetition_penalty=repetition_penalty, previous=history)
+
     started = time.perf_counter()
-    tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    logits = model(tokens, start=0, last_only=True)[0, -1]
-    token = sample(logits, temperature, generator)
+    logits = prefill(model, prompt_ids, prefill_chunk)
+    token = pick(logits)
     stats.ttft_s = time.perf_counter() - started
     stats.prefill_tok_s = len(prompt_ids) / max(stats.ttft_s, 1e-9)
     decode_started = time.perf_counter()
     position = len(prompt_ids)
     produced = 0
-    while True:
-        if token in stop_ids:
-            stats.finish_reason = "stop"
-            break
-        stats.token_ids.append(token)
-        produced += 1
-        yield token
-        if produced >= max_new_tokens:
-            break
-        logits = model(torch.tensor([[token]], device=device), start=position)[0, -1]
-        position += 1
-        token = sample(logits, temperature, generator)
-    decode_s = time.perf_counter() - decode_started
-    stats.decode_tok_s = (produced - 1) / decode_s if produced > 1 and decode_s > 0 else 0.0
+    step = torch.empty((1, 1), dtype=torch.long, device=device)
+    try:
+        while True:
+            if token in stop_ids:
+                stats.finish_reason = "stop"
+                break
+            stats.token_ids.append(token)
+            produced += 1
+            yield token
+            if produced >= max_new_tokens:
+                break
+            if penalised:
+                history = torch.cat([history, torch.tensor([token], device=device)])
+            step.fill_(token)
+            logits = model(step, start=position, last_only=True)[0, -1]
+            position += 1
+            token = pick(logits)
+    finally:  # also when the consumer stops early (a stop string)
+        decode_s = time.perf_counter() - decode_started
+        stats.decode_tok_s = (produced - 1) / decode_s if produced > 1 and decode_s > 0 else 0.0
+
+
+@torch.inference_mode()
+def prefill(model: Transformer, prompt_ids: list[int], chunk: int = PREFILL_CHUNK, start: int = 0) -> Tensor:
+    """Write the prompt's KV into the cache from `start`, in blocks; logits [V] of the last token."""
+    device = model.tok_embeddings.weight.device
+    tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    chunk = max(1, chunk)
+    logits = None
+    for offset in range(0, tokens.shape[1], chunk):
+        logits = model(tokens[:, offset:offset + chunk], start=start + offset, last_only=True)
+    return logits[0, -1]

@@ -138,6 +138,7 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
         self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
+        self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin for positions < cache_len
 
     def setup_cache(self, batch: int, max_seq_len: int) -> None:
         max_seq_len = min(max_seq_len, self.args.max_seq_len)
@@ -149,6 +150,8 @@ class Transformer(nn.Module):
                 batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, weight.dtype, weight.device
             )
         self.cache_len = max_seq_len
+        positions = torch.arange(max_seq_len, device=weight.device)
+        self.rope_cache = rope_tables(self.args, positions, weight.dtype)
 
     def forward(self, tokens: Tensor, start: int | None = None, last_only: bool = False) -> Tensor:
         """tokens [B, T] -> logits [B, T, V] (or [B, 1, V] with last_only).
@@ -158,8 +161,11 @@ class Transformer(nn.Module):
         """
         T = tokens.shape[1]
         offset = 0 if start is None else start
-        positions = torch.arange(offset, offset + T, device=tokens.device)
-        rope = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
+        if start is not None and self.rope_cache is not None and offset + T <= self.cache_len:
+            rope = (self.rope_cache[0][offset:offset + T], self.rope_cache[1][offset:offset + T])
+        else:
+            positions = torch.arange(offset, offset + T, device=tokens.device)
+            rope = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
             x = layer(x, rope, self.args.rope_interleaved, start)

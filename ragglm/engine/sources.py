@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from ragglm.errors import ModelNotFoundError
@@ -33,13 +34,30 @@ def resolve_model_path(src: str | Path) -> Path:
     )
 
 
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "tokenizer*"]
+
+
 def _from_hub(repo_id: str) -> Path:
+    """The hub cache first; the network only when allowed (HF_HUB_OFFLINE / RAGGLM_OFFLINE unset)."""
+    fix = (f"download it where the hub is reachable (huggingface-cli download {repo_id} --local-dir "
+           f"{repo_id.split('/')[-1]}) and pass the folder: --model /path/to/{repo_id.split('/')[-1]}")
     try:
         from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.py"]))
+    except ImportError as exc:
+        raise ModelNotFoundError(f"model {repo_id!r}: huggingface_hub is not installed; {fix}") from exc
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=True))
+    except Exception:  # not cached yet
+        pass
+    if _offline():
+        raise ModelNotFoundError(f"model {repo_id!r} is not in the local hub cache and the hub is offline; {fix}")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
     except Exception as exc:
         raise ModelNotFoundError(
-            f"model {repo_id!r} could not be fetched from the hub ({exc.__class__.__name__}); "
-            f"download it elsewhere and pass the folder with --model /path/to/{repo_id.split('/')[-1]}"
+            f"model {repo_id!r} could not be fetched from the hub ({exc.__class__.__name__}); {fix}"
         ) from exc
+
+
+def _offline() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "RAGGLM_OFFLINE"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Tokenizer", "BPETokenizer", "bpe_from_gguf"]
+__all__ = ["Tokenizer", "BPETokenizer", "SentencePieceTokenizer", "bpe_from_gguf"]
 
 
 class Tokenizer(Protocol):
@@ -81,3 +81,45 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
         if extra in tokens and tokens.index(extra) not in eos_ids:
             eos_ids.append(tokens.index(extra))
     return BPETokenizer(backend, eos_ids, bos_token=token("bos"), eos_token=eos)
+
+
+class SentencePieceTokenizer:
+    """ChatGLM2/3's tokenizer: a sentencepiece model plus command tokens numbered after its vocabulary.
+
+    The command tokens ([gMASK], sop, <|user|>, ...) are not pieces of the sentencepiece model;
+    they never come out of `encode` and are placed by the chat format by id.
+    """
+
+    CHATGLM2_COMMANDS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
+    CHATGLM3_COMMANDS = CHATGLM2_COMMANDS + ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
+
+    def __init__(self, model_file: Path | str | bytes, commands: tuple[str, ...] = CHATGLM3_COMMANDS,
+                 stop_commands: tuple[str, ...] = ("<|user|>", "<|observation|>")):
+        import sentencepiece as spm
+
+        if isinstance(model_file, bytes):
+            self.sp = spm.SentencePieceProcessor(model_proto=model_file)
+        else:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        base = self.sp.vocab_size()
+        self.commands = {name: base + i for i, name in enumerate(commands)}
+        self.eos_token_ids = [self.sp.eos_id()] + [self.commands[c] for c in stop_commands if c in self.commands]
+        self.bos_token = None
+        self.eos_token = self.sp.id_to_piece(self.sp.eos_id())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.vocab_size() + len(self.commands)
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        base = self.sp.vocab_size()
+        return self.sp.decode([i for i in ids if i < base])
+
+    def token_id(self, token: str) -> int | None:
+        if token in self.commands:
+            return self.commands[token]
+        index = self.sp.piece_to_id(token)
+        return None if index == self.sp.unk_id() and token != self.sp.id_to_piece(index) else index

@@ -1,0 +1,243 @@
+"""Engine speed, side by side in one run; prints one JSON line.
+
+SmolLM2-135M (the packaged GGUF): prefill and decode tokens/s of our engine, transformers
+`generate` (LlamaForCausalLM from the same GGUF, fp32) and llama.cpp (llama-cpp-python, same GGUF,
+2 threads). Then a full-size ChatGLM3-6B shape with random weights in bf16, written as an original
+ChatGLM checkpoint and loaded through Engine.from_pretrained in a child process: load time, peak
+RSS, prefill tokens/s and decode ms/token. The 6B part holds /tmp/ragglm-bigmem.lock.
+
+    python benchmarks/engine_speed.py [--prompt 256] [--new 64] [--skip-6b] [--glm-prompt 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+THREADS = 2
+CHATGLM3_6B = {
+    "_name_or_path": "THUDM/chatglm3-6b", "model_type": "chatglm", "num_layers": 28, "padded_vocab_size": 65024,
+    "hidden_size": 4096, "ffn_hidden_size": 13696, "kv_channels": 128, "num_attention_heads": 32,
+    "seq_length": 8192, "multi_query_attention": True, "multi_query_group_num": 2, "layernorm_epsilon": 1e-5,
+    "add_qkv_bias": True, "rmsnorm": True, "rope_ratio": 1, "torch_dtype": "bfloat16",
+}
+
+
+def prompt_ids(engine, n: int) -> list[int]:
+    text = " ".join(f"Section {i}: the filter cartridge must be replaced every six months." for i in range(n))
+    return engine.tokenizer.encode(text)[:n]
+
+
+def ours(engine, ids: list[int], new: int) -> dict:
+    from ragglm.engine.generate import GenerationResult, generate_tokens
+
+    list(generate_tokens(engine.model, ids[:16], 4, set()))  # warm up
+    best = None
+    for _ in range(2):
+        stats = GenerationResult([])
+        tokens = list(generate_tokens(engine.model, ids, new, set(), stats=stats))
+        if best is None or stats.decode_tok_s > best["decode_tok_s"]:
+            best = {"prefill_tok_s": round(stats.prefill_tok_s, 1), "decode_tok_s": round(stats.decode_tok_s, 1)}
+        best["tokens"] = tokens
+    return best
+
+
+def transformers_peer(path: Path, ids: list[int], new: int) -> dict:
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        model(x[:, :16])  # warm up
+        started = time.perf_counter()
+        model(x)
+        prefill_s = time.perf_counter() - started
+        started = time.perf_counter()
+        out = model.generate(x, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        total_s = time.perf_counter() - started
+    return {"prefill_tok_s": round(len(ids) / prefill_s, 1),
+            "decode_tok_s": round((new - 1) / max(total_s - prefill_s, 1e-9), 1),
+            "tokens": out[0, len(ids):].tolist()}
+
+
+def llama_cpp_peer(path: Path, ids: list[int], new: int) -> dict:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"available": False, "reason": "llama-cpp-python is not installed (pip install llama-cpp-python)"}
+    import numpy as np
+
+    llm = Llama(model_path=str(path), n_threads=THREADS, n_threads_batch=THREADS, n_ctx=len(ids) + new + 8,
+                n_batch=512, verbose=False)
+    llm.eval(ids[:16])  # warm up
+    llm.reset()
+    started = time.perf_counter()
+    llm.eval(ids)
+    prefill_s = time.perf_counter() - started
+    tokens = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+    started = time.perf_counter()
+    for _ in range(new - 1):
+        llm.eval([tokens[-1]])
+        tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+    decode_s = time.perf_counter() - started
+    return {"available": True, "prefill_tok_s": round(len(ids) / prefill_s, 1),
+            "decode_tok_s": round((new - 1) / decode_s, 1), "tokens": tokens}
+
+
+def smollm2_part(prompt: int, new: int) -> dict:
+    from ragglm.engine import Engine
+    from ragglm.engine.sources import resolve_model_path
+
+    path = resolve_model_path("smollm2")
+    figures: dict = {"prompt_tokens": prompt, "new_tokens": new}
+    for dtype in ("fp32", "bf16"):
+        engine = Engine.from_pretrained("smollm2", dtype=dtype)
+        ids = prompt_ids(engine, prompt)
+        figures[f"ours_{dtype}"] = ours(engine, ids, new)
+    figures["transformers_fp32"] = transformers_peer(path, ids, new)
+    figures["llama_cpp"] = llama_cpp_peer(path, ids, new)
+    reference = figures["transformers_fp32"].pop("tokens")
+    for name in ("ours_fp32", "ours_bf16", "llama_cpp"):
+        tokens = figures[name].pop("tokens", None)
+        if tokens is not None:
+            figures[name]["greedy_tokens_agreeing_with_transformers"] = _leading_agreement(tokens, reference)
+    tf, lc = figures["transformers_fp32"], figures["llama_cpp"]
+    best = max((figures["ours_fp32"], figures["ours_bf16"]), key=lambda f: f["decode_tok_s"])
+    figures["decode_x_transformers"] = round(best["decode_tok_s"] / tf["decode_tok_s"], 2)
+    if lc.get("available"):
+        figures["decode_x_llama_cpp"] = round(best["decode_tok_s"] / lc["decode_tok_s"], 2)
+        prefill = max(figures["ours_fp32"]["prefill_tok_s"], figures["ours_bf16"]["prefill_tok_s"])
+        figures["prefill_x_llama_cpp"] = round(prefill / lc["prefill_tok_s"], 2)
+    return figures
+
+
+def _leading_agreement(ours: list[int], reference: list[int]) -> int:
+    """How many greedy tokens agree before the first difference (fp rounding may flip a near tie)."""
+    count = 0
+    for a, b in zip(ours, reference, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) -> None:
+    """An original-naming ChatGLM checkpoint of random bf16 weights, written shard by shard."""
+    from safetensors.torch import save_file
+
+    dim, ffn, heads, kv, hd = (config[k] for k in ("hidden_size", "ffn_hidden_size", "num_attention_heads",
+                                                   "multi_query_group_num", "kv_channels"))
+    qkv = heads * hd + 2 * kv * hd
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return (torch.rand(shape, generator=generator, dtype=torch.float32) - 0.5).mul_(0.04).to(torch.bfloat16)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"transformer.embedding.word_embeddings.weight": rand(config["padded_vocab_size"], dim),
+               "transformer.output_layer.weight": rand(config["padded_vocab_size"], dim),
+               "transformer.encoder.final_layernorm.weight": torch.ones(dim, dtype=torch.bfloat16)},
+              str(folder / "model-head.safetensors"))
+    for first in range(0, config["num_layers"], layers_per_shard):
+        shard = {}
+        for i in range(first, min(first + layers_per_shard, config["num_layers"])):
+            p = f"transformer.encoder.layers.{i}."
+            shard |= {p + "input_layernorm.weight": torch.ones(dim, dtype=torch.bfloat16),
+                      p + "post_attention_layernorm.weight": torch.ones(dim, dtype=torch.bfloat16),
+                      p + "self_attention.query_key_value.weight": rand(qkv, dim),
+                      p + "self_attention.query_key_value.bias": rand(qkv),
+                      p + "self_attention.dense.weight": rand(dim, heads * hd),
+                      p + "mlp.dense_h_to_4h.weight": rand(2 * ffn, dim),
+                      p + "mlp.dense_4h_to_h.weight": rand(dim, ffn)}
+        save_file(shard, str(folder / f"model-layers-{first:03d}.safetensors"))
+        del shard
+    (folder / "config.json").write_text(json.dumps(config))
+    _write_sentencepiece(folder / "tokenizer.model")
+
+
+def _write_sentencepiece(path: Path) -> None:
+    import io
+
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    lines = ["滤芯的使用寿命大约是六个月。", "The filter lasts about six months."] * 50
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=out, vocab_size=300,
+                                   byte_fallback=True, minloglevel=2, hard_vocab_limit=False)
+    path.write_bytes(out.getvalue())
+
+
+def glm6b_child(folder: str, prompt: int, new: int) -> None:
+    """Runs in a fresh process so that ru_maxrss is this model's peak alone."""
+    from ragglm.engine import Engine
+    from ragglm.engine.generate import GenerationResult, generate_tokens
+
+    started = time.perf_counter()
+    engine = Engine.from_pretrained(folder, dtype="bf16")
+    load_s = time.perf_counter() - started
+    ids = [(i * 7919) % 60000 + 100 for i in range(prompt)]
+    stats = GenerationResult([])
+    list(generate_tokens(engine.model, ids, new, set(), stats=stats))
+    params = sum(p.numel() for p in engine.model.parameters())
+    print(json.dumps({"params_b": round(params / 1e9, 2), "load_s": round(load_s, 1),
+                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                      "weights_gb": round(params * 2 / 2**30, 2), "prompt_tokens": prompt,
+                      "prefill_tok_s": round(stats.prefill_tok_s, 1),
+                      "decode_ms_per_token": round(1000 / stats.decode_tok_s, 1) if stats.decode_tok_s else None}))
+
+
+def glm6b_part(prompt: int, new: int) -> dict:
+    with open("/tmp/ragglm-bigmem.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = Path(tempfile.mkdtemp(prefix="ragglm-chatglm3-6b-"))
+        try:
+            started = time.perf_counter()
+            write_random_chatglm(folder, CHATGLM3_6B)
+            write_s = time.perf_counter() - started
+            child = subprocess.run([sys.executable, __file__, "--glm6b-child", str(folder), "--glm-prompt", str(prompt),
+                                    "--glm-new", str(new)], capture_output=True, text=True)
+            if child.returncode != 0:
+                return {"error": child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "failed"}
+            figures = json.loads(child.stdout.strip().splitlines()[-1])
+            figures["write_checkpoint_s"] = round(write_s, 1)
+            return figures
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompt", type=int, default=256)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--skip-6b", action="store_true")
+    parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--glm-prompt", type=int, default=128)
+    parser.add_argument("--glm-new", type=int, default=4)
+    parser.add_argument("--glm6b-child")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    if args.glm6b_child:
+        glm6b_child(args.glm6b_child, args.glm_prompt, args.glm_new)
+        return
+    result = {"benchmark": "engine_speed", "threads": THREADS, "torch": torch.__version__,
+              "load_average_1m": round(os.getloadavg()[0], 1)}
+    if not args.skip_smollm2:
+        result["smollm2_135m"] = smollm2_part(args.prompt, args.new)
+    if not args.skip_6b:
+        result["chatglm3_6b_shape_bf16"] = glm6b_part(args.glm_prompt, args.glm_new)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

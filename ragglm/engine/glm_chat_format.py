@@ -1,0 +1,76 @@
+"""The GLM family's prompt formats, built as token ids the way each checkpoint was trained.
+
+ChatGLM3: [gMASK] sop, then per message <|role|> + encode("\\n") + encode(content), then <|assistant|>.
+ChatGLM2: [gMASK] sop + encode("[Round 1]\\n\\n问：...\\n\\n答：").
+GLM-4:    encode("[gMASK]<sop><|user|>\\n...<|assistant|>") with its special tokens recognised in text.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChatGLM3Format", "ChatGLM2Format", "GLM4Format"]
+
+
+class ChatGLM3Format:
+    roles = ("system", "user", "assistant", "observation")
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        text = "[gMASK]sop" + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        return text + ("<|assistant|>" if add_generation_prompt else "")
+
+    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
+        ids = [_command(tokenizer, "[gMASK]"), _command(tokenizer, "sop")]
+        for message in messages:
+            ids.append(_command(tokenizer, f"<|{_role(message, self.roles)}|>"))
+            ids += tokenizer.encode("\n") + tokenizer.encode(message["content"])
+        if add_generation_prompt:
+            ids.append(_command(tokenizer, "<|assistant|>"))
+        return ids
+
+
+class ChatGLM2Format:
+    """Rounds of 问/答; ChatGLM2 has no system role, so a system message leads the first question."""
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        rounds: list[list[str]] = []
+        for message in messages:
+            if message["role"] == "user":
+                content = f"{system}\n\n{message['content']}" if system and not rounds else message["content"]
+                rounds.append([content, ""])
+            elif message["role"] == "assistant" and rounds:
+                rounds[-1][1] = message["content"]
+        text = ""
+        for i, (question, answer) in enumerate(rounds, start=1):
+            text += f"[Round {i}]\n\n问：{question}\n\n答："
+            if answer or i < len(rounds):
+                text += f"{answer}\n\n"
+        return text
+
+    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
+        prefix = [_command(tokenizer, "[gMASK]"), _command(tokenizer, "sop")]
+        return prefix + tokenizer.encode(self.render(messages, add_generation_prompt))
+
+
+class GLM4Format:
+    roles = ("system", "user", "assistant", "observation")
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        text = "[gMASK]<sop>" + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        return text + ("<|assistant|>" if add_generation_prompt else "")
+
+    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
+        return tokenizer.encode(self.render(messages, add_generation_prompt))
+
+
+def _role(message: dict, roles: tuple[str, ...]) -> str:
+    role = message["role"]
+    if role not in roles:
+        raise ValueError(f"message role {role!r} is not one of {', '.join(roles)}")
+    return role
+
+
+def _command(tokenizer, name: str) -> int:
+    index = tokenizer.token_id(name)
+    if index is None:
+        raise ValueError(f"the tokenizer has no {name!r} token; is this a GLM checkpoint's tokenizer?")
+    return index
