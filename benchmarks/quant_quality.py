@@ -112,24 +112,29 @@ def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def smollm2(ppl_tokens: int, new_tokens: int) -> dict:
     from ragglm.engine import Engine
+    from ragglm.engine.quant_loader import build_quantized
+    from ragglm.engine.quantize import QuantConfig
     from ragglm.engine.sources import resolve_model_path
 
     texts = {"manuals": manuals_text(), "squad": squad_text()}
     out: dict = {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "ppl_tokens_per_text": ppl_tokens, "variants": {}}
-    prompt_ids = None
+    fp32 = Engine.from_pretrained("smollm2")
+    prompt_ids = fp32.tokenizer.encode(texts["manuals"])[:256]
+    token_ids = {k: fp32.tokenizer.encode(v)[:ppl_tokens] for k, v in texts.items() if v}
     for spec in SCHEMES:
-        started = time.perf_counter()
-        engine = Engine.from_pretrained("smollm2", quant=spec)
-        load_s = time.perf_counter() - started
-        if prompt_ids is None:
-            prompt_ids = engine.tokenizer.encode(texts["manuals"])[:256]
-            token_ids = {k: engine.tokenizer.encode(v)[:ppl_tokens] for k, v in texts.items() if v}
-        row = {"quant": engine.quant or "fp32", "paths": engine.quant_paths, "load_s": round(load_s, 2),
-               "weight_bytes": engine.weight_bytes()}
+        # the GGUF is read once; each variant quantizes the same float weights
+        if spec is None:
+            engine = fp32
+        else:
+            model = build_quantized(fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()},
+                                    config=QuantConfig.parse(spec))
+            engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
+            engine._set_quant(QuantConfig.parse(spec).name)
+        row = {"quant": engine.quant or "fp32", "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
         row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
         row.update(engine_speed(engine, prompt_ids, new_tokens))
         out["variants"][row["quant"]] = row
-        del engine
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress; the result is the one line on stdout
     base = out["variants"]["fp32"]
     for row in out["variants"].values():
         row["linear_bytes_ratio"] = round(row["weight_bytes"]["linear"] / base["weight_bytes"]["linear"], 4)
