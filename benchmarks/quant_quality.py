@@ -110,7 +110,7 @@ def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def smollm2(ppl_tokens: int, new_tokens: int) -> dict:
+def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
     from ragglm.engine.quant_loader import build_quantized
     from ragglm.engine.quantize import QuantConfig
@@ -132,13 +132,16 @@ def smollm2(ppl_tokens: int, new_tokens: int) -> dict:
             engine._set_quant(QuantConfig.parse(spec).name)
         row = {"quant": engine.quant or "fp32", "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
         row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
-        row.update(engine_speed(engine, prompt_ids, new_tokens))
+        if speed:
+            row.update(engine_speed(engine, prompt_ids, new_tokens))
         out["variants"][row["quant"]] = row
         print(json.dumps(row), file=sys.stderr, flush=True)  # progress; the result is the one line on stdout
     base = out["variants"]["fp32"]
     for row in out["variants"].values():
         row["linear_bytes_ratio"] = round(row["weight_bytes"]["linear"] / base["weight_bytes"]["linear"], 4)
         row["ppl_ratio"] = {k: round(v / base["ppl"][k], 4) for k, v in row["ppl"].items()}
+    if not speed:
+        return out
     out["llama_cpp_q4_1"] = llama_cpp_speed(resolve_model_path("smollm2"), prompt_ids, new_tokens)
     if out["llama_cpp_q4_1"].get("available"):
         for row in out["variants"].values():
@@ -249,6 +252,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--glm6b", action="store_true", help="also measure the ChatGLM3-6B shape (needs ~5 GB)")
     parser.add_argument("--no-smollm2", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="quality and bytes only (no timing)")
     parser.add_argument("--glm-quant", default="int4:g128")
     parser.add_argument("--glm-dtype", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--glm6b-child", action="store_true", help=argparse.SUPPRESS)
@@ -259,7 +263,7 @@ def main() -> None:
     report: dict = {"benchmark": "quant_quality", "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if not opts.no_smollm2:
-        report["smollm2"] = smollm2(opts.ppl_tokens, opts.new_tokens)
+        report["smollm2"] = smollm2(opts.ppl_tokens, opts.new_tokens, speed=not opts.no_speed)
     if opts.glm6b:
         report["glm6b"] = glm6b(opts.glm_quant, opts.glm_dtype, min(opts.new_tokens, 16))
     print(json.dumps(report))
