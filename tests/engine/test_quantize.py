@@ -183,3 +183,25 @@ def test_bad_quantization_names_say_what_works(spec):
 def test_none_means_float():
     assert QuantConfig.parse(None) is None and QuantConfig.parse("none") is None
     assert QuantConfig.parse("int4:g32") == QuantConfig("int4", 32)
+
+
+@pytest.mark.slow
+def test_cli_quantizes_the_packaged_gguf_and_the_folder_reloads_identically(tmp_path):
+    from typer.testing import CliRunner
+
+    from ragglm.cli import app
+    from ragglm.engine import Engine
+
+    out = tmp_path / "smollm2-int4"
+    result = CliRunner().invoke(app, ["quantize", "smollm2", str(out), "--quant", "int4", "--json"])
+    assert result.exit_code == 0, result.output
+    direct = Engine.from_pretrained("smollm2", quant="int4")
+    reloaded = Engine.from_pretrained(out)
+    assert reloaded.quant == direct.quant == "int4:g64"
+    assert reloaded.quant_paths == direct.quant_paths == {"_weight_int4pack_mm_for_cpu": 4 * 30}
+    ids = direct.tokenizer.encode("Replace the filter every six months.")
+    assert reloaded.tokenizer.encode("Replace the filter every six months.") == ids
+    tokens = torch.tensor([ids])
+    assert torch.equal(direct.logits(tokens), reloaded.logits(tokens))
+    bad = CliRunner().invoke(app, ["quantize", "smollm2", str(tmp_path / "x"), "--quant", "int3"])
+    assert bad.exit_code == 2 and "int3" in bad.output
