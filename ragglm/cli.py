@@ -96,7 +96,7 @@ def ask(
     mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
     explain: bool = typer.Option(False, "--explain", help="Show how the context was chosen, with its numbers."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
-    quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
+    quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4 | int4:g32 | none."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
     stream: bool | None = typer.Option(None, "--stream/--no-stream",
                                        help="Print the answer as it is generated [default: on a terminal]."),
@@ -410,6 +410,28 @@ def _cannot_listen(host: str, port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+@app.command()
+def quantize(
+    src: str = typer.Argument(..., help="Alias (smollm2), .gguf file or model folder to quantize."),
+    out: Path = typer.Argument(..., help="Folder to write the quantized checkpoint to."),
+    quant: str = typer.Option("int4", "--quant", help="int8 | int4 | int4:g32 (group size after the colon)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Quantize a model once and save it; `--model OUT` then loads it without quantizing again."""
+    from ragglm.engine.engine import save_quantized_checkpoint
+
+    try:
+        meta = save_quantized_checkpoint(src, out, quant)
+    except RagglmError as exc:
+        _fail(str(exc))
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    summary = {"out": str(out), "scheme": meta["scheme"], "group_size": meta["group_size"], "bytes": size}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"wrote {meta['scheme']} checkpoint to {out} ({size / 2**20:.1f} MiB)")
 
 
 def main() -> None:

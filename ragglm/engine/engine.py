@@ -12,11 +12,18 @@ from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
+from ragglm.engine.quant_loader import (
+    build_quantized,
+    drain,
+    is_quantized_checkpoint,
+    load_quantized,
+)
+from ragglm.engine.quantize import QuantConfig, QuantizationError, kernel_paths, quantized_bytes
 from ragglm.engine.sources import resolve_model_path
 from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "save_quantized_checkpoint"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -32,6 +39,9 @@ class Engine:
         self.languages = languages  # languages the model answers well in
         # KV of recent prompt prefixes (system prompt + documents), reused by later prompts; None disables
         self.prefix_cache: PrefixCache | None = PrefixCache.for_model(model)
+        self.quant: str | None = None  # e.g. "int8", "int4:g64"; None for float weights
+        # how many linear layers run each path: a packed kernel or the dequantize-then-matmul fallback
+        self.quant_paths: dict[str, int] = {}
 
     @property
     def args(self) -> ModelArgs:
@@ -42,27 +52,64 @@ class Engine:
         return self.model.tok_embeddings.weight.device
 
     @classmethod
-    def from_pretrained(cls, src: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
-                        dtype: str | torch.dtype | None = None, *, cache_dir: str | Path | None = None,
-                        prefix_cache_bytes: int | None = None) -> Engine:
-        """Load a model; cache_dir keeps prefix KV on disk for later processes (see enable_disk_cache)."""
-        if quant is not None:
-            raise NotImplementedError("quantization is not available yet; use quant=None")
+    def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
+                        device: str = "cpu", dtype: str | torch.dtype | None = None, *,
+                        cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None) -> Engine:
+        """Load a model.
+
+        quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
+        written by `ragglm quantize` loads as stored, without quantizing again. cache_dir keeps prefix
+        KV on disk for later processes (see enable_disk_cache).
+        """
+        config = QuantConfig.parse(quant)
         torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or torch.float32)
         path = resolve_model_path(src)
-        if path.suffix == ".gguf":
-            args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
-        elif path.is_dir():
-            args, state_dict, tokenizer, chat_format, languages = _load_folder(path, torch_dtype)
+        if is_quantized_checkpoint(path):
+            engine = cls._from_quantized(path, config, device, torch_dtype, name=str(src))
         else:
-            raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
-        model = _build(args, state_dict, device)
-        engine = cls(model, tokenizer, chat_format, name=str(src), languages=languages)
+            engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src))
         if prefix_cache_bytes is not None:
-            engine.prefix_cache = PrefixCache.for_model(model, budget_bytes=prefix_cache_bytes)
+            engine.prefix_cache = PrefixCache.for_model(engine.model, budget_bytes=prefix_cache_bytes)
         if cache_dir is not None:
             engine.enable_disk_cache(cache_dir)
         return engine
+
+    @classmethod
+    def _from_checkpoint(cls, path: Path, config: QuantConfig | None, device, torch_dtype, name: str) -> Engine:
+        if path.suffix == ".gguf":
+            args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
+        elif path.is_dir():
+            # quantized layers are built from a stream, so the float model is never whole in memory
+            args, state_dict, tokenizer, chat_format, languages = _load_folder(
+                path, torch.float32 if config else torch_dtype, stream=config is not None)
+        else:
+            raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
+        if config is None:
+            model = _build(args, state_dict, device)
+        else:
+            model = build_quantized(args, drain(state_dict), device, torch_dtype, config)
+        engine = cls(model, tokenizer, chat_format, name=name, languages=languages)
+        engine._set_quant(config.name if config else None)
+        return engine
+
+    @classmethod
+    def _from_quantized(cls, path: Path, config: QuantConfig | None, device, dtype, name: str) -> Engine:
+        model, meta = load_quantized(path, device, dtype)
+        if config is not None and config.scheme != meta["scheme"]:
+            raise ModelNotFoundError(f"{path} holds {meta['scheme']} weights, not {config.scheme}; "
+                                     f"drop --quant or quantize the original model again")
+        tokenizer, chat_format, languages = _tokenizer_of_quantized(path, meta)
+        engine = cls(model, tokenizer, chat_format, name=name, languages=languages)
+        engine._set_quant(QuantConfig(meta["scheme"], meta["group_size"]).name)
+        return engine
+
+    def _set_quant(self, name: str | None) -> None:
+        self.quant = name
+        self.quant_paths = kernel_paths(self.model)
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of linear-layer weights (with their scales) and of everything else (embeddings, norms)."""
+        return quantized_bytes(self.model)
 
     def enable_disk_cache(self, folder: str | Path) -> Path:
         """Keep prompt-prefix KV as files under folder, shared by every process using this model.
@@ -72,7 +119,7 @@ class Engine:
         """
         if self.prefix_cache is None:
             self.prefix_cache = PrefixCache.for_model(self.model)
-        fingerprint = model_fingerprint(self.model, self.name, getattr(self, "quant", None))
+        fingerprint = model_fingerprint(self.model, self.name, self.quant)
         return self.prefix_cache.enable_disk(folder, fingerprint)
 
     def cached_prefix_length(self, prompt_ids: list[int]) -> int:
@@ -174,11 +221,12 @@ def _load_gguf(path: Path, dtype):
     return checkpoint.args, checkpoint.state_dict, tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
 
 
-def _load_folder(path: Path, dtype):
+def _load_folder(path: Path, dtype, stream: bool = False):
+    """With stream=True the weights may come as an iterator of (name, tensor) rather than a dict."""
     from ragglm.engine.hf_loader import (
         iter_checkpoint_tensors,
+        iter_llama_state,
         llama_args,
-        llama_state_dict,
         read_config,
     )
 
@@ -191,14 +239,75 @@ def _load_folder(path: Path, dtype):
             f"{path}: model_type {model_type!r} is not supported (chatglm, glm, llama, qwen2, mistral are)"
         )
     args = llama_args(config)
-    state_dict = llama_state_dict(iter_checkpoint_tensors(path), args, dtype)
+    tensors = iter_llama_state(iter_checkpoint_tensors(path), args, dtype)
+    state_dict = tensors if stream else dict(tensors)
+    return (args, state_dict, *_folder_tokenizer(path))
+
+
+def _folder_tokenizer(path: Path):
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    if config.get("model_type") in ("chatglm", "glm"):
+        from ragglm.engine.glm_tokenizer import load_glm_tokenizer
+
+        return (*load_glm_tokenizer(path, config), ("zh", "en"))
     tok_config_path = path / "tokenizer_config.json"
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
     eos = tok_config.get("eos_token")
     eos = eos.get("content") if isinstance(eos, dict) else eos
     tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, "<|im_end|>", "<|endoftext|>") if t])
     template = tok_config.get("chat_template") or _PLAIN_TEMPLATE
-    return args, state_dict, tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+    return tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+
+
+_GGUF_TOKENIZER = "tokenizer_gguf.json"  # the tokenizer fields of a GGUF source, kept beside its quantized weights
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
+
+
+def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | QuantConfig) -> dict:
+    """Quantize SRC (alias, .gguf file or model folder) into the folder OUT; returns quantization.json."""
+    import shutil
+
+    from ragglm.engine.quant_loader import save_quantized
+
+    config = QuantConfig.parse(quant)
+    if config is None:
+        raise QuantizationError("give a quantization to save: int8 or int4")
+    path, out = resolve_model_path(src), Path(out)
+    if is_quantized_checkpoint(path):
+        raise ModelNotFoundError(f"{path} is already quantized; quantize the original model instead")
+    if path.suffix == ".gguf":
+        from ragglm.engine.gguf_loader import read_gguf
+
+        checkpoint = read_gguf(path, torch.float32)
+        args, tensors = checkpoint.args, drain(checkpoint.state_dict)
+        fields = {k: v for k, v in checkpoint.metadata.items()
+                  if k.startswith("tokenizer.") or k == "general.languages"}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _GGUF_TOKENIZER).write_text(json.dumps(fields, ensure_ascii=False), encoding="utf-8")
+        kind = "gguf"
+    elif path.is_dir():
+        args, tensors, *_ = _load_folder(path, torch.float32, stream=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in path.iterdir():  # config, tokenizer and chat template files travel along
+            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES):
+                shutil.copy2(item, out / item.name)
+        kind = "folder"
+    else:
+        raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
+    return save_quantized(out, args, tensors, config, {"tokenizer": kind, "source": str(src)})
+
+
+def _tokenizer_of_quantized(path: Path, meta: dict):
+    if meta.get("tokenizer") == "gguf":
+        from ragglm.engine.tokenizer import bpe_from_gguf
+
+        fields = json.loads((path / _GGUF_TOKENIZER).read_text(encoding="utf-8"))
+        tokenizer = bpe_from_gguf(fields)
+        template = fields.get("tokenizer.chat_template") or _PLAIN_TEMPLATE
+        languages = tuple(fields.get("general.languages") or ("en", "zh"))
+        return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
+    return _folder_tokenizer(path)
 
 
 def _load_glm_folder(path: Path, config: dict, dtype):

@@ -11,7 +11,7 @@ import torch
 from ragglm.engine.model import ModelArgs
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["read_config", "iter_checkpoint_tensors", "llama_args", "llama_state_dict"]
+__all__ = ["read_config", "iter_checkpoint_tensors", "llama_args", "llama_state_dict", "iter_llama_state"]
 
 
 def read_config(folder: Path) -> dict:
@@ -61,8 +61,13 @@ def llama_args(config: dict) -> ModelArgs:
 
 def llama_state_dict(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype) -> dict[str, torch.Tensor]:
     """Map model.layers.N.self_attn.{q,k,v}_proj etc. to fused wqkv / w_gate_up."""
+    return dict(iter_llama_state(tensors, args, dtype))
+
+
+def iter_llama_state(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+    """llama_state_dict as a stream: each tensor is yielded as soon as its parts have arrived."""
     pending: dict[str, torch.Tensor] = {}
-    sd: dict[str, torch.Tensor] = {}
     simple = {
         "model.embed_tokens.weight": "tok_embeddings.weight",
         "model.norm.weight": "norm.weight",
@@ -84,17 +89,16 @@ def llama_state_dict(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArg
         if name in simple:
             if name == "lm_head.weight" and args.tie_embeddings:
                 continue
-            sd[simple[name]] = tensor
+            yield simple[name], tensor
             continue
         if not name.startswith("model.layers."):
             continue
         layer, rest = name[len("model.layers."):].split(".", 1)
         if rest in per_layer:
-            sd[f"layers.{layer}.{per_layer[rest]}"] = tensor
+            yield f"layers.{layer}.{per_layer[rest]}", tensor
             continue
         pending[name] = tensor
         for ours, parts in fused.items():
             keys = [f"model.layers.{layer}.{p}" for p in parts]
             if rest in parts and all(k in pending for k in keys):
-                sd[f"layers.{layer}.{ours}"] = torch.cat([pending.pop(k) for k in keys])
-    return sd
+                yield f"layers.{layer}.{ours}", torch.cat([pending.pop(k) for k in keys])

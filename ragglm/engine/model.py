@@ -172,8 +172,9 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if last_only:
             x = x[:, -1:]
-        head = self.tok_embeddings.weight if self.output is None else self.output.weight
-        return F.linear(x, head).float()
+        # the untied head is called as a module so that a quantized one runs its own kernel
+        logits = F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
+        return logits.float()
 
 
 def causal_mask(start: int, T: int, device) -> Tensor | None:

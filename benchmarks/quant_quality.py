@@ -1,0 +1,274 @@
+"""Quantization figures in one JSON line: quality, memory and speed of fp32 vs int8 vs int4.
+
+SmolLM2-135M (the packaged GGUF): perplexity on examples/manuals and on SQuAD articles from the
+shared data, linear-layer weight bytes, decode and prefill tokens/s, and llama.cpp decoding the
+same GGUF in the same run (llama-cpp-python; reported unavailable when not installed).
+
+ChatGLM3-6B shape with random weights (--glm6b): built layer by layer, each linear quantized to
+int4 as it is created; peak RSS while loading and running, decode ms/token, and the
+memory-bandwidth bound (weight bytes read per token / measured read bandwidth). That part runs in
+a child process holding /tmp/ragglm-bigmem.lock.
+
+    python benchmarks/quant_quality.py [--glm6b] [--ppl-tokens 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import html
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMES = (None, "int8", "int4:g32", "int4:g64")
+
+
+def shared_data_dir() -> Path | None:
+    for candidate in (os.environ.get("RAGGLM_SHARED_DATA"), REPO.parent / "shared" / "data",
+                      REPO.parent.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def manuals_text() -> str:
+    from ragglm.connectors import load_file
+
+    parts = []
+    for path in sorted((REPO / "examples" / "manuals").iterdir()):
+        try:
+            document = load_file(path)
+        except Exception:  # a manual the connectors cannot read is left out, not fatal
+            continue
+        parts.extend(page.text for page in document.pages)
+    return html.unescape("\n\n".join(parts))
+
+
+def squad_text() -> str | None:
+    folder = shared_data_dir()
+    if folder is None or not (folder / "squad2_dev_articles1-8.json").is_file():
+        return None
+    data = json.loads((folder / "squad2_dev_articles1-8.json").read_text(encoding="utf-8"))
+    return "\n\n".join(p["context"] for article in data["data"] for p in article["paragraphs"])
+
+
+@torch.inference_mode()
+def perplexity(engine, ids: list[int], window: int = 512) -> float:
+    """exp(mean next-token NLL) over consecutive windows of the text."""
+    nll, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window):
+        chunk = torch.tensor([ids[start:start + window + 1]])
+        if chunk.shape[1] < 2:
+            break
+        logits = engine.logits(chunk[:, :-1])[0]
+        nll += float(torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum"))
+        count += chunk.shape[1] - 1
+    return float(torch.exp(torch.tensor(nll / count)))
+
+
+def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
+    # prefill: one forward over the prompt; decode: greedy tokens with the KV cache (best of 2 runs)
+    best = {}
+    for _ in range(2):
+        result = engine.generate(prompt_ids, max_new_tokens=new_tokens)
+        if result.decode_tok_s > best.get("decode_tok_s", 0):
+            best["decode_tok_s"] = result.decode_tok_s
+        if result.prefill_tok_s > best.get("prefill_tok_s", 0):
+            best["prefill_tok_s"] = result.prefill_tok_s
+    return {k: round(v, 1) for k, v in best.items()}
+
+
+def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"available": False, "reason": "llama-cpp-python is not installed (pip install llama-cpp-python)"}
+    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
+    best_decode = best_prefill = 0.0
+    for _ in range(2):
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(prompt_ids)
+        prefill_s = time.perf_counter() - started
+        produced = 0
+        started = time.perf_counter()
+        for _ in range(new_tokens):
+            token = llm.sample(temp=0.0)
+            llm.eval([token])
+            produced += 1
+        decode_s = time.perf_counter() - started
+        best_prefill = max(best_prefill, len(prompt_ids) / prefill_s)
+        best_decode = max(best_decode, produced / decode_s)
+    return {"available": True, "decode_tok_s": round(best_decode, 1), "prefill_tok_s": round(best_prefill, 1),
+            "threads": torch.get_num_threads()}
+
+
+def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
+    from ragglm.engine import Engine
+    from ragglm.engine.quant_loader import build_quantized
+    from ragglm.engine.quantize import QuantConfig
+    from ragglm.engine.sources import resolve_model_path
+
+    texts = {"manuals": manuals_text(), "squad": squad_text()}
+    out: dict = {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "ppl_tokens_per_text": ppl_tokens, "variants": {}}
+    fp32 = Engine.from_pretrained("smollm2")
+    prompt_ids = fp32.tokenizer.encode(texts["manuals"])[:256]
+    token_ids = {k: fp32.tokenizer.encode(v)[:ppl_tokens] for k, v in texts.items() if v}
+    for spec in SCHEMES:
+        # the GGUF is read once; each variant quantizes the same float weights
+        if spec is None:
+            engine = fp32
+        else:
+            model = build_quantized(fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()},
+                                    config=QuantConfig.parse(spec))
+            engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
+            engine._set_quant(QuantConfig.parse(spec).name)
+        row = {"quant": engine.quant or "fp32", "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
+        row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
+        if speed:
+            row.update(engine_speed(engine, prompt_ids, new_tokens))
+        out["variants"][row["quant"]] = row
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress; the result is the one line on stdout
+    base = out["variants"]["fp32"]
+    for row in out["variants"].values():
+        row["linear_bytes_ratio"] = round(row["weight_bytes"]["linear"] / base["weight_bytes"]["linear"], 4)
+        row["ppl_ratio"] = {k: round(v / base["ppl"][k], 4) for k, v in row["ppl"].items()}
+    if not speed:
+        return out
+    out["llama_cpp_q4_1"] = llama_cpp_speed(resolve_model_path("smollm2"), prompt_ids, new_tokens)
+    if out["llama_cpp_q4_1"].get("available"):
+        for row in out["variants"].values():
+            row["decode_vs_llama_cpp"] = round(row["decode_tok_s"] / out["llama_cpp_q4_1"]["decode_tok_s"], 3)
+    return out
+
+
+# ---- full-size ChatGLM3-6B shape, random weights, int4 --------------------------------------------
+
+def _rss_peak_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def read_bandwidth_gb_s(size_bytes: int = 1 << 30) -> float:
+    """Best of several full reads of a buffer much larger than the caches."""
+    buffer = torch.ones(size_bytes // 4)
+    buffer.sum()
+    best = 0.0
+    for _ in range(5):
+        started = time.perf_counter()
+        buffer.sum()
+        best = max(best, size_bytes / (time.perf_counter() - started) / 1e9)
+    del buffer
+    return best
+
+
+def glm6b_child(spec: str, dtype_name: str, new_tokens: int) -> dict:
+    from ragglm.engine.generate import GenerationResult, generate_tokens
+    from ragglm.engine.model import ModelArgs, Transformer
+    from ragglm.engine.quant_loader import build_quantized
+    from ragglm.engine.quantize import (
+        QuantConfig,
+        concat_rows,
+        kernel_paths,
+        quantize_weight,
+        quantized_bytes,
+    )
+
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    args = ModelArgs(family="glm", dim=4096, n_layers=28, n_heads=32, n_kv_heads=2, intermediate_size=13696,
+                     vocab_size=65024, qkv_bias=True, rope_fraction=0.5, rope_interleaved=True, max_seq_len=2048)
+    config = QuantConfig.parse(spec)
+    with torch.device("meta"):
+        shapes = {name: tuple(t.shape) for name, t in Transformer(args).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+
+    def tensors():
+        # one tensor at a time; linear weights in row blocks, each quantized as soon as it exists
+        for name, shape in shapes.items():
+            layer, _, leaf = name.rpartition(".")
+            if leaf == "weight" and len(shape) == 2 and not name.startswith("tok_embeddings"):
+                blocks = []
+                for start in range(0, shape[0], 4096):
+                    rows = min(4096, shape[0] - start)
+                    blocks.append(quantize_weight(torch.randn(rows, shape[1], generator=generator) * 0.02, config))
+                yield layer, blocks[0] if len(blocks) == 1 else concat_rows(blocks)
+            elif name.endswith("norm.weight"):
+                yield name, torch.ones(shape)
+            else:
+                yield name, (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+
+    started = time.perf_counter()
+    model = build_quantized(args, tensors(), "cpu", dtype)
+    load_s = time.perf_counter() - started
+    rss_after_load = _rss_peak_bytes()
+    sizes = quantized_bytes(model)
+    prompt = torch.randint(0, args.vocab_size, (16,), generator=generator).tolist()
+    stats = GenerationResult([])
+    for _ in generate_tokens(model, prompt, new_tokens, set(), 0.0, None, stats):
+        pass
+    peak_rss = _rss_peak_bytes()  # before the bandwidth probe allocates its own buffer
+    bandwidth = read_bandwidth_gb_s()
+    # each decoded token reads every linear weight once (the embedding only one row)
+    bytes_per_token = sizes["linear"] + sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                                            if "norm" in n)
+    bound_ms = bytes_per_token / (bandwidth * 1e9) * 1e3
+    decode_ms = 1e3 / stats.decode_tok_s if stats.decode_tok_s else None
+    return {
+        "shape": "ChatGLM3-6B (dim 4096, 28 layers, ffn 13696, vocab 65024, 2 KV groups)", "quant": config.name,
+        "activations": dtype_name, "paths": kernel_paths(model), "load_s": round(load_s, 1),
+        "weight_bytes": sizes, "peak_rss_after_load_gb": round(rss_after_load / 1e9, 3),
+        "peak_rss_gb": round(peak_rss / 1e9, 3), "goal_peak_rss_gb": 5.0,
+        "decode_ms_per_token": round(decode_ms, 1) if decode_ms else None,
+        "prefill_tok_s": round(stats.prefill_tok_s, 2), "read_bandwidth_gb_s": round(bandwidth, 2),
+        "bandwidth_bound_ms_per_token": round(bound_ms, 1),
+        "decode_vs_bound": round(decode_ms / bound_ms, 2) if decode_ms else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def glm6b(spec: str, dtype_name: str, new_tokens: int) -> dict:
+    """Runs the 6B part in a fresh process (own peak RSS) while holding the big-memory lock."""
+    with open("/tmp/ragglm-bigmem.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(
+            [sys.executable, __file__, "--glm6b-child", "--glm-quant", spec, "--glm-dtype", dtype_name,
+             "--new-tokens", str(new_tokens)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ppl-tokens", type=int, default=4096, help="tokens of each text scored")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--glm6b", action="store_true", help="also measure the ChatGLM3-6B shape (needs ~5 GB)")
+    parser.add_argument("--no-smollm2", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="quality and bytes only (no timing)")
+    parser.add_argument("--glm-quant", default="int4:g128")
+    parser.add_argument("--glm-dtype", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--glm6b-child", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.glm6b_child:
+        print(json.dumps(glm6b_child(opts.glm_quant, opts.glm_dtype, opts.new_tokens)))
+        return
+    report: dict = {"benchmark": "quant_quality", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if not opts.no_smollm2:
+        report["smollm2"] = smollm2(opts.ppl_tokens, opts.new_tokens, speed=not opts.no_speed)
+    if opts.glm6b:
+        report["glm6b"] = glm6b(opts.glm_quant, opts.glm_dtype, min(opts.new_tokens, 16))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Build a quantized Transformer from a stream of float tensors, and save/load quantized checkpoints.
+
+Each linear weight is quantized the moment it arrives and its float copy dropped, so the float
+model never exists in memory as a whole. A quantized checkpoint is a folder with
+`quantized.safetensors` (portable quantized weights plus the float tensors) and `quantization.json`
+(scheme, ModelArgs, format version); reloading it does not quantize again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.quantize import (
+    Int4Linear,
+    Int8Linear,
+    QuantConfig,
+    QuantizedWeight,
+    linear_names,
+    quantize_weight,
+)
+from ragglm.errors import ModelNotFoundError
+
+__all__ = [
+    "QUANT_FILE", "QUANT_WEIGHTS", "is_quantized_checkpoint", "drain", "build_quantized",
+    "quantize_tensors", "save_quantized", "load_quantized",
+]
+
+QUANT_FILE = "quantization.json"
+QUANT_WEIGHTS = "quantized.safetensors"
+FORMAT_VERSION = 1
+
+
+def is_quantized_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / QUANT_FILE).is_file()
+
+
+def drain(state_dict: Mapping[str, Tensor] | Iterable[tuple[str, Tensor]]) -> Iterator[tuple[str, Tensor]]:
+    """Items of a dict, removed as they are taken (so each float tensor can be freed), or a stream as is."""
+    if isinstance(state_dict, dict):
+        while state_dict:
+            name = next(iter(state_dict))
+            yield name, state_dict.pop(name)
+    else:
+        yield from state_dict.items() if isinstance(state_dict, Mapping) else state_dict
+
+
+def quantize_tensors(tensors: Iterable[tuple[str, Tensor]], targets: set[str], config: QuantConfig,
+                     ) -> Iterator[tuple[str, Tensor | QuantizedWeight]]:
+    """(name, float tensor) -> the same, except target linear weights come out as (layer name, QuantizedWeight)."""
+    for name, tensor in tensors:
+        layer, _, leaf = name.rpartition(".")
+        if layer in targets and leaf == "weight":
+            yield layer, quantize_weight(tensor, config)
+        else:
+            yield name, tensor
+
+
+def build_quantized(args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tensor | QuantizedWeight]],
+                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    config: QuantConfig | None = None) -> Transformer:
+    """A Transformer whose linear layers are quantized modules.
+
+    `tensors` (a dict is emptied as it is read) yields float tensors by state-dict name and, for linear layers, either their float
+    weight (quantized here with `config`) or an already quantized (layer name, QuantizedWeight).
+    """
+    with torch.device("meta"):
+        model = Transformer(args)
+    targets = set(linear_names(model))
+    stream = quantize_tensors(drain(tensors), targets, config) if config is not None else drain(tensors)
+    floats: dict[str, Tensor] = {}
+    biases: dict[str, Tensor] = {}
+    done: set[str] = set()
+    for name, value in stream:
+        if isinstance(value, QuantizedWeight):
+            _install(model, name, value, biases.pop(name, None), device, dtype)
+            done.add(name)
+            continue
+        layer, _, leaf = name.rpartition(".")
+        if layer in targets and leaf == "bias":
+            if layer in done:
+                model.get_submodule(layer).bias = value.to(device, dtype)
+            else:
+                biases[layer] = value
+            continue
+        if layer in targets:
+            raise ModelNotFoundError(f"unexpected tensor {name!r} for quantized layer {layer!r}")
+        floats[name] = value.to(device, dtype)
+    missing_layers = targets - done
+    if missing_layers:
+        raise ModelNotFoundError(f"checkpoint lacks {len(missing_layers)} linear weights, e.g. {sorted(missing_layers)[:3]}")
+    expected = {n for n in model.state_dict() if n.rpartition(".")[0] not in targets}
+    missing = expected - set(floats)
+    if missing:
+        raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+    model.load_state_dict(floats, assign=True, strict=False)
+    return model.eval()
+
+
+def _install(model: nn.Module, layer: str, qw: QuantizedWeight, bias: Tensor | None, device, dtype) -> None:
+    parent_name, _, child = layer.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    expected = getattr(parent, child)
+    if isinstance(expected, nn.Linear) and (expected.out_features, expected.in_features) != qw.shape:
+        raise ModelNotFoundError(f"{layer}: weight shape {qw.shape} does not match the model "
+                                 f"({expected.out_features}, {expected.in_features})")
+    cls = Int8Linear if qw.scheme == "int8" else Int4Linear
+    setattr(parent, child, cls(qw, bias, device, dtype))
+
+
+def save_quantized(out: Path, args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tensor]], config: QuantConfig,
+                   extra: dict | None = None) -> dict:
+    """Quantize a float tensor stream into OUT/quantized.safetensors and write OUT/quantization.json."""
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        targets = set(linear_names(Transformer(args)))
+    flat: dict[str, Tensor] = {}
+    for name, value in quantize_tensors(drain(tensors), targets, config):
+        if isinstance(value, QuantizedWeight):
+            flat.update(value.tensors(name))
+        else:
+            flat[name] = value.contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(flat, str(out / QUANT_WEIGHTS))
+    meta = {"format_version": FORMAT_VERSION, "scheme": config.scheme, "group_size": config.group_size,
+            "model_args": asdict(args), **(extra or {})}
+    (out / QUANT_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    return meta
+
+
+def read_quant_meta(folder: Path) -> dict:
+    meta = json.loads((folder / QUANT_FILE).read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelNotFoundError(f"{folder}: quantized format {meta.get('format_version')} is not "
+                                 f"{FORMAT_VERSION}; quantize the model again with `ragglm quantize`")
+    return meta
+
+
+def load_quantized(folder: Path, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> tuple[Transformer, dict]:
+    """The model of a quantized checkpoint folder, and its quantization.json contents."""
+    from safetensors import safe_open
+
+    meta = read_quant_meta(folder)
+    args = ModelArgs(**meta["model_args"])
+
+    def stream() -> Iterator[tuple[str, Tensor | QuantizedWeight]]:
+        with safe_open(str(folder / QUANT_WEIGHTS), framework="pt") as f:
+            names = set(f.keys())
+            for name in sorted(names):
+                if name.endswith(".qweight"):
+                    layer = name[: -len(".qweight")]
+                    yield layer, _quantized_from(f, layer, meta["scheme"], names)
+                elif not name.endswith((".scales", ".zeros")):
+                    yield name, f.get_tensor(name)
+
+    return build_quantized(args, stream(), device, dtype), meta
+
+
+def _quantized_from(f, layer: str, scheme: str, names: set[str]) -> QuantizedWeight:
+    qweight, scales = f.get_tensor(f"{layer}.qweight"), f.get_tensor(f"{layer}.scales")
+    if scheme == "int8":
+        return QuantizedWeight("int8", qweight, scales)
+    if f"{layer}.zeros" not in names:
+        raise ModelNotFoundError(f"quantized checkpoint lacks {layer}.zeros")
+    group = qweight.shape[1] * 2 // scales.shape[1]
+    return QuantizedWeight("int4", qweight, scales, f.get_tensor(f"{layer}.zeros"), group)

@@ -1,0 +1,288 @@
+"""Weight-only int8 and int4 quantization of the Transformer's linear layers.
+
+int8: symmetric, one scale per output channel.
+int4: asymmetric, one (scale, zero) pair per group of `group_size` input columns, two values per byte.
+
+Weights are quantized one tensor at a time (as a checkpoint streams in), into a portable form
+(`QuantizedWeight`) that is also what a quantized checkpoint stores. The modules then hand it to
+torch's packed kernels where this torch build and device have them, or keep it for a
+dequantize-then-matmul fallback; `Int8Linear.path` / `Int4Linear.path` say which runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ragglm.errors import RagglmError
+
+__all__ = [
+    "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
+    "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "concat_rows",
+    "linear_names", "kernel_paths", "quantized_bytes",
+]
+
+SCHEMES = ("int8", "int4")
+# int4 group sizes tried in this order when a layer's input width is not a multiple of the configured one
+_FALLBACK_GROUPS = (128, 64, 32)
+_PACK_ROWS = 4096  # int4 rows converted to the kernel layout at a time (bounds the int32 scratch)
+
+
+class QuantizationError(RagglmError, ValueError):
+    """A quantization that cannot be applied as asked; the message says what would work."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    scheme: str  # "int8" | "int4"
+    group_size: int = 64  # int4 only: input columns sharing one scale and zero
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise QuantizationError(f"quantization {self.scheme!r} is not one of {', '.join(SCHEMES)} or none")
+        if self.scheme == "int4" and self.group_size not in (32, 64, 128, 256):
+            raise QuantizationError(f"int4 group size {self.group_size} must be 32, 64, 128 or 256 (e.g. int4:g64)")
+
+    @classmethod
+    def parse(cls, spec: str | QuantConfig | None) -> QuantConfig | None:
+        """None, "int8", "int4" or "int4:g32" (group size after the colon)."""
+        if spec is None or isinstance(spec, QuantConfig):
+            return spec
+        spec = spec.strip().lower()
+        if spec in ("", "none", "fp32", "float", "off"):
+            return None
+        scheme, _, group = spec.partition(":")
+        if group:
+            if not group.lstrip("g").isdigit():
+                raise QuantizationError(f"quantization {spec!r}: write the group size as int4:g64")
+            return cls(scheme, int(group.lstrip("g")))
+        return cls(scheme)
+
+    def group_for(self, in_features: int) -> int:
+        """The configured group size, or the largest smaller one that divides the layer's width."""
+        for group in (self.group_size, *[g for g in _FALLBACK_GROUPS if g < self.group_size]):
+            if in_features % group == 0:
+                return group
+        raise QuantizationError(f"int4 needs layer input widths divisible by 32; one layer has {in_features} "
+                                "(use int8 for this model)")
+
+    @property
+    def name(self) -> str:
+        return self.scheme if self.scheme == "int8" else f"int4:g{self.group_size}"
+
+
+@dataclass
+class QuantizedWeight:
+    """A linear layer's weight [out, in] in portable quantized form.
+
+    int8: qweight int8 [out, in], scales float32 [out]; w = q * scale.
+    int4: qweight uint8 [out, in // 2] (column 2j in the low nibble, 2j+1 in the high one),
+          scales and zeros float32 [out, in // group]; w = (q - 8) * scale + zero, q in 0..15.
+    """
+
+    scheme: str
+    qweight: Tensor
+    scales: Tensor
+    zeros: Tensor | None = None
+    group_size: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        out, cols = self.qweight.shape
+        return (out, cols * 2) if self.scheme == "int4" else (out, cols)
+
+    def tensors(self, prefix: str) -> dict[str, Tensor]:
+        out = {f"{prefix}.qweight": self.qweight, f"{prefix}.scales": self.scales}
+        if self.zeros is not None:
+            out[f"{prefix}.zeros"] = self.zeros
+        return out
+
+
+def quantize_int8(weight: Tensor) -> QuantizedWeight:
+    w = weight.float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-10) / 127.0  # [out]
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    return QuantizedWeight("int8", q, scales)
+
+
+def quantize_int4(weight: Tensor, group_size: int) -> QuantizedWeight:
+    out, inp = weight.shape
+    w = weight.float().reshape(out, inp // group_size, group_size)
+    lo, hi = w.amin(dim=-1), w.amax(dim=-1)  # [out, groups]
+    scales = ((hi - lo) / 15.0).clamp(min=1e-10)
+    q = torch.round((w - lo[..., None]) / scales[..., None]).clamp_(0, 15).to(torch.uint8).reshape(out, inp)
+    packed = q[:, 0::2] | (q[:, 1::2] << 4)
+    # the kernels compute (q - 8) * scale + zero, so the zero is the value at q = 8
+    zeros = lo + 8.0 * scales
+    return QuantizedWeight("int4", packed.contiguous(), scales, zeros, group_size)
+
+
+def quantize_weight(weight: Tensor, config: QuantConfig) -> QuantizedWeight:
+    """Quantize by blocks of rows (rows are independent), so float scratch stays a block's size."""
+    group = config.group_for(weight.shape[1]) if config.scheme == "int4" else 0
+    blocks = [quantize_int8(part) if config.scheme == "int8" else quantize_int4(part, group)
+              for part in weight.split(_PACK_ROWS)]
+    return blocks[0] if len(blocks) == 1 else concat_rows(blocks)
+
+
+def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
+    """One weight from quantized blocks of consecutive output rows."""
+    first = parts[0]
+    zeros = torch.cat([p.zeros for p in parts]) if first.zeros is not None else None
+    return QuantizedWeight(first.scheme, torch.cat([p.qweight for p in parts]),
+                           torch.cat([p.scales for p in parts]), zeros, first.group_size)
+
+
+def _int4_values(qweight: Tensor) -> Tensor:
+    """uint8 [out, in // 2] -> int32 [out, in] values 0..15."""
+    lo, hi = qweight & 0x0F, qweight >> 4
+    return torch.stack((lo, hi), dim=-1).reshape(qweight.shape[0], -1).to(torch.int32)
+
+
+def dequantize(qw: QuantizedWeight, dtype: torch.dtype = torch.float32) -> Tensor:
+    if qw.scheme == "int8":
+        return (qw.qweight.float() * qw.scales.float()[:, None]).to(dtype)
+    out, inp = qw.shape
+    q = _int4_values(qw.qweight).float().reshape(out, inp // qw.group_size, qw.group_size)
+    w = (q - 8.0) * qw.scales.float()[..., None] + qw.zeros.float()[..., None]
+    return w.reshape(out, inp).to(dtype)
+
+
+@cache
+def _kernel_available(scheme: str, device_type: str) -> bool:
+    """Whether this torch build runs the packed kernel on this device (tried once on a tiny layer)."""
+    try:
+        x = torch.zeros(1, 64, device=device_type)
+        if scheme == "int8":
+            torch.ops.aten._weight_int8pack_mm(
+                x, torch.zeros(16, 64, dtype=torch.int8, device=device_type), torch.ones(16, device=device_type))
+            return True
+        q = torch.zeros(16, 64, dtype=torch.int32)
+        packed = _pack_int4(q, device_type)
+        _int4_mm(x, packed, 32, torch.ones(2, 16, 2, device=device_type), device_type)
+        return True
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def _pack_int4(q: Tensor, device_type: str) -> Tensor:
+    """int32 [out, in] values 0..15 -> the kernel's packed layout for this device."""
+    if device_type == "cpu":
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
+    # the CUDA layout takes the values two per byte, high nibble first
+    pairs = (q[:, 0::2] << 4 | q[:, 1::2]).to(torch.uint8).to(device_type)
+    return torch.ops.aten._convert_weight_to_int4pack(pairs, 8)
+
+
+def _int4_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tensor, device_type: str) -> Tensor:
+    if device_type == "cpu":
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
+    return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * scale).T + bias, through _weight_int8pack_mm where available."""
+
+    def __init__(self, qw: QuantizedWeight, bias: Tensor | None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.out_features, self.in_features = qw.shape
+        device = torch.device(device)
+        self.path = "_weight_int8pack_mm" if _kernel_available("int8", device.type) else "dequantize"
+        self.register_buffer("qweight", qw.qweight.to(device))
+        self.register_buffer("scales", qw.scales.to(device, dtype))
+        self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if self.path == "_weight_int8pack_mm":
+            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scales.to(x.dtype))
+        else:
+            y = F.linear(x2, self.qweight.to(x.dtype) * self.scales.to(x.dtype)[:, None])
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, path={self.path}"
+
+
+class Int4Linear(nn.Module):
+    """y = x @ ((q - 8) * scale + zero).T + bias, through the int4 packed kernel where available."""
+
+    def __init__(self, qw: QuantizedWeight, bias: Tensor | None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.out_features, self.in_features = qw.shape
+        self.group_size = qw.group_size
+        device = torch.device(device)
+        kernel = self.out_features % 16 == 0 and _kernel_available("int4", device.type)
+        if kernel:
+            self.path = "_weight_int4pack_mm_for_cpu" if device.type == "cpu" else "_weight_int4pack_mm"
+            # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
+            blocks = [_pack_int4(_int4_values(qw.qweight[i:i + _PACK_ROWS]), device.type)
+                      for i in range(0, self.out_features, _PACK_ROWS)]
+            self.register_buffer("packed", torch.cat(blocks) if len(blocks) > 1 else blocks[0])
+            # [groups, out, 2] as the kernels take it
+            scales_and_zeros = torch.stack((qw.scales.t(), qw.zeros.t()), dim=-1)
+            self.register_buffer("scales_and_zeros", scales_and_zeros.to(device, dtype).contiguous())
+        else:
+            self.path = "dequantize"
+            self.register_buffer("packed", qw.qweight.to(device))
+            self.register_buffer("scales", qw.scales.to(device, dtype))
+            self.register_buffer("zeros", qw.zeros.to(device, dtype))
+        self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).contiguous()
+        if self.path == "dequantize":
+            qw = QuantizedWeight("int4", self.packed, self.scales, self.zeros, self.group_size)
+            y = F.linear(x2, dequantize(qw, x.dtype))
+        else:
+            y = _int4_mm(x2, self.packed, self.group_size, self.scales_and_zeros.to(x.dtype), x.device.type)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, group={self.group_size}, path={self.path}"
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Qualified names of the nn.Linear layers to quantize (all of them: QKV, output, MLP, head)."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def kernel_paths(model: nn.Module) -> dict[str, int]:
+    """How many layers run each path, e.g. {"_weight_int4pack_mm_for_cpu": 210}."""
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        if isinstance(module, (Int8Linear, Int4Linear)):
+            counts[module.path] = counts.get(module.path, 0) + 1
+    return counts
+
+
+def quantized_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes held by linear-layer weights (quantized values plus their scales and zeros) and by the rest."""
+    linear = other = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if type(module).__name__ == "KVCache":  # working memory, not weights
+            continue
+        is_linear = isinstance(module, (Int8Linear, Int4Linear, nn.Linear))
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor is None or id(tensor) in seen or tensor.device.type == "meta":
+                continue
+            seen.add(id(tensor))
+            size = tensor.numel() * tensor.element_size()
+            if is_linear and name != "bias":
+                linear += size
+            else:
+                other += size
+    return {"linear": linear, "other": other}
