@@ -44,7 +44,6 @@ def plain_pypdf(files: list[Path]) -> tuple[int, float]:
 def main() -> None:
     from ragglm.connectors import load_many
     from ragglm.connectors.parallel import available_cores
-
     from ragglm.index import embedder as embedder_module
     from ragglm.knowledge_base import KnowledgeBase
 

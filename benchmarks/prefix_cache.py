@@ -45,7 +45,6 @@ def shared_data_dir() -> Path | None:
 def context_hits(engine, context_tokens: int) -> list:
     """Whole manual pages, then SQuAD paragraphs, until the prompt holds context_tokens tokens."""
     from ragglm.connectors import load_file
-
     from ragglm.documents import Chunk, Hit
 
     hits = []

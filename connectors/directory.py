@@ -11,7 +11,6 @@ from pathlib import Path
 from ragglm.connectors.fetch import fetch_url, is_url
 from ragglm.connectors.formats import LOADERS, parse, supported
 from ragglm.connectors.parallel import ParseJob, parse_in_order
-
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 

@@ -10,7 +10,6 @@ from ragglm.connectors.docx import load_docx
 from ragglm.connectors.pdf import load_pdf
 from ragglm.connectors.text import load_text
 from ragglm.connectors.web import load_html
-
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 

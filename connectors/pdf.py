@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from ragglm.connectors.pdf_cleanup import clean_pages
-
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 

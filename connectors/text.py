@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ragglm.connectors.charset import decode_bytes
-
 from ragglm.documents import Document, Page
 
 __all__ = ["load_text", "decode_bytes"]

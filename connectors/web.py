@@ -11,7 +11,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ragglm.connectors.charset import declared_charset, decode_bytes
-
 from ragglm.documents import Document, Page
 
 __all__ = ["load_html", "html_to_text", "decode_html"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+
+from ragglm.documents import Answer, Hit
 from ragglm.pipelines.context import corpus_signature, pack_hits, whole_pages
 from ragglm.pipelines.planner import (
     Plan,
@@ -16,8 +19,6 @@ from ragglm.pipelines.planner import (
 from ragglm.pipelines.prompts import build_messages, format_sources
 from ragglm.pipelines.qa import AnswerConfig, answer_question
 from ragglm.pipelines.rewrite import standalone_question
-
-from ragglm.documents import Answer, Hit
 from ragglm.text.language import detect_language
 
 __all__ = ["MODES", "ask", "chat", "choose_context"]
@@ -67,7 +68,7 @@ def choose_context(kb, question: str, engine, mode: str = "auto", planner: Plann
     language = language or detect_language(question)
     pages, document_tokens = _corpus(kb, engine, language)
     question_tokens = count_prompt_tokens(engine, question)
-    window = engine.args.max_seq_len
+    window = context_window(engine)
     budget = window - question_tokens - planner.answer_tokens - planner.prompt_overhead_tokens
     cached = 0
     if mode != "retrieve" and document_tokens <= budget:
@@ -81,11 +82,20 @@ def choose_context(kb, question: str, engine, mode: str = "auto", planner: Plann
     return plan, hits
 
 
+def context_window(engine) -> int:
+    """The generator's window; a remote server does not say, so assume a common 8K."""
+    args = getattr(engine, "args", None)
+    return args.max_seq_len if args is not None else REMOTE_WINDOW_TOKENS
+
+
+REMOTE_WINDOW_TOKENS = 8192
+
+
 def _stuff_limit(engine) -> int | None:
     """Models under a billion parameters answer garbage from long stuffed contexts (SmolLM2-135M on
     the 1.6K-token example manuals answered with a heading); give them retrieved chunks instead."""
     model = getattr(engine, "model", None)
-    if model is None:
+    if not isinstance(model, torch.nn.Module):  # a remote generator: its size is unknown
         return None
     return SMALL_MODEL_STUFF_TOKENS if sum(p.numel() for p in model.parameters()) < 1e9 else None
 

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ragglm.pipelines.prompts import NOT_FOUND
-
 from ragglm.errors import SourceError
+from ragglm.pipelines.prompts import NOT_FOUND
 
 __all__ = ["QAItem", "QASet", "load_qa", "normalize_answer", "contains_answer", "is_refusal",
            "EvalReport", "evaluate"]

@@ -52,7 +52,7 @@ def plan_context(document_tokens: int, question_tokens: int, window: int, prefil
     fits = document_tokens <= limit
     if forced in ("stuff", "retrieve"):
         mode, reason = forced, f"{forced} was asked for"
-        if forced == "stuff" and not fits:
+        if forced == "stuff" and document_tokens > budget:  # asked for: only the window limits it
             mode, reason = "retrieve", "stuff was asked for, but the documents do not fit the window"
     elif not fits:
         mode, reason = "retrieve", f"{document_tokens} document tokens exceed the {limit}-token budget"

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ragglm.documents import Answer, Citation, Hit
 from ragglm.pipelines.citations import (
     best_sentence,
     content_words,
@@ -15,8 +16,6 @@ from ragglm.pipelines.citations import (
     support,
 )
 from ragglm.pipelines.prompts import EXTRACT_NOTE, NOT_FOUND, build_messages
-
-from ragglm.documents import Answer, Citation, Hit
 from ragglm.text.language import detect_language, is_cjk
 from ragglm.text.sentences import split_sentences
 
@@ -160,7 +159,10 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
         answer.timings = timings
         checks["fallback"] = "the generated answer was not supported by the sources; showing an extract"
         if on_text:
-            on_text("\n\n(" + checks["fallback"] + ")\n" + answer.text)
+            # the generated words were already shown: the answer is all that was streamed, notice included
+            tail = "\n\n(" + checks["fallback"] + ")\n" + answer.text
+            on_text(tail)
+            answer.text = result.text + tail
         return _finish(answer, model, started, None, checks)
     citations = resolve_citations(text, hits)
     if not citations:

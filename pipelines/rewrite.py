@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from ragglm.pipelines.citations import content_words
-
 from ragglm.text.language import detect_language
 
 __all__ = ["standalone_question", "is_follow_up", "last_user_question"]

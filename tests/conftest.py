@@ -64,3 +64,8 @@ def manuals_kb(smollm2):
     knowledge_base = KnowledgeBase(engine=smollm2, top_k=2, max_new_tokens=12)
     knowledge_base.add(MANUALS)
     return knowledge_base
+
+
+def streamed_ask(knowledge_base, question: str):
+    """kb.ask with the answer streamed, as the server and the LangChain LLM run it."""
+    return knowledge_base.ask(question, on_text=lambda piece: None)

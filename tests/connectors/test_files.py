@@ -6,12 +6,12 @@ import io
 import os
 
 import pytest
-from ragglm.connectors import collect, load, load_many
-from ragglm.connectors.pdf import load_pdf
-from ragglm.connectors.pdf_cleanup import clean_pages
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
+from ragglm.connectors import collect, load, load_many
+from ragglm.connectors.pdf import load_pdf
+from ragglm.connectors.pdf_cleanup import clean_pages
 from ragglm.errors import SourceError
 
 SENTENCE = "滤芯每六个月更换一次；“滤芯”指示灯变红时请立即更换。"

@@ -74,7 +74,6 @@ def test_second_run_embeds_nothing_and_an_edit_embeds_only_that_file(docs, tmp_p
     edited.write_text("# 退货政策\n\n购买后十四天内可以退货。\n\n退款需要三个工作日。\n\nKeep the receipt.",
                       encoding="utf-8")
     from ragglm.connectors import load
-
     from ragglm.text.chunker import Chunker
 
     expected = len(Chunker(KnowledgeBase(kb).settings.chunk_tokens).split(load(edited)[0]))

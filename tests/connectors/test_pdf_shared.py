@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from ragglm.connectors import load_many
 from ragglm.connectors.pdf_cleanup import is_cjk
 

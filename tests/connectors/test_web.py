@@ -7,9 +7,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from ragglm.connectors import fetch_url, load
 from ragglm.connectors.web import html_to_text
-
 from ragglm.errors import SourceError
 
 UTF8_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>净水器常见问题</title>

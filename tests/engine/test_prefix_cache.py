@@ -220,10 +220,9 @@ def test_disk_budget_removes_the_oldest_files(tmp_path):
 
 @pytest.mark.slow
 def test_engine_reports_cached_tokens_and_reuses_the_context(smollm2, tmp_path):
-    from ragglm.pipelines.prompts import build_messages
-
     from ragglm.documents import Chunk, Hit
     from ragglm.engine import Engine
+    from ragglm.pipelines.prompts import build_messages
 
     engine = Engine(smollm2.model, smollm2.tokenizer, smollm2.chat_format, name="smollm2")
     folder = engine.enable_disk_cache(tmp_path)

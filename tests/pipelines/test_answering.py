@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from ragglm.pipelines.prompts import NOT_FOUND
 from typer.testing import CliRunner
 
 from ragglm.cli import app
 from ragglm.knowledge_base import KnowledgeBase
+from ragglm.pipelines.prompts import NOT_FOUND
 
 pytestmark = pytest.mark.slow
 

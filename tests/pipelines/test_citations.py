@@ -1,10 +1,9 @@
+from ragglm.documents import Chunk, Hit
 from ragglm.pipelines.citations import (
     parse_citation_numbers,
     resolve_citations,
     strip_citation_marks,
 )
-
-from ragglm.documents import Chunk, Hit
 
 
 def _hit(text: str, source: str = "manual.pdf", page: int | None = 1) -> Hit:

@@ -1,7 +1,6 @@
-from ragglm.pipelines.context import pack_hits, whole_pages
-
 from ragglm.documents import Document, Page
 from ragglm.knowledge_base import KnowledgeBase
+from ragglm.pipelines.context import pack_hits, whole_pages
 
 
 def test_whole_pages_are_rebuilt_from_overlapping_chunks():

@@ -1,9 +1,9 @@
 import json
 
-from ragglm.pipelines.eval import contains_answer, load_qa, normalize_answer
 from typer.testing import CliRunner
 
 from ragglm.cli import app
+from ragglm.pipelines.eval import contains_answer, load_qa, normalize_answer
 
 
 def _squad(tmp_path):

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
-from ragglm.pipelines.answering import choose_context
-from ragglm.pipelines.planner import PlannerConfig, plan_context, prefill_rate
 
 from ragglm.knowledge_base import KnowledgeBase
+from ragglm.pipelines.answering import choose_context
+from ragglm.pipelines.planner import PlannerConfig, plan_context, prefill_rate
 
 
 def test_plan_numbers_add_up():
