@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ragglm ask --docs examples/manuals "How long does the filter of the AquaPure W3 last?"
+	$(BIN)/ragglm ask --docs examples/manuals "How long does the filter cartridge last?"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
