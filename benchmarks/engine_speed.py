@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from ragglm.engine.prefix_cache import common_prefix_length
+
 THREADS = 2
 CHATGLM3_6B = {
     "_name_or_path": "THUDM/chatglm3-6b", "model_type": "chatglm", "num_layers": 28, "padded_vocab_size": 65024,
@@ -121,7 +123,7 @@ def smollm2_part(prompt: int, new: int) -> dict:
     for name in ("ours_fp32", "ours_bf16", "llama_cpp"):
         tokens = figures[name].pop("tokens", None)
         if tokens is not None:
-            figures[name]["greedy_tokens_agreeing_with_transformers"] = _leading_agreement(tokens, reference)
+            figures[name]["greedy_tokens_agreeing_with_transformers"] = common_prefix_length(tokens, reference)
     tf, lc = figures["transformers_fp32"], figures["llama_cpp"]
     best = max((figures["ours_fp32"], figures["ours_bf16"]), key=lambda f: f["decode_tok_s"])
     figures["decode_x_transformers"] = round(best["decode_tok_s"] / tf["decode_tok_s"], 2)
@@ -130,16 +132,6 @@ def smollm2_part(prompt: int, new: int) -> dict:
         prefill = max(figures["ours_fp32"]["prefill_tok_s"], figures["ours_bf16"]["prefill_tok_s"])
         figures["prefill_x_llama_cpp"] = round(prefill / lc["prefill_tok_s"], 2)
     return figures
-
-
-def _leading_agreement(ours: list[int], reference: list[int]) -> int:
-    """How many greedy tokens agree before the first difference (fp rounding may flip a near tie)."""
-    count = 0
-    for a, b in zip(ours, reference, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
 
 
 def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) -> None:

@@ -58,7 +58,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 def _exit_code(exc: BaseException) -> int:
     from ragglm.errors import ModelNotFoundError, RemoteGeneratorError
 
-    if isinstance(exc, (ModelNotFoundError, NotImplementedError)):
+    if isinstance(exc, ModelNotFoundError):
         return EXIT_MODEL
     if isinstance(exc, RemoteGeneratorError):
         return EXIT_REMOTE
@@ -117,7 +117,7 @@ def ask(
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
                                   embedder=embedder)
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
-    except (RagglmError, NotImplementedError) as exc:
+    except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
@@ -385,7 +385,7 @@ def serve(
         else:  # no documents: a plain OpenAI-compatible model server
             knowledge_base = KnowledgeBase(model=model, quant=quant, device=device, top_k=top_k)
         application = create_app(knowledge_base, api_key=api_key, limits=limits)
-    except (RagglmError, NotImplementedError) as exc:
+    except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"ragglm: warning: serving on {host} without --api-key", err=True)

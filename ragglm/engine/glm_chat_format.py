@@ -14,7 +14,7 @@ class ChatGLM3Format:
     roles = ("system", "user", "assistant", "observation")
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = "[gMASK]sop" + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        text = "[gMASK]sop" + _turns(messages, self.roles)
         return text + ("<|assistant|>" if add_generation_prompt else "")
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
@@ -55,11 +55,16 @@ class GLM4Format:
     roles = ("system", "user", "assistant", "observation")
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = "[gMASK]<sop>" + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        text = "[gMASK]<sop>" + _turns(messages, self.roles)
         return text + ("<|assistant|>" if add_generation_prompt else "")
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
         return tokenizer.encode(self.render(messages, add_generation_prompt))
+
+
+def _turns(messages: list[dict], roles: tuple[str, ...]) -> str:
+    """<|role|>\ncontent for each message, the turn layout ChatGLM3 and GLM-4 share."""
+    return "".join(f"<|{_role(m, roles)}|>\n{m['content']}" for m in messages)
 
 
 def _role(message: dict, roles: tuple[str, ...]) -> str:

@@ -53,7 +53,8 @@ class _OnDisk:
     """Stand-in for a block found on disk by a lookup that does not load it."""
 
 
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items a and b share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -222,11 +223,11 @@ class PrefixCache:
         best, best_used = None, 0
         for key in self._children.get(parent, ()):
             block = self._blocks[key]
-            used = _common_length(block.tokens, chunk)
+            used = common_prefix_length(block.tokens, chunk)
             if used > best_used:
                 best, best_used = block, used
         if self.disk is not None and best_used < len(chunk):
-            on_disk = [(_common_length(tokens, chunk), key, tokens) for key, tokens in self.disk.children(parent)
+            on_disk = [(common_prefix_length(tokens, chunk), key, tokens) for key, tokens in self.disk.children(parent)
                        if key not in self._blocks]
             used, key, tokens = max(on_disk, default=(0, None, None), key=lambda c: c[0])
             if used > best_used:
