@@ -43,10 +43,10 @@ def manuals() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The packaged SmolLM2-135M-Instruct engine in fp32."""
+    """The packaged SmolLM2-135M-Instruct engine in float32 throughout (the reference tests need it)."""
     from ragglm.engine import Engine
 
-    return Engine.from_pretrained("smollm2")
+    return Engine.from_pretrained("smollm2", dtype="fp32")
 
 
 @pytest.fixture(scope="session")

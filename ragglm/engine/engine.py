@@ -11,6 +11,7 @@ import torch
 from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.packed_linear import packing_supported, use_bf16_linears
 from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.quant_loader import (
     build_quantized,
@@ -21,12 +22,30 @@ from ragglm.engine.quant_loader import (
 from ragglm.engine.quantize import QuantConfig, QuantizationError, kernel_paths, quantized_bytes
 from ragglm.engine.sources import resolve_model_path
 from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
-from ragglm.errors import ModelNotFoundError
+from ragglm.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["Engine", "save_quantized_checkpoint"]
+__all__ = ["Engine", "resolve_dtype", "save_quantized_checkpoint"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple[torch.dtype, bool]:
+    """(model dtype, whether linear layers compute in bf16).
+
+    "auto" (or None): on CUDA, bf16 throughout; on CPUs with bf16 units (AVX512-BF16/AMX), float32
+    with bf16 linear layers (prepacked for oneDNN); elsewhere float32.
+    """
+    device_type = torch.device(device).type
+    if dtype in (None, "auto"):
+        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16, False
+        return torch.float32, packing_supported(torch.bfloat16, device_type)
+    if not isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    return dtype, packing_supported(dtype, device_type)
 
 
 class Engine:
@@ -53,21 +72,26 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
-                        device: str = "cpu", dtype: str | torch.dtype | None = None, *,
+                        device: str = "cpu", dtype: str | torch.dtype | None = "auto", *,
                         cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None) -> Engine:
         """Load a model.
 
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
-        written by `ragglm quantize` loads as stored, without quantizing again. cache_dir keeps prefix
-        KV on disk for later processes (see enable_disk_cache).
+        written by `ragglm quantize` loads as stored, without quantizing again. dtype="auto" is bf16 on
+        CUDA, float32 with bf16 linear layers on CPUs with bf16 units (see resolve_dtype), float32
+        elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. cache_dir keeps prefix KV on disk for later processes
+        (see enable_disk_cache).
         """
         config = QuantConfig.parse(quant)
-        torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else (dtype or torch.float32)
+        torch_dtype, bf16_linears = resolve_dtype(dtype, device)
         path = resolve_model_path(src)
         if is_quantized_checkpoint(path):
             engine = cls._from_quantized(path, config, device, torch_dtype, name=str(src))
         else:
             engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src))
+        if bf16_linears:
+            use_bf16_linears(engine.model)
+            engine._set_quant(engine.quant)
         if prefix_cache_bytes is not None:
             engine.prefix_cache = PrefixCache.for_model(engine.model, budget_bytes=prefix_cache_bytes)
         if cache_dir is not None:
@@ -120,6 +144,7 @@ class Engine:
         if self.prefix_cache is None:
             self.prefix_cache = PrefixCache.for_model(self.model)
         fingerprint = model_fingerprint(self.model, self.name, self.quant)
+        fingerprint["linear_paths"] = kernel_paths(self.model)  # bf16 linears give slightly other KV
         return self.prefix_cache.enable_disk(folder, fingerprint)
 
     def cached_prefix_length(self, prompt_ids: list[int]) -> int:

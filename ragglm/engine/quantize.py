@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ragglm.engine.packed_linear import PackedLinear
 from ragglm.errors import RagglmError
 
 __all__ = [
@@ -30,6 +31,10 @@ SCHEMES = ("int8", "int4")
 # int4 group sizes tried in this order when a layer's input width is not a multiple of the configured one
 _FALLBACK_GROUPS = (128, 64, 32)
 _PACK_ROWS = 4096  # int4 rows converted to the kernel layout at a time (bounds the int32 scratch)
+# The packed kernels cost one pass over the weight per input row; past this many rows (prefill) it is
+# cheaper to dequantize once and run a single GEMM on the matrix units.
+KERNEL_MAX_ROWS = 48
+_CPU_BLOCK_ROWS = 64  # rows per block in the CPU int4 kernel's layout
 
 
 class QuantizationError(RagglmError, ValueError):
@@ -184,6 +189,40 @@ def _int4_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tenso
     return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
 
 
+def _cpu_int4_blocks(packed: Tensor, in_features: int) -> Tensor:
+    """The CPU int4 kernel's layout, uint8 [out, in // 2] -> values 0..15 as uint8 [out // 64, in, 64].
+
+    Each block of 64 output rows is stored column by column, rows n and n + 32 sharing a byte (low,
+    high nibble), which makes every block the transpose of its slice of the weight.
+    """
+    blocks = packed.reshape(-1, in_features, _CPU_BLOCK_ROWS // 2)
+    return torch.cat((blocks & 0x0F, blocks >> 4), dim=-1)
+
+
+@cache
+def _cpu_int4_layout_known() -> bool:
+    """Whether this torch build packs int4 as _cpu_int4_blocks reads it (checked once on random values)."""
+    if not _kernel_available("int4", "cpu"):
+        return False
+    q = torch.randint(0, 16, (2 * _CPU_BLOCK_ROWS, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    unpacked = _cpu_int4_blocks(_pack_int4(q, "cpu"), 64).permute(0, 2, 1).reshape(q.shape)
+    return torch.equal(unpacked.to(torch.int32), q)
+
+
+def _int4_cpu_blocks_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tensor) -> Tensor:
+    """x [M, in] @ dequantized weight.T, dequantizing straight from the kernel layout (no transposes)."""
+    rows, in_features = x.shape
+    groups = in_features // group_size
+    values = _cpu_int4_blocks(packed, in_features).to(x.dtype)  # [blocks, in, 64]
+    blocks = values.shape[0]
+    # scales_and_zeros [groups, out, 2] -> [blocks, groups, 1, 64] each
+    scales, zeros = (part.to(x.dtype).reshape(groups, blocks, 1, _CPU_BLOCK_ROWS).transpose(0, 1)
+                     for part in scales_and_zeros.unbind(-1))
+    weight_t = ((values.view(blocks, groups, group_size, -1) - 8) * scales + zeros).view(blocks, in_features, -1)
+    y = torch.matmul(x, weight_t)  # [blocks, M, 64]
+    return y.transpose(0, 1).reshape(rows, -1)
+
+
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, through _weight_int8pack_mm where available."""
 
@@ -191,6 +230,7 @@ class Int8Linear(nn.Module):
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         self.out_features, self.in_features = qw.shape
+        self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
         device = torch.device(device)
         self.path = "_weight_int8pack_mm" if _kernel_available("int8", device.type) else "dequantize"
         self.register_buffer("qweight", qw.qweight.to(device))
@@ -198,15 +238,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
-        if self.path == "_weight_int8pack_mm":
-            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scales.to(x.dtype))
+        compute = self.compute_dtype or x.dtype
+        rows = x.reshape(-1, self.in_features).to(compute)
+        if self.path == "_weight_int8pack_mm" and rows.shape[0] <= KERNEL_MAX_ROWS:
+            y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), self.qweight, self.scales.to(compute))
         else:
-            y = F.linear(x2, self.qweight.to(x.dtype) * self.scales.to(x.dtype)[:, None])
+            # the scale is per output channel, so it can wait until after the product
+            y = F.linear(rows, self.qweight.to(compute)) * self.scales.to(compute)
+        y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, path={self.path}"
@@ -220,6 +262,7 @@ class Int4Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = qw.shape
         self.group_size = qw.group_size
+        self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
         device = torch.device(device)
         kernel = self.out_features % 16 == 0 and _kernel_available("int4", device.type)
         if kernel:
@@ -239,16 +282,25 @@ class Int4Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features).contiguous()
+        compute = self.compute_dtype or x.dtype
+        rows = x.reshape(-1, self.in_features).to(compute)
         if self.path == "dequantize":
             qw = QuantizedWeight("int4", self.packed, self.scales, self.zeros, self.group_size)
-            y = F.linear(x2, dequantize(qw, x.dtype))
+            y = F.linear(rows, dequantize(qw, compute))
+        elif rows.shape[0] > KERNEL_MAX_ROWS and self._cpu_layout:
+            y = _int4_cpu_blocks_mm(rows, self.packed, self.group_size, self.scales_and_zeros)
         else:
-            y = _int4_mm(x2, self.packed, self.group_size, self.scales_and_zeros.to(x.dtype), x.device.type)
+            y = _int4_mm(rows.contiguous(), self.packed, self.group_size,
+                         self.scales_and_zeros.to(compute), x.device.type)
+        y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    @property
+    def _cpu_layout(self) -> bool:
+        return (self.path == "_weight_int4pack_mm_for_cpu" and self.out_features % _CPU_BLOCK_ROWS == 0
+                and _cpu_int4_layout_known())
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, group={self.group_size}, path={self.path}"
@@ -260,10 +312,10 @@ def linear_names(model: nn.Module) -> list[str]:
 
 
 def kernel_paths(model: nn.Module) -> dict[str, int]:
-    """How many layers run each path, e.g. {"_weight_int4pack_mm_for_cpu": 210}."""
+    """How many layers run each path, e.g. {"_weight_int4pack_mm_for_cpu": 210, "onednn_packed_bf16": 1}."""
     counts: dict[str, int] = {}
     for module in model.modules():
-        if isinstance(module, (Int8Linear, Int4Linear)):
+        if isinstance(module, (Int8Linear, Int4Linear, PackedLinear)):
             counts[module.path] = counts.get(module.path, 0) + 1
     return counts
 
@@ -275,7 +327,7 @@ def quantized_bytes(model: nn.Module) -> dict[str, int]:
     for module in model.modules():
         if type(module).__name__ == "KVCache":  # working memory, not weights
             continue
-        is_linear = isinstance(module, (Int8Linear, Int4Linear, nn.Linear))
+        is_linear = isinstance(module, (Int8Linear, Int4Linear, PackedLinear, nn.Linear))
         for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if tensor is None or id(tensor) in seen or tensor.device.type == "meta":
                 continue

@@ -32,7 +32,7 @@ def glm_folder(reference, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine_hf_naming(glm_folder):
-    return Engine.from_pretrained(glm_folder)
+    return Engine.from_pretrained(glm_folder, dtype="fp32")
 
 
 def _reference_logits(model, ids):
@@ -51,7 +51,7 @@ def test_glm_naming_logits_match_transformers(reference, engine_hf_naming):
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_chatglm_naming_logits_match_transformers(reference, engine_hf_naming, tmp_path, fmt):
     folder = save_chatglm_folder(engine_hf_naming.model.state_dict(), chatglm_config(reference.config), tmp_path, fmt)
-    engine = Engine.from_pretrained(folder)
+    engine = Engine.from_pretrained(folder, dtype="fp32")
     assert engine.args.n_kv_heads == 2 and engine.args.rope_interleaved and engine.args.rope_fraction == 0.5
     diff = (engine.logits(PROMPT) - _reference_logits(reference, PROMPT)).abs().max().item()
     assert diff <= 1e-4
@@ -87,7 +87,7 @@ def test_rope_ratio_scales_base_like_transformers_theta(reference, engine_hf_nam
     scaled.load_state_dict(reference.state_dict())
     folder = save_chatglm_folder(engine_hf_naming.model.state_dict(),
                                  chatglm_config(reference.config, rope_ratio=50, name="THUDM/chatglm3-6b-32k"), tmp_path)
-    engine = Engine.from_pretrained(folder)
+    engine = Engine.from_pretrained(folder, dtype="fp32")
     long_prompt = torch.arange(3, 203).reshape(1, -1)  # positions far enough for the base to matter
     diff = (engine.logits(long_prompt) - _reference_logits(scaled, long_prompt)).abs().max().item()
     assert diff <= 1e-4
@@ -149,7 +149,7 @@ def test_chatglm3_folder_chats_end_to_end(reference, engine_hf_naming, tmp_path)
     from ragglm.engine.glm_chat_format import ChatGLM3Format
 
     folder = save_chatglm_folder(engine_hf_naming.model.state_dict(), chatglm_config(reference.config), tmp_path)
-    engine = Engine.from_pretrained(folder)
+    engine = Engine.from_pretrained(folder, dtype="fp32")
     assert isinstance(engine.chat_format, ChatGLM3Format)
     messages = [{"role": "user", "content": "滤芯多久更换？"}]
     ids = engine.chat_ids(messages)

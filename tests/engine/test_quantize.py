@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.packed_linear import packing_supported
 from ragglm.engine.quant_loader import build_quantized, load_quantized, save_quantized
 from ragglm.engine.quantize import (
+    KERNEL_MAX_ROWS,
     Int4Linear,
     Int8Linear,
     QuantConfig,
@@ -105,6 +107,36 @@ def test_quantized_linear_matches_float_matmul_on_dequantized_weight(scheme, bia
     assert torch.allclose(module(x), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_many_rows_take_the_dequantized_gemm_and_agree_with_the_kernel(scheme):
+    """Prefill-sized inputs skip the per-row kernel; both routes give the float reference."""
+    torch.manual_seed(6)
+    weight, x = torch.randn(128, 256), torch.randn(KERNEL_MAX_ROWS + 16, 256)
+    qw = quantize_int8(weight) if scheme == "int8" else quantize_int4(weight, 64)
+    module = (Int8Linear if scheme == "int8" else Int4Linear)(qw, None)
+    expected = F.linear(x, dequantize(qw))
+    many = module(x)  # above KERNEL_MAX_ROWS: dequantize once, one GEMM
+    few = torch.cat([module(part) for part in x.split(KERNEL_MAX_ROWS)])  # the packed kernel
+    assert torch.allclose(many, expected, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(few, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("rows", [1, 3 * KERNEL_MAX_ROWS])
+def test_bf16_compute_keeps_float32_in_and_out_within_bf16_rounding(scheme, rows):
+    torch.manual_seed(7)
+    weight, x = torch.randn(128, 256), torch.randn(rows, 256)
+    qw = quantize_int8(weight) if scheme == "int8" else quantize_int4(weight, 64)
+    module = (Int8Linear if scheme == "int8" else Int4Linear)(qw, torch.randn(128))
+    module.compute_dtype = torch.bfloat16
+    y = module(x)
+    expected = F.linear(x, dequantize(qw), module.bias)
+    assert y.dtype == torch.float32
+    # bf16 keeps 8 significant bits: inputs and outputs are rounded to about 0.4%
+    assert (y - expected).abs().max() <= 0.02 * expected.abs().max()
+
+
 def test_int4_fallback_runs_where_the_kernel_cannot_and_agrees():
     torch.manual_seed(5)
     weight, x = torch.randn(40, 128), torch.randn(2, 128)  # 40 rows: not a multiple of the kernel's 16
@@ -198,7 +230,8 @@ def test_cli_quantizes_the_packaged_gguf_and_the_folder_reloads_identically(tmp_
     direct = Engine.from_pretrained("smollm2", quant="int4")
     reloaded = Engine.from_pretrained(out)
     assert reloaded.quant == direct.quant == "int4:g64"
-    assert reloaded.quant_paths == direct.quant_paths == {"_weight_int4pack_mm_for_cpu": 4 * 30}
+    assert reloaded.quant_paths == direct.quant_paths
+    assert direct.quant_paths["_weight_int4pack_mm_for_cpu"] == 4 * 30
     ids = direct.tokenizer.encode("Replace the filter every six months.")
     assert reloaded.tokenizer.encode("Replace the filter every six months.") == ids
     tokens = torch.tensor([ids])
