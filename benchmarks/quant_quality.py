@@ -15,6 +15,7 @@ a child process holding /tmp/ragglm-bigmem.lock.
 from __future__ import annotations
 
 import argparse
+import copy
 import fcntl
 import html
 import json
@@ -27,7 +28,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMES = (None, "int8", "int4:g32", "int4:g64")
+# "fp32": float32 throughout, the quality baseline; "auto": the default, float32 with bf16 matmuls on
+# CPUs with bf16 units. The quantized variants compute as auto does.
+SCHEMES = ("fp32", "auto", "int8", "int4:g32", "int4:g64")
 
 
 def shared_data_dir() -> Path | None:
@@ -87,10 +90,12 @@ def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
     try:
-        from llama_cpp import Llama
+        import llama_cpp
     except ImportError:
         return {"available": False, "reason": "llama-cpp-python is not installed (pip install llama-cpp-python)"}
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
     best_decode = best_prefill = 0.0
     for _ in range(2):
         llm.reset()
@@ -100,7 +105,8 @@ def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
         produced = 0
         started = time.perf_counter()
         for _ in range(new_tokens):
-            token = llm.sample(temp=0.0)
+            token = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                                        shape=(llm.n_vocab(),))))
             llm.eval([token])
             produced += 1
         decode_s = time.perf_counter() - started
@@ -112,25 +118,32 @@ def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
+    from ragglm.engine.engine import resolve_dtype
+    from ragglm.engine.packed_linear import use_bf16_linears
     from ragglm.engine.quant_loader import build_quantized
     from ragglm.engine.quantize import QuantConfig
     from ragglm.engine.sources import resolve_model_path
 
     texts = {"manuals": manuals_text(), "squad": squad_text()}
     out: dict = {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "ppl_tokens_per_text": ppl_tokens, "variants": {}}
-    fp32 = Engine.from_pretrained("smollm2")
+    fp32 = Engine.from_pretrained("smollm2", dtype="fp32")
+    bf16_linears = resolve_dtype("auto")[1]
+    out["bf16_linears"] = bf16_linears
     prompt_ids = fp32.tokenizer.encode(texts["manuals"])[:256]
     token_ids = {k: fp32.tokenizer.encode(v)[:ppl_tokens] for k, v in texts.items() if v}
     for spec in SCHEMES:
         # the GGUF is read once; each variant quantizes the same float weights
-        if spec is None:
+        if spec == "fp32":
             engine = fp32
         else:
-            model = build_quantized(fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()},
-                                    config=QuantConfig.parse(spec))
+            config = QuantConfig.parse(None if spec == "auto" else spec)
+            model = copy.deepcopy(fp32.model) if config is None else build_quantized(
+                fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
+            if bf16_linears:
+                use_bf16_linears(model)
             engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
-            engine._set_quant(QuantConfig.parse(spec).name)
-        row = {"quant": engine.quant or "fp32", "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
+            engine._set_quant(config.name if config else None)
+        row = {"quant": engine.quant or spec, "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
         row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
         if speed:
             row.update(engine_speed(engine, prompt_ids, new_tokens))

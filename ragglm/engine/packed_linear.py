@@ -51,7 +51,7 @@ class PackedLinear(nn.Module):
 def use_bf16_linears(model: nn.Module) -> int:
     """Run the matmul of every linear layer on bf16 inputs, leaving the rest of the model as it is.
 
-    Float nn.Linear layers become PackedLinear; quantized layers (those with a `compute_dtype`) feed
+    Float nn.Linear layers become PackedLinear; quantized layers (those with `compute_in`) feed
     their packed kernels bf16 inputs, the only inputs those CPU kernels vectorise; a tied head gets a
     packed copy of the embedding (a lookup table cannot live in the packed layout). Norms, attention
     and the residual stream keep the model's dtype: with float32 there, SmolLM2 answers as it does in
@@ -59,8 +59,8 @@ def use_bf16_linears(model: nn.Module) -> int:
     """
     changed = 0
     for module in list(model.modules()):
-        if hasattr(module, "compute_dtype"):
-            module.compute_dtype = torch.bfloat16
+        if hasattr(module, "compute_in"):
+            module.compute_in(torch.bfloat16)
             changed += 1
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):

@@ -44,7 +44,9 @@ class QuantizationError(RagglmError, ValueError):
 @dataclass(frozen=True)
 class QuantConfig:
     scheme: str  # "int8" | "int4"
-    group_size: int = 64  # int4 only: input columns sharing one scale and zero
+    # int4 only: input columns sharing one scale and zero. 32 is the block of GGUF's Q4_0/Q4_1, so
+    # re-quantizing such a file keeps its grid (64 mixes two blocks' scales: SmolLM2 perplexity +40%)
+    group_size: int = 32
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -237,6 +239,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", qw.scales.to(device, dtype))
         self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
 
+    def compute_in(self, dtype: torch.dtype) -> None:
+        """Feed the kernel inputs of this dtype (whatever the model's), keeping the scales in it too."""
+        self.compute_dtype = dtype
+        self.scales = self.scales.to(dtype)
+
     def forward(self, x: Tensor) -> Tensor:
         compute = self.compute_dtype or x.dtype
         rows = x.reshape(-1, self.in_features).to(compute)
@@ -281,6 +288,13 @@ class Int4Linear(nn.Module):
             self.register_buffer("zeros", qw.zeros.to(device, dtype))
         self.register_buffer("bias", None if bias is None else bias.to(device, dtype))
 
+    def compute_in(self, dtype: torch.dtype) -> None:
+        """Feed the kernel inputs of this dtype (whatever the model's), keeping scales and zeros in it too."""
+        self.compute_dtype = dtype
+        for name in ("scales_and_zeros", "scales", "zeros"):
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name).to(dtype))
+
     def forward(self, x: Tensor) -> Tensor:
         compute = self.compute_dtype or x.dtype
         rows = x.reshape(-1, self.in_features).to(compute)
@@ -324,10 +338,13 @@ def quantized_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes held by linear-layer weights (quantized values plus their scales and zeros) and by the rest."""
     linear = other = 0
     seen: set[int] = set()
+    args = getattr(model, "args", None)
+    # a tied head's packed copy is the embedding again, which the linear-layer figures leave out
+    tied_head = getattr(model, "output", None) if args is not None and args.tie_embeddings else None
     for module in model.modules():
         if type(module).__name__ == "KVCache":  # working memory, not weights
             continue
-        is_linear = isinstance(module, (Int8Linear, Int4Linear, PackedLinear, nn.Linear))
+        is_linear = isinstance(module, (Int8Linear, Int4Linear, PackedLinear, nn.Linear)) and module is not tied_head
         for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if tensor is None or id(tensor) in seen or tensor.device.type == "meta":
                 continue

@@ -229,7 +229,7 @@ def test_cli_quantizes_the_packaged_gguf_and_the_folder_reloads_identically(tmp_
     assert result.exit_code == 0, result.output
     direct = Engine.from_pretrained("smollm2", quant="int4")
     reloaded = Engine.from_pretrained(out)
-    assert reloaded.quant == direct.quant == "int4:g64"
+    assert reloaded.quant == direct.quant == "int4:g32"
     assert reloaded.quant_paths == direct.quant_paths
     assert direct.quant_paths["_weight_int4pack_mm_for_cpu"] == 4 * 30
     ids = direct.tokenizer.encode("Replace the filter every six months.")
@@ -238,3 +238,15 @@ def test_cli_quantizes_the_packaged_gguf_and_the_folder_reloads_identically(tmp_
     assert torch.equal(direct.logits(tokens), reloaded.logits(tokens))
     bad = CliRunner().invoke(app, ["quantize", "smollm2", str(tmp_path / "x"), "--quant", "int3"])
     assert bad.exit_code == 2 and "int3" in bad.output
+
+
+@pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")
+def test_bf16_compute_keeps_scales_in_bf16_so_int4_g32_stays_under_a_sixth():
+    from ragglm.engine.packed_linear import use_bf16_linears
+
+    model = random_model(tiny_args(dim=256, intermediate_size=512, tie_embeddings=False))
+    float_linear = quantized_bytes(model)["linear"]
+    quantized = build_quantized(model.args, dict(model.state_dict()), config=QuantConfig("int4", 32))
+    use_bf16_linears(quantized)
+    # half a byte a weight, plus a bf16 scale and zero per 32 weights
+    assert quantized_bytes(quantized)["linear"] / float_linear == pytest.approx(0.125 + 4 / 128, rel=0.02)

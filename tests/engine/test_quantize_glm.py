@@ -75,7 +75,7 @@ def prompt(engine):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["int8", "int4", "int4:g32"])
+@pytest.mark.parametrize("scheme", ["int8", "int4:g64", "int4:g32"])
 def test_quantized_trained_glm_greedy_output_matches_fp32(trained_glm_folder, scheme):
     reference = Engine.from_pretrained(trained_glm_folder)
     engine = Engine.from_pretrained(trained_glm_folder, quant=scheme)
