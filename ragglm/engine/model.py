@@ -81,16 +81,16 @@ class Attention(nn.Module):
         q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
         self.wqkv = nn.Linear(args.dim, q_size + 2 * kv_size, bias=args.qkv_bias)
         self.wo = nn.Linear(q_size, args.dim, bias=False)
-        self.split = (q_size, kv_size, kv_size)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None) -> Tensor:
+        # rope: cos, sin [T, 1, rotary_dim // 2], broadcast over heads
         B, T, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rope, interleaved), apply_rope(k, rope, interleaved)
+        heads = self.wqkv(x).view(B, T, -1, self.head_dim)  # [B, T, H + 2 Hkv, D]
+        qk = apply_rope(heads[:, :, :self.n_heads + self.n_kv_heads], rope, interleaved)  # q and k in one pass
+        q = qk[:, :, :self.n_heads].transpose(1, 2)  # [B, H, T, D]
+        k = qk[:, :, self.n_heads:].transpose(1, 2)  # [B, Hkv, T, D]
+        v = heads[:, :, self.n_heads + self.n_kv_heads:].transpose(1, 2)
         if start is None or self.kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
         else:
@@ -162,10 +162,11 @@ class Transformer(nn.Module):
         T = tokens.shape[1]
         offset = 0 if start is None else start
         if start is not None and self.rope_cache is not None and offset + T <= self.cache_len:
-            rope = (self.rope_cache[0][offset:offset + T], self.rope_cache[1][offset:offset + T])
+            cos, sin = self.rope_cache[0][offset:offset + T], self.rope_cache[1][offset:offset + T]
         else:
             positions = torch.arange(offset, offset + T, device=tokens.device)
-            rope = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
+            cos, sin = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
+        rope = (cos[:, None], sin[:, None])  # [T, 1, rotary_dim // 2]: one table for every head
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
             x = layer(x, rope, self.args.rope_interleaved, start)
@@ -195,7 +196,11 @@ def rope_tables(args: ModelArgs, positions: Tensor, dtype) -> tuple[Tensor, Tens
 
 
 def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool) -> Tensor:
-    """Rotate the first rotary_dim dims of x [B, H, T, D]; the rest pass through."""
+    """Rotate the first rotary_dim dims of x [..., D]; the rest pass through.
+
+    cos and sin [..., rotary_dim // 2] broadcast against x's leading dims: [T, r/2] for x [B, H, T, D],
+    [T, 1, r/2] for x [B, T, H, D].
+    """
     cos, sin = rope
     rotary_dim = cos.shape[-1] * 2
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
