@@ -8,6 +8,7 @@ ChatGLM checkpoint and loaded through Engine.from_pretrained in a child process:
 RSS, prefill tokens/s and decode ms/token. The 6B part holds /tmp/ragglm-bigmem.lock.
 
     python benchmarks/engine_speed.py [--prompt 256] [--new 64] [--skip-6b] [--glm-prompt 128]
+                                      [--glm-folder FOLDER]
 
 llama.cpp is optional (a 4-minute build). On virtual machines whose CPU reports AMX, its native
 build can crash on the first evaluation; build it for AVX-512 without AMX:
@@ -206,21 +207,24 @@ def glm6b_child(folder: str, prompt: int, new: int) -> None:
     ids = [(i * 7919) % 60000 + 100 for i in range(prompt)]
     stats = GenerationResult([])
     list(generate_tokens(engine.model, ids, new, set(), stats=stats))
-    params = sum(p.numel() for p in engine.model.parameters())
-    print(json.dumps({"params_b": round(params / 1e9, 2), "load_s": round(load_s, 1),
+    weight_bytes = sum(engine.weight_bytes().values())
+    print(json.dumps({"params_b": round(weight_bytes / 2 / 1e9, 2), "load_s": round(load_s, 1),
                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                      "weights_gb": round(params * 2 / 2**30, 2), "prompt_tokens": prompt,
+                      "weights_gb": round(weight_bytes / 2**30, 2), "linear_paths": engine.quant_paths,
+                      "prompt_tokens": prompt,
                       "prefill_tok_s": round(stats.prefill_tok_s, 1),
                       "decode_ms_per_token": round(1000 / stats.decode_tok_s, 1) if stats.decode_tok_s else None}))
 
 
-def glm6b_part(prompt: int, new: int) -> dict:
+def glm6b_part(prompt: int, new: int, existing: Path | None = None) -> dict:
+    """existing: a random ChatGLM3-6B-shape folder written before (12 GB), used as is and kept."""
     with open("/tmp/ragglm-bigmem.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        folder = Path(tempfile.mkdtemp(prefix="ragglm-chatglm3-6b-"))
+        folder = existing or Path(tempfile.mkdtemp(prefix="ragglm-chatglm3-6b-"))
         try:
             started = time.perf_counter()
-            write_random_chatglm(folder, CHATGLM3_6B)
+            if existing is None:
+                write_random_chatglm(folder, CHATGLM3_6B)
             write_s = time.perf_counter() - started
             child = subprocess.run([sys.executable, __file__, "--glm6b-child", str(folder), "--glm-prompt", str(prompt),
                                     "--glm-new", str(new)], capture_output=True, text=True)
@@ -230,7 +234,8 @@ def glm6b_part(prompt: int, new: int) -> dict:
             figures["write_checkpoint_s"] = round(write_s, 1)
             return figures
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if existing is None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
@@ -241,6 +246,7 @@ def main() -> None:
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--glm-prompt", type=int, default=128)
     parser.add_argument("--glm-new", type=int, default=4)
+    parser.add_argument("--glm-folder", type=Path, help="reuse this random ChatGLM3-6B-shape folder")
     parser.add_argument("--glm6b-child")
     parser.add_argument("--llama-cpp-child")
     parser.add_argument("--ids")
@@ -257,7 +263,7 @@ def main() -> None:
     if not args.skip_smollm2:
         result["smollm2_135m"] = smollm2_part(args.prompt, args.new)
     if not args.skip_6b:
-        result["chatglm3_6b_shape_bf16"] = glm6b_part(args.glm_prompt, args.glm_new)
+        result["chatglm3_6b_shape_bf16"] = glm6b_part(args.glm_prompt, args.glm_new, args.glm_folder)
     print(json.dumps(result, ensure_ascii=False))
 
 
