@@ -191,14 +191,17 @@ def _int4_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tenso
     return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
 
 
-def _cpu_int4_blocks(packed: Tensor, in_features: int) -> Tensor:
-    """The CPU int4 kernel's layout, uint8 [out, in // 2] -> values 0..15 as uint8 [out // 64, in, 64].
+def _cpu_int4_blocks(packed: Tensor, in_features: int, dtype: torch.dtype) -> Tensor:
+    """The CPU int4 kernel's layout, uint8 [out, in // 2] -> values 0..15 in dtype, [out // 64, in, 64].
 
     Each block of 64 output rows is stored column by column, rows n and n + 32 sharing a byte (low,
     high nibble), which makes every block the transpose of its slice of the weight.
     """
-    blocks = packed.reshape(-1, in_features, _CPU_BLOCK_ROWS // 2)
-    return torch.cat((blocks & 0x0F, blocks >> 4), dim=-1)
+    halves = packed.reshape(-1, in_features, _CPU_BLOCK_ROWS // 2)
+    values = torch.empty(*halves.shape[:2], _CPU_BLOCK_ROWS, dtype=dtype, device=packed.device)
+    values[..., :_CPU_BLOCK_ROWS // 2].copy_(halves & 0x0F)
+    values[..., _CPU_BLOCK_ROWS // 2:].copy_(halves >> 4)
+    return values
 
 
 @cache
@@ -207,20 +210,21 @@ def _cpu_int4_layout_known() -> bool:
     if not _kernel_available("int4", "cpu"):
         return False
     q = torch.randint(0, 16, (2 * _CPU_BLOCK_ROWS, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
-    unpacked = _cpu_int4_blocks(_pack_int4(q, "cpu"), 64).permute(0, 2, 1).reshape(q.shape)
-    return torch.equal(unpacked.to(torch.int32), q)
+    unpacked = _cpu_int4_blocks(_pack_int4(q, "cpu"), 64, torch.int32).permute(0, 2, 1).reshape(q.shape)
+    return torch.equal(unpacked, q)
 
 
 def _int4_cpu_blocks_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tensor) -> Tensor:
     """x [M, in] @ dequantized weight.T, dequantizing straight from the kernel layout (no transposes)."""
     rows, in_features = x.shape
     groups = in_features // group_size
-    values = _cpu_int4_blocks(packed, in_features).to(x.dtype)  # [blocks, in, 64]
-    blocks = values.shape[0]
+    weight_t = _cpu_int4_blocks(packed, in_features, x.dtype)  # [blocks, in, 64]
+    blocks = weight_t.shape[0]
     # scales_and_zeros [groups, out, 2] -> [blocks, groups, 1, 64] each
     scales, zeros = (part.to(x.dtype).reshape(groups, blocks, 1, _CPU_BLOCK_ROWS).transpose(0, 1)
                      for part in scales_and_zeros.unbind(-1))
-    weight_t = ((values.view(blocks, groups, group_size, -1) - 8) * scales + zeros).view(blocks, in_features, -1)
+    # (q - 8) * scale + zero, written as q * scale + (zero - 8 * scale): two passes over the weight
+    weight_t.view(blocks, groups, group_size, -1).mul_(scales).add_(zeros - 8 * scales)
     y = torch.matmul(x, weight_t)  # [blocks, M, 64]
     return y.transpose(0, 1).reshape(rows, -1)
 
