@@ -168,6 +168,26 @@ def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) 
     _write_sentencepiece(folder / "tokenizer.model")
 
 
+RANDOM_CHATGLM_FOLDER = Path(tempfile.gettempdir()) / "ragglm-random-chatglm3-6b-bf16"
+
+
+def cached_random_chatglm(folder: Path = RANDOM_CHATGLM_FOLDER, config: dict = CHATGLM3_6B) -> Path:
+    """The random checkpoint (~12 GB) is written once and reused by later runs.
+
+    A marker holding the config is written last, so a run cut short leaves no folder that looks complete.
+    """
+    marker = folder / "complete.json"
+    if marker.is_file() and json.loads(marker.read_text()) == config:
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_random_chatglm(partial, config)
+    (partial / "complete.json").write_text(json.dumps(config))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
 def _write_sentencepiece(path: Path) -> None:
     import io
 

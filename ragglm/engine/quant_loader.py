@@ -25,6 +25,7 @@ from ragglm.engine.quantize import (
     linear_names,
     quantize_weight,
 )
+from ragglm.engine.safetensors_reader import SafetensorsFile
 from ragglm.errors import ModelNotFoundError
 
 __all__ = [
@@ -57,7 +58,9 @@ def quantize_tensors(tensors: Iterable[tuple[str, Tensor]], targets: set[str], c
     for name, tensor in tensors:
         layer, _, leaf = name.rpartition(".")
         if layer in targets and leaf == "weight":
-            yield layer, quantize_weight(tensor, config)
+            quantized = quantize_weight(tensor, config)
+            del tensor  # the float weight is freed now, unless the caller still holds it
+            yield layer, quantized
         else:
             yield name, tensor
 
@@ -146,13 +149,12 @@ def read_quant_meta(folder: Path) -> dict:
 def load_quantized(folder: Path, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> tuple[Transformer, dict]:
     """The model of a quantized checkpoint folder, and its quantization.json contents."""
-    from safetensors import safe_open
-
     meta = read_quant_meta(folder)
     args = ModelArgs(**meta["model_args"])
 
     def stream() -> Iterator[tuple[str, Tensor | QuantizedWeight]]:
-        with safe_open(str(folder / QUANT_WEIGHTS), framework="pt") as f:
+        # plain reads rather than a memory map, whose touched pages would count twice towards RSS
+        with SafetensorsFile(folder / QUANT_WEIGHTS) as f:
             names = set(f.keys())
             for name in sorted(names):
                 if name.endswith(".qweight"):
