@@ -4,12 +4,14 @@ SmolLM2-135M (the packaged GGUF): perplexity on examples/manuals and on SQuAD ar
 shared data, linear-layer weight bytes, decode and prefill tokens/s, and llama.cpp decoding the
 same GGUF in the same run (llama-cpp-python; reported unavailable when not installed).
 
-ChatGLM3-6B shape with random weights (--glm6b): built layer by layer, each linear quantized to
-int4 as it is created; peak RSS while loading and running, decode ms/token, and the
-memory-bandwidth bound (weight bytes read per token / measured read bandwidth). That part runs in
-a child process holding /tmp/ragglm-bigmem.lock.
+ChatGLM3-6B shape with random weights (--glm6b, or --glm6b-only): a random bf16 checkpoint in the
+original ChatGLM naming (~12 GB, written once under /tmp and reused) loaded with
+Engine.from_pretrained(quant=int4), each weight quantized as it streams in; load seconds, peak RSS
+after loading and after a short prefill + decode, decode ms/token, and the memory-bandwidth bound
+(weight bytes read per token / read bandwidth measured in the same process). That part runs in a
+child process (its own peak RSS) holding /tmp/ragglm-bigmem.lock.
 
-    python benchmarks/quant_quality.py [--glm6b] [--ppl-tokens 4096]
+    python benchmarks/quant_quality.py [--glm6b | --glm6b-only] [--glm-quant int4:g128] [--ppl-tokens 4096]
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def glm6b_child(folder: str, spec: str, dtype_name: str, new_tokens: int) -> dic
     decode_ms = 1e3 / stats.decode_tok_s if stats.decode_tok_s else None
     return {
         "shape": "ChatGLM3-6B (dim 4096, 28 layers, ffn 13696, vocab 65024, 2 KV groups)",
-        "source": "random bf16 checkpoint, original chatglm naming, 8 safetensors shards",
+        "source": "random bf16 checkpoint, original chatglm naming, 9 safetensors shards, output layer last",
         "quant": engine.quant, "activations": dtype_name, "paths": engine.quant_paths, "load_s": round(load_s, 1),
         "weight_bytes": sizes, "peak_rss_after_load_gb": round(rss_after_load / 1e9, 3),
         "rss_after_load_gb": round(rss_now_after_load / 1e9, 3),

@@ -13,7 +13,7 @@ from ragglm.engine.glm_loader import iter_glm_state
 from ragglm.engine.model import ModelArgs
 from ragglm.engine.quant_loader import build_quantized
 from ragglm.engine.quantize import QuantConfig, quantize_int4, quantize_int8, quantize_weight
-from ragglm.engine.safetensors_reader import SafetensorsFile, iter_safetensors
+from ragglm.engine.safetensors_reader import SafetensorsFile, iter_safetensors, write_safetensors
 from tests.engine.glm_fixtures import (
     chatglm_config,
     save_chatglm_folder,
@@ -175,3 +175,23 @@ def test_safetensors_reader_names_a_truncated_file(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00nope!")
     with pytest.raises(ModelNotFoundError, match="junk.safetensors"):
         SafetensorsFile(tmp_path / "junk.safetensors")
+
+
+def test_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path):
+    from safetensors import safe_open
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "bf16": torch.randn(3, 5, generator=g).to(torch.bfloat16), "i32": torch.arange(6, dtype=torch.int32),
+        "f32_view": torch.randn(4, 6, generator=g).t(),  # not contiguous
+        "u8": torch.arange(9, dtype=torch.uint8).reshape(3, 3), "scalar": torch.tensor(1.5), "empty": torch.zeros(0),
+    }
+    path = tmp_path / "w.safetensors"
+    write_safetensors(path, iter(tensors.items()), metadata={"format": "pt"})
+    assert not list(tmp_path.glob("*.data"))  # the scratch file is gone
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        assert sorted(f.keys()) == sorted(tensors)
+        for name, want in tensors.items():
+            got = f.get_tensor(name)
+            assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
