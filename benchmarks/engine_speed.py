@@ -8,7 +8,6 @@ ChatGLM checkpoint and loaded through Engine.from_pretrained in a child process:
 RSS, prefill tokens/s and decode ms/token. The 6B part holds /tmp/ragglm-bigmem.lock.
 
     python benchmarks/engine_speed.py [--prompt 256] [--new 64] [--skip-6b] [--glm-prompt 128]
-                                      [--glm-folder FOLDER]
 
 llama.cpp is optional (a 4-minute build). On virtual machines whose CPU reports AMX, its native
 build can crash on the first evaluation; build it for AVX-512 without AMX:
@@ -151,7 +150,11 @@ def smollm2_part(prompt: int, new: int) -> dict:
 
 
 def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) -> None:
-    """An original-naming ChatGLM checkpoint of random bf16 weights, written shard by shard."""
+    """An original-naming ChatGLM checkpoint of random bf16 weights, written shard by shard.
+
+    Laid out like the published ones: the embedding in the first shard and the output layer in
+    the last, so a loader meets the largest tensor when the rest of the model is already built.
+    """
     from safetensors.torch import save_file
 
     dim, ffn, heads, kv, hd = (config[k] for k in ("hidden_size", "ffn_hidden_size", "num_attention_heads",
@@ -163,11 +166,20 @@ def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) 
         return (torch.rand(shape, generator=generator, dtype=torch.float32) - 0.5).mul_(0.04).to(torch.bfloat16)
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"transformer.embedding.word_embeddings.weight": rand(config["padded_vocab_size"], dim),
-               "transformer.output_layer.weight": rand(config["padded_vocab_size"], dim),
-               "transformer.encoder.final_layernorm.weight": torch.ones(dim, dtype=torch.bfloat16)},
-              str(folder / "model-head.safetensors"))
-    for first in range(0, config["num_layers"], layers_per_shard):
+    firsts = range(0, config["num_layers"], layers_per_shard)
+    count = len(firsts) + 2
+
+    def shard_path(index: int) -> str:
+        return str(folder / f"model-{index:05d}-of-{count:05d}.safetensors")
+
+    embedding = {"transformer.embedding.word_embeddings.weight": rand(config["padded_vocab_size"], dim)}
+    save_file(embedding, shard_path(1))
+    del embedding
+    head = {"transformer.output_layer.weight": rand(config["padded_vocab_size"], dim),
+            "transformer.encoder.final_layernorm.weight": torch.ones(dim, dtype=torch.bfloat16)}
+    save_file(head, shard_path(count))
+    del head
+    for index, first in enumerate(firsts, start=2):
         shard = {}
         for i in range(first, min(first + layers_per_shard, config["num_layers"])):
             p = f"transformer.encoder.layers.{i}."
@@ -178,10 +190,32 @@ def write_random_chatglm(folder: Path, config: dict, layers_per_shard: int = 4) 
                       p + "self_attention.dense.weight": rand(dim, heads * hd),
                       p + "mlp.dense_h_to_4h.weight": rand(2 * ffn, dim),
                       p + "mlp.dense_4h_to_h.weight": rand(dim, ffn)}
-        save_file(shard, str(folder / f"model-layers-{first:03d}.safetensors"))
+        save_file(shard, shard_path(index))
         del shard
     (folder / "config.json").write_text(json.dumps(config))
     _write_sentencepiece(folder / "tokenizer.model")
+
+
+RANDOM_CHATGLM_FOLDER = Path(tempfile.gettempdir()) / "ragglm-random-chatglm3-6b-bf16"
+RANDOM_CHATGLM_LAYOUT = 2  # changes when write_random_chatglm writes different files
+
+
+def cached_random_chatglm(folder: Path = RANDOM_CHATGLM_FOLDER, config: dict = CHATGLM3_6B) -> Path:
+    """The random checkpoint (~12 GB) is written once and reused by later runs.
+
+    A marker holding the config is written last, so a run cut short leaves no folder that looks complete.
+    """
+    marker = folder / "complete.json"
+    expected = {"config": config, "layout": RANDOM_CHATGLM_LAYOUT}
+    if marker.is_file() and json.loads(marker.read_text()) == expected:
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_random_chatglm(partial, config)
+    (partial / "complete.json").write_text(json.dumps(expected))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
 
 
 def _write_sentencepiece(path: Path) -> None:
@@ -216,26 +250,19 @@ def glm6b_child(folder: str, prompt: int, new: int) -> None:
                       "decode_ms_per_token": round(1000 / stats.decode_tok_s, 1) if stats.decode_tok_s else None}))
 
 
-def glm6b_part(prompt: int, new: int, existing: Path | None = None) -> dict:
-    """existing: a random ChatGLM3-6B-shape folder written before (12 GB), used as is and kept."""
+def glm6b_part(prompt: int, new: int) -> dict:
     with open("/tmp/ragglm-bigmem.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        folder = existing or Path(tempfile.mkdtemp(prefix="ragglm-chatglm3-6b-"))
-        try:
-            started = time.perf_counter()
-            if existing is None:
-                write_random_chatglm(folder, CHATGLM3_6B)
-            write_s = time.perf_counter() - started
-            child = subprocess.run([sys.executable, __file__, "--glm6b-child", str(folder), "--glm-prompt", str(prompt),
-                                    "--glm-new", str(new)], capture_output=True, text=True)
-            if child.returncode != 0:
-                return {"error": child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "failed"}
-            figures = json.loads(child.stdout.strip().splitlines()[-1])
-            figures["write_checkpoint_s"] = round(write_s, 1)
-            return figures
-        finally:
-            if existing is None:
-                shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        folder = cached_random_chatglm()  # written by the first run, reused by later ones
+        write_s = time.perf_counter() - started
+        child = subprocess.run([sys.executable, __file__, "--glm6b-child", str(folder), "--glm-prompt", str(prompt),
+                                "--glm-new", str(new)], capture_output=True, text=True)
+        if child.returncode != 0:
+            return {"error": child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "failed"}
+        figures = json.loads(child.stdout.strip().splitlines()[-1])
+        figures["write_checkpoint_s"] = round(write_s, 1)
+        return figures
 
 
 def main() -> None:
@@ -246,7 +273,6 @@ def main() -> None:
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--glm-prompt", type=int, default=128)
     parser.add_argument("--glm-new", type=int, default=4)
-    parser.add_argument("--glm-folder", type=Path, help="reuse this random ChatGLM3-6B-shape folder")
     parser.add_argument("--glm6b-child")
     parser.add_argument("--llama-cpp-child")
     parser.add_argument("--ids")
@@ -263,7 +289,7 @@ def main() -> None:
     if not args.skip_smollm2:
         result["smollm2_135m"] = smollm2_part(args.prompt, args.new)
     if not args.skip_6b:
-        result["chatglm3_6b_shape_bf16"] = glm6b_part(args.glm_prompt, args.glm_new, args.glm_folder)
+        result["chatglm3_6b_shape_bf16"] = glm6b_part(args.glm_prompt, args.glm_new)
     print(json.dumps(result, ensure_ascii=False))
 
 

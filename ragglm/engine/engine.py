@@ -103,9 +103,10 @@ class Engine:
         if path.suffix == ".gguf":
             args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
         elif path.is_dir():
-            # quantized layers are built from a stream, so the float model is never whole in memory
+            # quantized layers are built from a stream in the checkpoint's dtype (each weight is
+            # converted block by block while quantized), so the float model is never whole in memory
             args, state_dict, tokenizer, chat_format, languages = _load_folder(
-                path, torch.float32 if config else torch_dtype, stream=config is not None)
+                path, None if config else torch_dtype, stream=config is not None)
         else:
             raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
         if config is None:
@@ -247,7 +248,8 @@ def _load_gguf(path: Path, dtype):
 
 
 def _load_folder(path: Path, dtype, stream: bool = False):
-    """With stream=True the weights may come as an iterator of (name, tensor) rather than a dict."""
+    """With stream=True the weights come as an iterator of (name, tensor) rather than a dict,
+    read one tensor at a time; dtype None keeps each tensor in the checkpoint's dtype."""
     from ragglm.engine.hf_loader import (
         iter_checkpoint_tensors,
         iter_llama_state,
@@ -258,7 +260,7 @@ def _load_folder(path: Path, dtype, stream: bool = False):
     config = read_config(path)
     model_type = config.get("model_type")
     if model_type in ("chatglm", "glm"):
-        return _load_glm_folder(path, config, dtype)
+        return _load_glm_folder(path, config, dtype, stream)
     if model_type not in ("llama", "qwen2", "mistral"):
         raise ModelNotFoundError(
             f"{path}: model_type {model_type!r} is not supported (chatglm, glm, llama, qwen2, mistral are)"
@@ -312,7 +314,7 @@ def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | Qua
         (out / _GGUF_TOKENIZER).write_text(json.dumps(fields, ensure_ascii=False), encoding="utf-8")
         kind = "gguf"
     elif path.is_dir():
-        args, tensors, *_ = _load_folder(path, torch.float32, stream=True)
+        args, tensors, *_ = _load_folder(path, None, stream=True)
         out.mkdir(parents=True, exist_ok=True)
         for item in path.iterdir():  # config, tokenizer and chat template files travel along
             if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES):
@@ -335,19 +337,19 @@ def _tokenizer_of_quantized(path: Path, meta: dict):
     return _folder_tokenizer(path)
 
 
-def _load_glm_folder(path: Path, config: dict, dtype):
-    from ragglm.engine.glm_loader import chatglm_args, chatglm_state_dict, glm_args, glm_state_dict
+def _load_glm_folder(path: Path, config: dict, dtype, stream: bool = False):
+    from ragglm.engine.glm_loader import chatglm_args, glm_args, iter_chatglm_state, iter_glm_state
     from ragglm.engine.glm_tokenizer import load_glm_tokenizer
     from ragglm.engine.hf_loader import iter_checkpoint_tensors
 
     if config["model_type"] == "chatglm":
         args = chatglm_args(config)
-        state_dict = chatglm_state_dict(iter_checkpoint_tensors(path), args, dtype)
+        tensors = iter_chatglm_state(iter_checkpoint_tensors(path), args, dtype)
     else:
         args = glm_args(config)
-        state_dict = glm_state_dict(iter_checkpoint_tensors(path), args, dtype)
+        tensors = iter_glm_state(iter_checkpoint_tensors(path), args, dtype)
     tokenizer, chat_format = load_glm_tokenizer(path, config)
-    return args, state_dict, tokenizer, chat_format, ("zh", "en")
+    return args, tensors if stream else dict(tensors), tokenizer, chat_format, ("zh", "en")
 
 
 # For checkpoints without a chat template: plain role-prefixed turns.

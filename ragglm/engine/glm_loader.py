@@ -13,7 +13,8 @@ import torch
 from ragglm.engine.model import ModelArgs
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["chatglm_args", "glm_args", "chatglm_state_dict", "glm_state_dict", "to_chatglm_names"]
+__all__ = ["chatglm_args", "glm_args", "chatglm_state_dict", "glm_state_dict", "iter_chatglm_state",
+           "iter_glm_state", "to_chatglm_names"]
 
 
 def chatglm_args(config: dict) -> ModelArgs:
@@ -106,16 +107,25 @@ _LAYER_PREFIX = "transformer.encoder.layers."
 
 def chatglm_state_dict(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype) -> dict[str, torch.Tensor]:
     """Original naming maps one to one: QKV and [gate | up] are already fused in our order."""
-    sd: dict[str, torch.Tensor] = {}
+    return dict(iter_chatglm_state(tensors, args, dtype))
+
+
+def iter_chatglm_state(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype,
+                       ) -> Iterator[tuple[str, torch.Tensor]]:
+    """chatglm_state_dict as a stream, one tensor at a time; dtype None keeps the checkpoint's."""
+    ready: dict[str, torch.Tensor] = {}
+    # a tensor leaves through `ready` and no local keeps it, so the consumer can free it while we wait
     for name, tensor in tensors:
         if name in _CHATGLM_TOP:
-            sd[_CHATGLM_TOP[name]] = tensor.to(dtype)
-        elif name.startswith(_LAYER_PREFIX):
+            ours = _CHATGLM_TOP[name]
+        elif name.startswith(_LAYER_PREFIX) and name[len(_LAYER_PREFIX):].split(".", 1)[-1] in _CHATGLM_LAYER:
             layer, rest = name[len(_LAYER_PREFIX):].split(".", 1)
-            if rest in _CHATGLM_LAYER:
-                sd[f"layers.{layer}.{_CHATGLM_LAYER[rest]}"] = tensor.to(dtype)
-        # rotary_pos_emb.inv_freq is recomputed from the config
-    return sd
+            ours = f"layers.{layer}.{_CHATGLM_LAYER[rest]}"
+        else:  # rotary_pos_emb.inv_freq is recomputed from the config
+            continue
+        ready[ours] = _cast(tensor, dtype)
+        del tensor
+        yield ours, ready.pop(ours)
 
 
 _GLM_LAYER = {
@@ -135,29 +145,44 @@ _GLM_TOP = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.we
 
 def glm_state_dict(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype) -> dict[str, torch.Tensor]:
     """transformers naming: q/k/v are separate (fused here); gate_up_proj is already [gate | up]."""
-    sd: dict[str, torch.Tensor] = {}
+    return dict(iter_glm_state(tensors, args, dtype))
+
+
+def iter_glm_state(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArgs, dtype,
+                   ) -> Iterator[tuple[str, torch.Tensor]]:
+    """glm_state_dict as a stream: a layer's fused QKV goes out once its q, k and v have arrived,
+    so at most one layer's parts wait here; dtype None keeps the checkpoint's."""
     pending: dict[str, torch.Tensor] = {}
     for name, tensor in tensors:
         if name in _GLM_TOP:
             if name == "lm_head.weight" and args.tie_embeddings:
                 continue
-            sd[_GLM_TOP[name]] = tensor.to(dtype)
+            pending[name] = _cast(tensor, dtype)
+            del tensor
+            yield _GLM_TOP[name], pending.pop(name)
             continue
         if not name.startswith("model.layers."):
             continue
         layer, rest = name[len("model.layers."):].split(".", 1)
         if rest in _GLM_LAYER:
-            sd[f"layers.{layer}.{_GLM_LAYER[rest]}"] = tensor.to(dtype)
+            pending[name] = _cast(tensor, dtype)
+            del tensor
+            yield f"layers.{layer}.{_GLM_LAYER[rest]}", pending.pop(name)
             continue
         for ours, parts in _GLM_FUSED.items():
             if rest in parts:
-                pending[f"{layer}.{rest}"] = tensor.to(dtype)
+                pending[f"{layer}.{rest}"] = _cast(tensor, dtype)
+                del tensor
                 keys = [f"{layer}.{p}" for p in parts]
                 if all(k in pending for k in keys):
-                    sd[f"layers.{layer}.{ours}"] = torch.cat([pending.pop(k) for k in keys])
+                    yield f"layers.{layer}.{ours}", torch.cat([pending.pop(k) for k in keys])
+                break
     if pending:
         raise ModelNotFoundError(f"glm checkpoint has unpaired q/k/v tensors, e.g. {sorted(pending)[:3]}")
-    return sd
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor if dtype is None else tensor.to(dtype)
 
 
 def to_chatglm_names(our_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ragglm.engine.model import ModelArgs
+from ragglm.engine.safetensors_reader import iter_safetensors
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["read_config", "iter_checkpoint_tensors", "llama_args", "llama_state_dict", "iter_llama_state"]
@@ -22,15 +23,11 @@ def read_config(folder: Path) -> dict:
 
 
 def iter_checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Tensors shard by shard, so at most one shard is held in memory beyond what we keep."""
+    """Tensors one at a time (safetensors read tensor by tensor, .bin files shard by shard)."""
     shards = sorted(folder.glob("*.safetensors"))
     if shards:
-        from safetensors import safe_open
-
         for shard in shards:
-            with safe_open(str(shard), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
+            yield from iter_safetensors(shard)
         return
     bins = sorted(p for p in folder.glob("*.bin") if p.name != "training_args.bin")
     if not bins:
@@ -84,21 +81,30 @@ def iter_llama_state(tensors: Iterator[tuple[str, torch.Tensor]], args: ModelArg
         "attention.wqkv.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
         "feed_forward.w_gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
+    # tensors go out through `pending` and no local keeps them, so the consumer can free each one
+    # as soon as it is done with it, while this generator waits
     for name, tensor in tensors:
-        tensor = tensor.to(dtype)
         if name in simple:
             if name == "lm_head.weight" and args.tie_embeddings:
                 continue
-            yield simple[name], tensor
+            pending[name] = _cast(tensor, dtype)
+            del tensor
+            yield simple[name], pending.pop(name)
             continue
         if not name.startswith("model.layers."):
             continue
         layer, rest = name[len("model.layers."):].split(".", 1)
+        pending[name] = _cast(tensor, dtype)
+        del tensor
         if rest in per_layer:
-            yield f"layers.{layer}.{per_layer[rest]}", tensor
+            yield f"layers.{layer}.{per_layer[rest]}", pending.pop(name)
             continue
-        pending[name] = tensor
         for ours, parts in fused.items():
             keys = [f"model.layers.{layer}.{p}" for p in parts]
             if rest in parts and all(k in pending for k in keys):
                 yield f"layers.{layer}.{ours}", torch.cat([pending.pop(k) for k in keys])
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """dtype None keeps the checkpoint's own (a quantizing consumer converts block by block)."""
+    return tensor if dtype is None else tensor.to(dtype)

@@ -8,9 +8,13 @@ model never exists in memory as a whole. A quantized checkpoint is a folder with
 
 from __future__ import annotations
 
+import ctypes
 import json
+import sys
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -25,16 +29,55 @@ from ragglm.engine.quantize import (
     linear_names,
     quantize_weight,
 )
+from ragglm.engine.safetensors_reader import SafetensorsFile, write_safetensors
 from ragglm.errors import ModelNotFoundError
 
 __all__ = [
-    "QUANT_FILE", "QUANT_WEIGHTS", "is_quantized_checkpoint", "drain", "build_quantized",
+    "QUANT_FILE", "QUANT_WEIGHTS", "is_quantized_checkpoint", "drain", "build_quantized", "returned_scratch",
     "quantize_tensors", "save_quantized", "load_quantized",
 ]
 
 QUANT_FILE = "quantization.json"
 QUANT_WEIGHTS = "quantized.safetensors"
 FORMAT_VERSION = 1
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_SCRATCH_MMAP_BYTES = 1 << 20
+_DEFAULT_MMAP_BYTES = 32 << 20  # glibc's ceiling for its own adaptive threshold
+
+
+@contextmanager
+def returned_scratch() -> Iterator[None]:
+    """While a model is quantized, give every freed block of 1 MiB or more back to the system.
+
+    glibc serves blocks below its (adaptive, up to 32 MiB) mmap threshold from the heap, where the
+    float scratch of one weight ends up between long-lived quantized weights: freed but not
+    returned, it adds a few hundred MB of RSS over a 6B model. Mapping such blocks directly while
+    loading avoids that; afterwards the threshold is set to glibc's usual ceiling and the heap is
+    trimmed. Other C libraries are left alone.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _SCRATCH_MMAP_BYTES)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_BYTES)
+            libc.malloc_trim(0)
+
+
+@cache
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def is_quantized_checkpoint(path: Path) -> bool:
@@ -57,7 +100,9 @@ def quantize_tensors(tensors: Iterable[tuple[str, Tensor]], targets: set[str], c
     for name, tensor in tensors:
         layer, _, leaf = name.rpartition(".")
         if layer in targets and leaf == "weight":
-            yield layer, quantize_weight(tensor, config)
+            quantized = quantize_weight(tensor, config)
+            del tensor  # the float weight is freed now, unless the caller still holds it
+            yield layer, quantized
         else:
             yield name, tensor
 
@@ -70,6 +115,11 @@ def build_quantized(args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tens
     `tensors` (a dict is emptied as it is read) yields float tensors by state-dict name and, for linear layers, either their float
     weight (quantized here with `config`) or an already quantized (layer name, QuantizedWeight).
     """
+    with returned_scratch():
+        return _build_quantized(args, tensors, device, dtype, config)
+
+
+def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfig | None) -> Transformer:
     with torch.device("meta"):
         model = Transformer(args)
     targets = set(linear_names(model))
@@ -117,18 +167,21 @@ def _install(model: nn.Module, layer: str, qw: QuantizedWeight, bias: Tensor | N
 def save_quantized(out: Path, args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tensor]], config: QuantConfig,
                    extra: dict | None = None) -> dict:
     """Quantize a float tensor stream into OUT/quantized.safetensors and write OUT/quantization.json."""
-    from safetensors.torch import save_file
-
     with torch.device("meta"):
         targets = set(linear_names(Transformer(args)))
-    flat: dict[str, Tensor] = {}
-    for name, value in quantize_tensors(drain(tensors), targets, config):
-        if isinstance(value, QuantizedWeight):
-            flat.update(value.tensors(name))
-        else:
-            flat[name] = value.contiguous()
+
+    def flat() -> Iterator[tuple[str, Tensor]]:
+        for name, value in quantize_tensors(drain(tensors), targets, config):
+            items = value.tensors(name) if isinstance(value, QuantizedWeight) else {name: value}
+            del value
+            while items:
+                key = next(iter(items))
+                yield key, items.pop(key)
+
     out.mkdir(parents=True, exist_ok=True)
-    save_file(flat, str(out / QUANT_WEIGHTS))
+    # written as quantized, so only one layer's tensors are in memory at a time
+    with returned_scratch():
+        write_safetensors(out / QUANT_WEIGHTS, flat())
     meta = {"format_version": FORMAT_VERSION, "scheme": config.scheme, "group_size": config.group_size,
             "model_args": asdict(args), **(extra or {})}
     (out / QUANT_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -146,13 +199,12 @@ def read_quant_meta(folder: Path) -> dict:
 def load_quantized(folder: Path, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> tuple[Transformer, dict]:
     """The model of a quantized checkpoint folder, and its quantization.json contents."""
-    from safetensors import safe_open
-
     meta = read_quant_meta(folder)
     args = ModelArgs(**meta["model_args"])
 
     def stream() -> Iterator[tuple[str, Tensor | QuantizedWeight]]:
-        with safe_open(str(folder / QUANT_WEIGHTS), framework="pt") as f:
+        # plain reads rather than a memory map, whose touched pages would count twice towards RSS
+        with SafetensorsFile(folder / QUANT_WEIGHTS) as f:
             names = set(f.keys())
             for name in sorted(names):
                 if name.endswith(".qweight"):

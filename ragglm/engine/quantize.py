@@ -30,7 +30,8 @@ __all__ = [
 SCHEMES = ("int8", "int4")
 # int4 group sizes tried in this order when a layer's input width is not a multiple of the configured one
 _FALLBACK_GROUPS = (128, 64, 32)
-_PACK_ROWS = 4096  # int4 rows converted to the kernel layout at a time (bounds the int32 scratch)
+_PACK_ROWS = 512  # int4 rows converted to the kernel layout at a time (bounds the int32 scratch)
+_QUANT_BLOCK_ELEMENTS = 1 << 22  # weight elements quantized at a time (16 MB of float32 scratch)
 # The packed kernels cost one pass over the weight per input row; past this many rows (prefill) it is
 # cheaper to dequantize once and run a single GEMM on the matrix units.
 KERNEL_MAX_ROWS = 48
@@ -110,18 +111,19 @@ class QuantizedWeight:
 
 
 def quantize_int8(weight: Tensor) -> QuantizedWeight:
-    w = weight.float()
+    w = weight.float()  # may be `weight` itself: only new tensors are changed in place below
     scales = w.abs().amax(dim=1).clamp(min=1e-10) / 127.0  # [out]
-    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    q = (w / scales[:, None]).round_().clamp_(-127, 127).to(torch.int8)
     return QuantizedWeight("int8", q, scales)
 
 
 def quantize_int4(weight: Tensor, group_size: int) -> QuantizedWeight:
     out, inp = weight.shape
-    w = weight.float().reshape(out, inp // group_size, group_size)
+    w = weight.float().reshape(out, inp // group_size, group_size)  # may share memory with `weight`
     lo, hi = w.amin(dim=-1), w.amax(dim=-1)  # [out, groups]
     scales = ((hi - lo) / 15.0).clamp(min=1e-10)
-    q = torch.round((w - lo[..., None]) / scales[..., None]).clamp_(0, 15).to(torch.uint8).reshape(out, inp)
+    q = (w - lo[..., None]).div_(scales[..., None]).round_().clamp_(0, 15).to(torch.uint8).reshape(out, inp)
+    del w
     packed = q[:, 0::2] | (q[:, 1::2] << 4)
     # the kernels compute (q - 8) * scale + zero, so the zero is the value at q = 8
     zeros = lo + 8.0 * scales
@@ -129,11 +131,36 @@ def quantize_int4(weight: Tensor, group_size: int) -> QuantizedWeight:
 
 
 def quantize_weight(weight: Tensor, config: QuantConfig) -> QuantizedWeight:
-    """Quantize by blocks of rows (rows are independent), so float scratch stays a block's size."""
-    group = config.group_for(weight.shape[1]) if config.scheme == "int4" else 0
-    blocks = [quantize_int8(part) if config.scheme == "int8" else quantize_int4(part, group)
-              for part in weight.split(_PACK_ROWS)]
-    return blocks[0] if len(blocks) == 1 else concat_rows(blocks)
+    """Quantize by blocks of rows (rows are independent, so the result is the same as in one go).
+
+    Each block's float scratch stays around `_QUANT_BLOCK_ELEMENTS` whatever the weight's dtype and
+    size, and the blocks are written straight into the result rather than concatenated.
+    """
+    out, inp = weight.shape
+    group = config.group_for(inp) if config.scheme == "int4" else 0
+    rows = max(64, _QUANT_BLOCK_ELEMENTS // inp // 64 * 64)
+
+    def block(part: Tensor) -> QuantizedWeight:
+        return quantize_int8(part) if config.scheme == "int8" else quantize_int4(part, group)
+
+    if out <= rows:
+        return block(weight)
+    result: QuantizedWeight | None = None
+    for start in range(0, out, rows):
+        part = block(weight[start:start + rows])
+        if result is None:
+            result = QuantizedWeight(part.scheme, _rows_like(part.qweight, out), _rows_like(part.scales, out),
+                                     None if part.zeros is None else _rows_like(part.zeros, out), part.group_size)
+        end = start + part.qweight.shape[0]
+        result.qweight[start:end] = part.qweight
+        result.scales[start:end] = part.scales
+        if result.zeros is not None:
+            result.zeros[start:end] = part.zeros
+    return result
+
+
+def _rows_like(tensor: Tensor, rows: int) -> Tensor:
+    return tensor.new_empty((rows, *tensor.shape[1:]))
 
 
 def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
@@ -146,8 +173,10 @@ def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
 
 def _int4_values(qweight: Tensor) -> Tensor:
     """uint8 [out, in // 2] -> int32 [out, in] values 0..15."""
-    lo, hi = qweight & 0x0F, qweight >> 4
-    return torch.stack((lo, hi), dim=-1).reshape(qweight.shape[0], -1).to(torch.int32)
+    values = torch.empty(qweight.shape[0], qweight.shape[1] * 2, dtype=torch.int32, device=qweight.device)
+    values[:, 0::2] = qweight & 0x0F
+    values[:, 1::2] = qweight >> 4
+    return values
 
 
 def dequantize(qw: QuantizedWeight, dtype: torch.dtype = torch.float32) -> Tensor:
