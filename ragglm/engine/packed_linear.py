@@ -58,14 +58,18 @@ def use_bf16_linears(model: nn.Module) -> int:
     float32, which it does not when everything runs in bf16. Returns how many layers changed.
     """
     changed = 0
-    for module in list(model.modules()):
+    for module in model.modules():
         if hasattr(module, "compute_in"):
             module.compute_in(torch.bfloat16)
             changed += 1
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, name, PackedLinear(child.weight, child.bias))
-                changed += 1
+    # by name, so that no list keeps the replaced layers (and their float weights) alive meanwhile
+    for name in [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        linear = getattr(parent, leaf)
+        setattr(parent, leaf, PackedLinear(linear.weight, linear.bias))
+        del linear
+        changed += 1
     if getattr(model, "output", "absent") is None:
         model.output = PackedLinear(model.tok_embeddings.weight, None)
         changed += 1
