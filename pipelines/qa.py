@@ -209,11 +209,13 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
     # copy words from elsewhere in the sources (a neighbouring fact, a heading) and sound supported.
     evidence = " ".join(_window(hits[s.number - 1].text, s) for s in ranked[:config.extract_sentences])
     checks["support"] = round(support(text, evidence, question), 3)
-    if checks["support"] < config.min_support or not _claims(text, question):
-        # Unsupported by what it cites (or by anything shown): say what the documents do say instead.
+    restated = not _claims(text, question)
+    if checks["support"] < config.min_support or restated:
+        # Unsupported by the best-matching sentences, or saying nothing new: show what the documents say.
         answer = extractive_answer(question, hits, language, config.extract_sentences, -1.0, ranked)
         answer.timings = timings
-        checks["fallback"] = "the generated answer was not supported by the sources; showing an extract"
+        checks["fallback"] = ("the generated answer only restated the question; showing an extract" if restated
+                              else "the generated answer was not supported by the sources; showing an extract")
         if on_text:
             # the generated words were already shown: the answer is all that was streamed, notice included
             tail = "\n\n(" + checks["fallback"] + ")\n" + answer.text
