@@ -205,9 +205,8 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
             answer = Answer(NOT_FOUND[language], [], context_mode, model, timings, hits)
             checks["refused"] = "the model found no answer in the sources"
             return _finish(answer, model, started, None, checks)
-        # The calibrated check found that the best sentences answer the question; small models refuse
-        # although the right source was retrieved (SQuAD 2.0, 120 questions: SmolLM2's own refusals
-        # raised false refusals from ~26% to 39%), so the extract is shown rather than a refusal.
+        # The calibrated check found that the best sentences answer the question; small models may
+        # refuse although the right source was retrieved, so the extract is shown rather than a refusal.
         answer = extractive_answer(question, hits, language, config.extract_sentences, -1.0, ranked)
         answer.timings = timings
         checks["fallback"] = "the model said the sources do not answer, but their best sentences match; showing an extract"
