@@ -47,7 +47,7 @@ def ask(kb, question: str, mode: str = "auto", k: int | None = None, on_text=Non
         why = "asked" if engine is None else "language"
         hits = kb.search(question, k)
         answer = answer_question(question, hits, engine, on_text=on_text, mode="extractive", config=config,
-                                 language=language)
+                                 language=language, embedder=_embedder(kb))
         reason = _EXTRACT_REASON[why].format(model=getattr(engine, "name", ""), language=language)
         answer.plan = {"mode": "extractive", "reason": reason, "language": language, **answer.plan}
         return answer
@@ -56,7 +56,7 @@ def ask(kb, question: str, mode: str = "auto", k: int | None = None, on_text=Non
                                        max_stuff_tokens=_stuff_limit(engine))
     plan, hits = choose_context(kb, question, engine, mode, planner, language)
     answer = answer_question(question, hits, engine, on_text=on_text, config=config, context_mode=plan.mode,
-                             language=language)
+                             language=language, embedder=_embedder(kb))
     answer.plan = {**plan.to_dict(), "language": language, "sources_given": len(hits), **answer.plan}
     return answer
 
@@ -80,6 +80,11 @@ def choose_context(kb, question: str, engine, mode: str = "auto", planner: Plann
     retrieved = kb.search(question, planner.retrieve_k)
     hits, _ = pack_hits(retrieved, plan.budget_tokens, lambda text: count_prompt_tokens(engine, text))
     return plan, hits
+
+
+def _embedder(kb):
+    """The knowledge base's embedder, when it has one of its own (an external dense store may not)."""
+    return getattr(getattr(kb, "store", None), "embedder", None)
 
 
 def context_window(engine) -> int:
