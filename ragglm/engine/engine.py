@@ -79,8 +79,8 @@ class Engine:
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
         written by `ragglm quantize` loads as stored, without quantizing again. dtype="auto" is bf16 on
         CUDA, float32 with bf16 linear layers on CPUs with bf16 units (see resolve_dtype), float32
-        elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. cache_dir keeps prefix KV on disk for later processes
-        (see enable_disk_cache).
+        elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. cache_dir keeps prefix KV
+        on disk for later processes (see enable_disk_cache).
         """
         config = QuantConfig.parse(quant)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
