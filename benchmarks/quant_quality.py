@@ -166,9 +166,10 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
 
 # ---- full-size ChatGLM3-6B shape, random weights, int4 --------------------------------------------
 
-def _rss_peak_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """A kB field of /proc/self/status (VmHWM: peak RSS, VmRSS: RSS now) in bytes; 0 where absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -186,13 +187,6 @@ def read_bandwidth_gb_s(size_bytes: int = 1 << 30) -> float:
     return best
 
 
-def _rss_now_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def glm6b_child(folder: str, spec: str, dtype_name: str, new_tokens: int) -> dict:
     """Loads the random ChatGLM3-6B checkpoint through Engine.from_pretrained (quantizing as it
     streams in), then prefills and decodes; a fresh process, so ru_maxrss is this model's alone."""
@@ -202,15 +196,15 @@ def glm6b_child(folder: str, spec: str, dtype_name: str, new_tokens: int) -> dic
     started = time.perf_counter()
     engine = Engine.from_pretrained(folder, quant=spec, dtype=dtype_name)
     load_s = time.perf_counter() - started
-    rss_after_load = _rss_peak_bytes()
-    rss_now_after_load = _rss_now_bytes()
+    rss_after_load = _status_bytes("VmHWM")
+    rss_now_after_load = _status_bytes("VmRSS")
     model = engine.model
     sizes = engine.weight_bytes()
     prompt = [(i * 7919) % 60000 + 100 for i in range(16)]
     stats = GenerationResult([])
     for _ in generate_tokens(model, prompt, new_tokens, set(), 0.0, None, stats):
         pass
-    peak_rss = _rss_peak_bytes()  # before the bandwidth probe allocates its own buffer
+    peak_rss = _status_bytes("VmHWM")  # before the bandwidth probe allocates its own buffer
     bandwidth = read_bandwidth_gb_s()
     # each decoded token reads every linear weight once (the embedding only one row)
     bytes_per_token = sizes["linear"] + sum(p.numel() * p.element_size() for n, p in model.named_parameters()
