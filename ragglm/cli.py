@@ -167,6 +167,8 @@ def chat(
     model: str | None = typer.Option(None, "--model", "-m", help="Alias (smollm2), .gguf file or model folder."),
     mode: str = typer.Option("auto", "--mode", help="auto | stuff | retrieve | extractive."),
     explain: bool = typer.Option(False, "--explain", help="Show the standalone question and the plan."),
+    compile_decode: bool = typer.Option(False, "--compile",
+                                        help="Compile the decode step (tens of seconds at start, faster answers)."),
 ) -> None:
     """Ask questions one per line; follow-ups ("and how do I reset it?") use the conversation.
 
@@ -178,7 +180,7 @@ def chat(
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     if mode not in MODES:
         _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    knowledge_base = _open_kb(docs, kb, False, model=model)
+    knowledge_base = _open_kb(docs, kb, False, model=model, compile=compile_decode or None)
     interactive = sys.stdin.isatty()
     history: list[dict] = []
     while True:
@@ -347,6 +349,8 @@ def serve(
     max_pending: int | None = typer.Option(None, "--max-pending", min=1,
                                            help="Requests that may wait for the model [default: 64]."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
+    compile_decode: bool = typer.Option(False, "--compile",
+                                        help="Compile the decode step (tens of seconds at start, faster answers)."),
 ) -> None:
     """Serve an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health.
 
@@ -381,9 +385,11 @@ def serve(
         from ragglm.knowledge_base import KnowledgeBase
 
         if docs or kb is not None:
-            knowledge_base = _open_kb(docs, kb, False, model=model, quant=quant, device=device, top_k=top_k)
+            knowledge_base = _open_kb(docs, kb, False, model=model, quant=quant, device=device, top_k=top_k,
+                                      compile=compile_decode or None)
         else:  # no documents: a plain OpenAI-compatible model server
-            knowledge_base = KnowledgeBase(model=model, quant=quant, device=device, top_k=top_k)
+            knowledge_base = KnowledgeBase(model=model, quant=quant, device=device, top_k=top_k,
+                                           compile=compile_decode or None)
         application = create_app(knowledge_base, api_key=api_key, limits=limits)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))

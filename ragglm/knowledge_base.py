@@ -76,7 +76,8 @@ class KnowledgeBase:
             from ragglm.engine.factory import load_generator
 
             self._engine = load_generator(self.settings.model, quant=self.settings.quant,
-                                          device=self.settings.device, cache_dir=self._kv_cache_folder())
+                                          device=self.settings.device, cache_dir=self._kv_cache_folder(),
+                                          compile=self.settings.compile)
         return self._engine
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,

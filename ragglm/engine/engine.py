@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ragglm.engine.chat_format import ChatFormat
+from ragglm.engine.compiled_decode import compile_decode
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import packing_supported, use_bf16_linears
@@ -61,6 +62,7 @@ class Engine:
         self.quant: str | None = None  # e.g. "int8", "int4:g64"; None for float weights
         # how many linear layers run each path: a packed kernel or the dequantize-then-matmul fallback
         self.quant_paths: dict[str, int] = {}
+        self.compile_seconds: float | None = None  # time spent compiling the decode step, when compiled
 
     @property
     def args(self) -> ModelArgs:
@@ -73,14 +75,16 @@ class Engine:
     @classmethod
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
                         device: str = "cpu", dtype: str | torch.dtype | None = "auto", *,
-                        cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None) -> Engine:
+                        cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None,
+                        compile: bool = False) -> Engine:
         """Load a model.
 
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
         written by `ragglm quantize` loads as stored, without quantizing again. dtype="auto" is bf16 on
         CUDA, float32 with bf16 linear layers on CPUs with bf16 units (see resolve_dtype), float32
         elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. cache_dir keeps prefix KV
-        on disk for later processes (see enable_disk_cache).
+        on disk for later processes (see enable_disk_cache). compile=True compiles the decode step
+        with torch.compile (tens of seconds at load, then faster tokens; see compiled_decode).
         """
         config = QuantConfig.parse(quant)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
@@ -92,6 +96,8 @@ class Engine:
         if bf16_linears:
             use_bf16_linears(engine.model)
             engine._set_quant(engine.quant)
+        if compile:
+            engine.compile_seconds = compile_decode(engine.model)
         if prefix_cache_bytes is not None:
             engine.prefix_cache = PrefixCache.for_model(engine.model, budget_bytes=prefix_cache_bytes)
         if cache_dir is not None:

@@ -10,14 +10,14 @@ __all__ = ["load_generator"]
 
 
 def load_generator(model: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
-                   cache_dir: str | Path | None = None):
+                   cache_dir: str | Path | None = None, compile: bool = False):
     """`openai:http://host:port/v1[#name]` -> RemoteGenerator; anything else -> Engine.from_pretrained.
 
-    A remote server quantizes, places and caches its model itself, so quant, device and cache_dir
-    (the on-disk prefix KV cache) apply to local models only.
+    A remote server quantizes, places and caches its model itself, so quant, device, cache_dir
+    (the on-disk prefix KV cache) and compile apply to local models only.
     """
     if is_remote_spec(model):
         return RemoteGenerator.from_spec(str(model))
     from ragglm.engine.engine import Engine
 
-    return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir)
+    return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir, compile=compile)

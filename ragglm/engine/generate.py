@@ -133,7 +133,7 @@ def generate_tokens(
             if penalised:
                 history = torch.cat([history, torch.tensor([token], device=device)])
             step.fill_(token)
-            logits = model(step, start=position, last_only=True)[0, -1]
+            logits = model.decode(step, position)[0, -1]
             position += 1
             token = pick(logits)
     finally:  # also when the consumer stops early (a stop string)

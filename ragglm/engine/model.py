@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ModelArgs", "Transformer", "KVCache", "PRESETS"]
+__all__ = ["ModelArgs", "Transformer", "KVCache", "PRESETS", "MIN_COMPILED_CACHE"]
+
+# A compiled decode step is specialised to its KV cache, and a larger cache means a new trace:
+# caches sized in powers of two from here keep those recompiles to a handful.
+MIN_COMPILED_CACHE = 2048
 
 
 @dataclass
@@ -139,8 +143,11 @@ class Transformer(nn.Module):
         self.output = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
         self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
         self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin for positions < cache_len
+        self.compiled_step = None  # set by compiled_decode.compile_decode; decode() then runs it
 
     def setup_cache(self, batch: int, max_seq_len: int) -> None:
+        if self.compiled_step is not None:  # each new cache size costs the compiled step a new trace
+            max_seq_len = max(MIN_COMPILED_CACHE, 1 << (max_seq_len - 1).bit_length())
         max_seq_len = min(max_seq_len, self.args.max_seq_len)
         if self.cache_len >= max_seq_len and self.layers[0].attention.kv_cache.k.shape[0] == batch:
             return
@@ -152,6 +159,11 @@ class Transformer(nn.Module):
         self.cache_len = max_seq_len
         positions = torch.arange(max_seq_len, device=weight.device)
         self.rope_cache = rope_tables(self.args, positions, weight.dtype)
+
+    def decode(self, tokens: Tensor, start: int) -> Tensor:
+        """One generation step: tokens [B, 1] at position start -> logits [B, 1, V]."""
+        step = self.forward if self.compiled_step is None else self.compiled_step
+        return step(tokens, start=start, last_only=True)
 
     def forward(self, tokens: Tensor, start: int | None = None, last_only: bool = False) -> Tensor:
         """tokens [B, T] -> logits [B, T, V] (or [B, 1, V] with last_only).

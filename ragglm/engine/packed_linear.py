@@ -15,6 +15,18 @@ from torch import Tensor, nn
 __all__ = ["PackedLinear", "packing_supported", "use_bf16_linears"]
 
 
+# Inductor lowers oneDNN's linear only for weights it froze itself; behind an op of our own the
+# prepacked weight stays an ordinary input and the kernel is called as it is.
+@torch.library.custom_op("ragglm::packed_linear", mutates_args=())
+def _packed_linear_op(rows: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+
+
+@_packed_linear_op.register_fake
+def _(rows: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    return rows.new_empty(rows.shape[0], packed.shape[0])
+
+
 @cache
 def packing_supported(dtype: torch.dtype, device_type: str) -> bool:
     """Whether bf16 weights on this device can run through oneDNN's prepacked kernel."""
@@ -41,7 +53,10 @@ class PackedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # x [..., in] -> [..., out]
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
+        if torch.compiler.is_compiling():
+            y = _packed_linear_op(rows, self.packed, self.bias)
+        else:  # the custom op's own dispatch costs more than the kernel at one row
+            y = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
