@@ -1,7 +1,8 @@
 """Engine speed, side by side in one run; prints one JSON line.
 
 SmolLM2-135M (the packaged GGUF): prefill and decode tokens/s of our engine (fp32; auto, the
-default: fp32 with bf16 linear layers where the CPU has bf16 units; bf16 throughout), transformers
+default: fp32 with bf16 linear layers where the CPU has bf16 units; bf16 throughout; auto and bf16
+again with the decode step compiled, with the seconds compiling took), transformers
 `generate` (LlamaForCausalLM from the same GGUF, fp32) and llama.cpp (llama-cpp-python, same GGUF,
 2 threads). Then a full-size ChatGLM3-6B shape with random weights in bf16, written as an original
 ChatGLM checkpoint and loaded through Engine.from_pretrained in a child process: load time, peak
@@ -35,6 +36,9 @@ import torch
 from ragglm.engine.prefix_cache import common_prefix_length
 
 THREADS = 2
+# (row, dtype, compiled decode step); "auto" is the default dtype
+VARIANTS = [("ours_fp32", "fp32", False), ("ours_auto", "auto", False), ("ours_bf16", "bf16", False),
+            ("ours_auto_compiled", "auto", True), ("ours_bf16_compiled", "bf16", True)]
 CHATGLM3_6B = {
     "_name_or_path": "THUDM/chatglm3-6b", "model_type": "chatglm", "num_layers": 28, "padded_vocab_size": 65024,
     "hidden_size": 4096, "ffn_hidden_size": 13696, "kv_channels": 128, "num_attention_heads": 32,
@@ -127,24 +131,27 @@ def smollm2_part(prompt: int, new: int) -> dict:
 
     path = resolve_model_path("smollm2")
     figures: dict = {"prompt_tokens": prompt, "new_tokens": new}
-    for dtype in ("fp32", "auto", "bf16"):
-        engine = Engine.from_pretrained("smollm2", dtype=dtype)
+    for name, dtype, compiled in VARIANTS:
+        engine = Engine.from_pretrained("smollm2", dtype=dtype, compile=compiled)
         ids = prompt_ids(engine, prompt)
-        figures[f"ours_{dtype}"] = ours(engine, ids, new)
+        figures[name] = ours(engine, ids, new)
+        if compiled:
+            figures[name]["compile_s"] = round(engine.compile_seconds, 1)
     figures["transformers_fp32"] = transformers_peer(path, ids, new)
     figures["llama_cpp"] = llama_cpp_peer(path, ids, new)
     reference = figures["transformers_fp32"].pop("tokens")
-    for name in ("ours_fp32", "ours_auto", "ours_bf16", "llama_cpp"):
+    for name in [name for name, _, _ in VARIANTS] + ["llama_cpp"]:
         tokens = figures[name].pop("tokens", None)
         if tokens is not None:
             figures[name]["greedy_tokens_agreeing_with_transformers"] = common_prefix_length(tokens, reference)
     tf, lc = figures["transformers_fp32"], figures["llama_cpp"]
-    ours_rows = (figures["ours_fp32"], figures["ours_auto"], figures["ours_bf16"])
-    best = max(ours_rows, key=lambda f: f["decode_tok_s"])
-    figures["decode_x_transformers"] = round(best["decode_tok_s"] / tf["decode_tok_s"], 2)
+    for suffix, rows in (("", [n for n, _, c in VARIANTS if not c]), ("_compiled", [n for n, _, c in VARIANTS if c])):
+        best = max((figures[n] for n in rows), key=lambda f: f["decode_tok_s"])
+        figures[f"decode_x_transformers{suffix}"] = round(best["decode_tok_s"] / tf["decode_tok_s"], 2)
+        if lc.get("available"):
+            figures[f"decode_x_llama_cpp{suffix}"] = round(best["decode_tok_s"] / lc["decode_tok_s"], 2)
     if lc.get("available"):
-        figures["decode_x_llama_cpp"] = round(best["decode_tok_s"] / lc["decode_tok_s"], 2)
-        prefill = max(row["prefill_tok_s"] for row in ours_rows)
+        prefill = max(figures[n]["prefill_tok_s"] for n, _, _ in VARIANTS)
         figures["prefill_x_llama_cpp"] = round(prefill / lc["prefill_tok_s"], 2)
     return figures
 

@@ -2,7 +2,8 @@
 
 SmolLM2-135M (the packaged GGUF): perplexity on examples/manuals and on SQuAD articles from the
 shared data, linear-layer weight bytes, decode and prefill tokens/s, and llama.cpp decoding the
-same GGUF in the same run (llama-cpp-python; reported unavailable when not installed).
+same GGUF in the same run (llama-cpp-python; reported unavailable when not installed); int8 and
+int4 decode again with the decode step compiled (compile=True), with the seconds compiling took.
 
 ChatGLM3-6B shape with random weights (--glm6b, or --glm6b-only): a random bf16 checkpoint in the
 original ChatGLM naming (~12 GB, written once under /tmp and reused) loaded with
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # "fp32": float32 throughout, the quality baseline; "auto": the default, float32 with bf16 matmuls on
 # CPUs with bf16 units. The quantized variants compute as auto does.
 SCHEMES = ("fp32", "auto", "int8", "int4:g32", "int4:g64")
+COMPILED = ("int8", "int4:g32")  # also timed with the decode step compiled (Engine(compile=True))
 
 
 def shared_data_dir() -> Path | None:
@@ -82,7 +84,7 @@ def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
     # prefill: one forward over the prompt; decode: greedy tokens with the KV cache (best of 2 runs)
     best = {}
     for _ in range(2):
-        result = engine.generate(prompt_ids, max_new_tokens=new_tokens)
+        result = engine.generate(prompt_ids, max_new_tokens=new_tokens, use_prefix_cache=False)
         if result.decode_tok_s > best.get("decode_tok_s", 0):
             best["decode_tok_s"] = result.decode_tok_s
         if result.prefill_tok_s > best.get("prefill_tok_s", 0):
@@ -120,6 +122,7 @@ def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
+    from ragglm.engine.compiled_decode import compile_decode
     from ragglm.engine.engine import resolve_dtype
     from ragglm.engine.packed_linear import use_bf16_linears
     from ragglm.engine.quant_loader import build_quantized
@@ -149,6 +152,10 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
         row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
         if speed:
             row.update(engine_speed(engine, prompt_ids, new_tokens))
+            if spec in COMPILED:
+                compile_s = compile_decode(engine.model)
+                row["compiled"] = {"compile_s": round(compile_s, 1),
+                                   **engine_speed(engine, prompt_ids, new_tokens)}
         out["variants"][row["quant"]] = row
         print(json.dumps(row), file=sys.stderr, flush=True)  # progress; the result is the one line on stdout
     base = out["variants"]["fp32"]
@@ -160,7 +167,10 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     out["llama_cpp_q4_1"] = llama_cpp_speed(resolve_model_path("smollm2"), prompt_ids, new_tokens)
     if out["llama_cpp_q4_1"].get("available"):
         for row in out["variants"].values():
-            row["decode_vs_llama_cpp"] = round(row["decode_tok_s"] / out["llama_cpp_q4_1"]["decode_tok_s"], 3)
+            for speeds in (row, row.get("compiled", {})):
+                if speeds:
+                    speeds["decode_vs_llama_cpp"] = round(
+                        speeds["decode_tok_s"] / out["llama_cpp_q4_1"]["decode_tok_s"], 3)
     return out
 
 
