@@ -241,15 +241,14 @@ def glm6b_child(folder: str, spec: str, dtype_name: str, new_tokens: int) -> dic
 def glm6b(spec: str, dtype_name: str, new_tokens: int) -> dict:
     """Runs the 6B part in a fresh process (own peak RSS) while holding the big-memory lock.
 
-    The random checkpoint (~12 GB under /tmp) is written by the first run, at the lowest CPU
-    priority, and reused by later ones.
+    The random checkpoint (~12 GB under /tmp) is written by the first run and reused by later ones.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from engine_speed import RANDOM_CHATGLM_FOLDER
 
     with open("/tmp/ragglm-bigmem.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        written = subprocess.run(["nice", "-n", "19", sys.executable, __file__, "--write-glm6b-checkpoint"],
+        written = subprocess.run([sys.executable, __file__, "--write-glm6b-checkpoint"],
                                  capture_output=True, text=True)
         if written.returncode != 0:
             return {"error": f"writing the random checkpoint failed: {written.stderr.strip()[-300:]}"}
