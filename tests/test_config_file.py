@@ -10,7 +10,8 @@ def isolated(tmp_path, monkeypatch):
     """No config file or RAGGLM_* variable from the machine running the tests."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    for name in ("RAGGLM_CONFIG", "RAGGLM_MODEL", "RAGGLM_TOP_K", "RAGGLM_QUANT", "RAGGLM_TEMPERATURE"):
+    for name in ("RAGGLM_CONFIG", "RAGGLM_MODEL", "RAGGLM_TOP_K", "RAGGLM_QUANT", "RAGGLM_TEMPERATURE",
+                 "RAGGLM_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -23,6 +24,17 @@ def test_file_then_environment_then_arguments(isolated, monkeypatch):
     assert Settings.from_env().top_k == 3
     assert Settings.from_env(top_k=9, model=None).top_k == 9
     assert Settings.from_env(model=None).model == "from-file"
+
+
+def test_compile_comes_from_the_file_or_the_environment(isolated, monkeypatch):
+    assert Settings.from_env().compile is False
+    (isolated / "ragglm.toml").write_text("compile = true\n")
+    assert Settings.from_env().compile is True
+    monkeypatch.setenv("RAGGLM_COMPILE", "0")
+    assert Settings.from_env().compile is False
+    (isolated / "ragglm.toml").write_text('compile = "yes"\n')
+    with pytest.raises(ConfigError, match="compile"):
+        Settings.from_env()
 
 
 def test_user_config_folder_and_named_file(isolated, monkeypatch):
