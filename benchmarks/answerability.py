@@ -24,7 +24,12 @@ import numpy as np
 
 from ragglm.documents import Document, Page
 from ragglm.knowledge_base import KnowledgeBase
-from ragglm.pipelines.answerability import FEATURES, answer_probability, support_features, support_model_for
+from ragglm.pipelines.answerability import (
+    FEATURES,
+    answer_probability,
+    support_features,
+    support_model_for,
+)
 from ragglm.pipelines.eval import contains_answer, load_qa
 from ragglm.pipelines.qa import extractive_answer, rank_sentences
 
@@ -168,7 +173,7 @@ def main() -> None:
         z = w[0] + x @ w[1:]
         threshold = float(1 / (1 + np.exp(-np.quantile(z[y == 0], args.refuse))))
         model = type(model)(model.embedder_family, model.language,
-                            {n: round(float(v), 3) for n, v in zip(names, w[1:])}, round(float(w[0]), 3),
+                            {n: round(float(v), 3) for n, v in zip(names, w[1:], strict=True)}, round(float(w[0]), 3),
                             round(threshold, 3))
     probabilities = np.array([answer_probability(r["features"], model) for r in rows])
     refused = (probabilities < model.threshold) | np.array([r["no_match"] for r in rows])
@@ -180,7 +185,7 @@ def main() -> None:
                                                  "threshold": model.threshold},
         "auc_fit": round(roc_auc(probabilities[~held], labels[~held]), 3),
         "auc_heldout": round(roc_auc(probabilities[held], labels[held]), 3),
-        "extractive_heldout": extractive_figures([r for r, h in zip(rows, held) if h], refused[held]),
+        "extractive_heldout": extractive_figures([r for r, h in zip(rows, held, strict=True) if h], refused[held]),
         "extractive_all": extractive_figures(rows, refused),
         "manual_answered_min_p": min(manuals[q] for q in MANUAL_ANSWERED),
         "manual_answered_refused": [q for q in MANUAL_ANSWERED if manuals[q] < model.threshold],
