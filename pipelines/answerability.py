@@ -2,10 +2,13 @@
 
 Questions the documents cannot answer often share as many words with the best passage as real ones
 (SQuAD 2.0's unanswerable questions swap one entity, negate, or ask about a neighbouring fact), so
-word overlap alone cannot tell them apart. The embedder's similarity between the question and the
-best sentences separates them better; a small logistic model mixes both into the probability that
-the best sentence answers the question. It is calibrated for one embedder family and language: other
-embedders score on other scales, and there the plain overlap threshold applies instead.
+word overlap alone cannot tell them apart. A small logistic model mixes signals that do: the
+embedder's similarity between the question and its best-matching sentences, the question's words,
+names and numbers that the passage around the best sentence lacks, and whether that passage holds
+the kind of thing the question asks for (a date for "when", a number for "how many"). Every feature
+looks at sentences, never at whole chunks, so long multi-topic chunks (a manual's page) score like
+short paragraphs. It is calibrated for one embedder family and language: other embedders score on
+other scales, and there the plain overlap threshold applies instead.
 """
 
 from __future__ import annotations
@@ -16,9 +19,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SupportModel", "SUPPORT_MODELS", "support_model_for", "support_features", "answer_probability"]
+from ragglm.pipelines.citations import _stem, content_words
+from ragglm.text.sentences import split_sentences
+
+__all__ = ["SupportModel", "SUPPORT_MODELS", "support_model_for", "support_features", "answer_probability",
+           "FEATURES"]
 
 _NEGATION = re.compile(r"\b(not|n't|never|no|none|neither|nor)\b", re.IGNORECASE)
+_NAME = re.compile(r"\b[A-Z][\w'’-]*|\b\w*\d\w*")  # capitalised words and anything holding a digit
+_NUMBER = re.compile(r"\d+")
+# What a question asks for, and what a sentence answering it must hold.
+_ANSWER_KINDS = [
+    (re.compile(r"\bwhen\b|what year|what century|what decade|which year", re.I),
+     re.compile(r"\d|century|centuries|decade|\b(january|february|march|april|may|june|july|august|september|"
+                r"october|november|december|spring|summer|autumn|winter|today|yesterday|daily|weekly|monthly|"
+                r"year|month|week|day|hour|minute|after|before|during|until)\b", re.I)),
+    (re.compile(r"how many|how much|what percentage|how long|how often|how old|how far|how large|how big", re.I),
+     re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+                r"dozen|hundred|thousand|million|billion|half|once|twice|several|few|many|every|each)\b", re.I)),
+]
+
+FEATURES = ("overlap", "negation", "sentence_cosine", "window_cosine", "best_cosine", "coverage",
+            "missing_names", "missing_names_anywhere", "kind_missing")
 
 
 @dataclass(frozen=True)
@@ -32,12 +54,18 @@ class SupportModel:
     threshold: float
 
 
-# Fitted (logistic regression) on SQuAD 2.0 dev articles 1, 3, 5, 7 (Normans, Huguenot, 1973 oil
-# crisis, Packet switching: 1,363 questions, 54% unanswerable, top-4 hybrid retrieval); the threshold
-# refuses half of their unanswerable questions. ROC AUC 0.60 there, 0.76 on the other four articles.
+# Fitted (L2-penalised logistic regression, benchmarks/answerability.py --fit) on SQuAD 2.0 dev
+# articles 1, 3, 5, 7 (Normans, Huguenot, 1973 oil crisis, Packet switching: 1,260 questions, top-4
+# hybrid retrieval); the threshold refuses 49% of their unanswerable questions. ROC AUC 0.61 there and
+# 0.76 on articles 2, 4, 6, 8, where extracts gated by it hold the answer for 75.8% of answerable
+# questions, cite correctly 95.1%, refuse 54.4% of unanswerable ones and 18.4% of answerable ones
+# (all eight: 67.7%, 91.6%, 51.7%, 24.3%). Of 18 plain questions about the example manuals it refuses
+# one ("How much free space is needed above the unit?", p = 0.398), and all 5 they do not answer.
+# window_cosine is computed but unused: with it the manual questions scored lower at no gain.
 SUPPORT_MODELS = [
-    SupportModel("minilm", "en", {"overlap": 0.233, "negation": -0.827, "sentence_cosine": 0.314,
-                                  "best_cosine": 0.59, "source_cosine": 1.447}, -1.79, 0.405),
+    SupportModel("minilm", "en", {"overlap": 0.076, "negation": -0.873, "sentence_cosine": 0.652,
+                                  "best_cosine": 1.37, "coverage": -0.128, "missing_names": -0.583,
+                                  "missing_names_anywhere": 0.218, "kind_missing": -1.21}, -1.376, 0.405),
 ]
 
 
@@ -50,24 +78,69 @@ def support_model_for(embedder_name: str, language: str) -> SupportModel | None:
 
 
 def support_features(question: str, ranked: list, hits: list, embedder, candidates: int = 5) -> dict:
-    """Features of the best-ranked sentences (qa.ScoredSentence, best first) for answer_probability."""
+    """Features of the best-ranked sentences (qa.ScoredSentence, best first) for answer_probability.
+
+    overlap: the best sentence's match score (qa.rank_sentences); negation: the question negates;
+    sentence/window/best_cosine: the embedder's cosine between the question and the best sentence,
+    that sentence with its neighbours, and the best of the top candidates; coverage: share of the
+    question's content words found in that window; missing_names: share of the question's names and
+    numbers absent from the window (missing_names_anywhere: from every source given);
+    kind_missing: the question asks for a date or an amount and the window holds none.
+    """
+    negation = float(bool(_NEGATION.search(question)))
     if not ranked:
-        return {"overlap": 0.0, "negation": float(bool(_NEGATION.search(question))), "sentence_cosine": 0.0,
-                "best_cosine": 0.0, "source_cosine": 0.0}
+        return {name: 0.0 for name in FEATURES} | {"negation": negation, "missing_names": 1.0,
+                                                    "missing_names_anywhere": 1.0, "kind_missing": 1.0}
     top = ranked[0]
-    texts = [question, top.text, hits[0].text]  # the best retrieved source, whole
-    texts += [s.text for s in ranked[1:candidates]]
+    window = sentence_window(hits[top.number - 1].text, top.index)
+    texts = [question, top.text, window] + [s.text for s in ranked[1:candidates]]
     vectors = embedder.embed(texts)  # unit length: inner product is cosine
     cosines = vectors[1:] @ vectors[0]
+    asked = _terms(question)
     return {
-        "overlap": float(top.score),
-        "negation": float(bool(_NEGATION.search(question))),
+        "overlap": float(min(top.score, 1.0)),
+        "negation": negation,
         "sentence_cosine": float(cosines[0]),
+        "window_cosine": float(cosines[1]),
         "best_cosine": float(np.max(np.delete(cosines, 1))),
-        "source_cosine": float(cosines[1]),
+        "coverage": len(asked & _terms(window)) / len(asked) if asked else 0.0,
+        "missing_names": _missing_names(question, window),
+        "missing_names_anywhere": _missing_names(question, " ".join(hit.text for hit in hits)),
+        "kind_missing": float(any(asks.search(question) and not holds.search(window)
+                                  for asks, holds in _ANSWER_KINDS)),
     }
 
 
 def answer_probability(features: dict, model: SupportModel) -> float:
     z = model.bias + sum(weight * features[name] for name, weight in model.weights.items())
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def sentence_window(text: str, index: int) -> str:
+    """The sentence at index in text with its neighbours: a question often names its subject in one
+    sentence and asks about the next."""
+    spans = split_sentences(text)
+    if not spans:
+        return text
+    index = min(max(index, 0), len(spans) - 1)
+    return text[spans[max(0, index - 1)][0]:spans[min(len(spans) - 1, index + 1)][1]]
+
+
+def _terms(text: str) -> set[str]:
+    """Content words folded to one form each (content_words holds a word and its stem)."""
+    return {_stem(w) if w.isascii() else w for w in content_words(text)}
+
+
+def _missing_names(question: str, text: str) -> float:
+    """Share of the question's names and numbers (past its first word) that text does not hold."""
+    first = question.split(maxsplit=1)
+    rest = first[1] if len(first) > 1 else ""
+    names = {m.group(0).lower().strip("'’-") for m in _NAME.finditer(rest)}
+    names = {n for n in names if n and n not in _QUESTION_WORDS}
+    if not names:
+        return 0.0
+    lowered = text.lower()
+    return sum(not re.search(r"(?<!\w)" + re.escape(n), lowered) for n in names) / len(names)
+
+
+_QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "i"}

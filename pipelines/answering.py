@@ -28,6 +28,8 @@ _EXTRACT_REASON = {
     "asked": "extractive was asked for",
     "language": "{model} does not answer in {language}; configure a Chinese-capable model "
                 "(e.g. --model THUDM/glm-4-9b-chat) for generated answers",
+    "small": "{model} has under a billion parameters: its answers are right less often than the cited "
+             "extract; --mode retrieve or stuff generates, a larger --model generates in auto mode",
 }
 _CORPUS_TOKENS: OrderedDict = OrderedDict()  # (corpus signature, model) -> (pages, source tokens)
 
@@ -43,8 +45,9 @@ def ask(kb, question: str, mode: str = "auto", k: int | None = None, on_text=Non
     k = k or settings.top_k
     language = detect_language(question)
     engine = None if mode == "extractive" else kb.engine
-    if engine is None or language not in engine.languages:
-        why = "asked" if engine is None else "language"
+    small = mode == "auto" and engine is not None and config.small_model_extracts and _is_small(engine)
+    if engine is None or language not in engine.languages or small:
+        why = "asked" if engine is None else "language" if language not in engine.languages else "small"
         hits = kb.search(question, k)
         answer = answer_question(question, hits, engine, on_text=on_text, mode="extractive", config=config,
                                  language=language, embedder=_embedder(kb))
@@ -99,10 +102,13 @@ REMOTE_WINDOW_TOKENS = 8192
 def _stuff_limit(engine) -> int | None:
     """Models under a billion parameters answer garbage from long stuffed contexts (SmolLM2-135M on
     the 1.6K-token example manuals answered with a heading); give them retrieved chunks instead."""
+    return SMALL_MODEL_STUFF_TOKENS if _is_small(engine) else None
+
+
+def _is_small(engine) -> bool:
+    """A local model under a billion parameters; a remote generator's size is unknown (not small)."""
     model = getattr(engine, "model", None)
-    if not isinstance(model, torch.nn.Module):  # a remote generator: its size is unknown
-        return None
-    return SMALL_MODEL_STUFF_TOKENS if sum(p.numel() for p in model.parameters()) < 1e9 else None
+    return isinstance(model, torch.nn.Module) and sum(p.numel() for p in model.parameters()) < 1e9
 
 
 SMALL_MODEL_STUFF_TOKENS = 1024

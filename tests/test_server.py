@@ -57,15 +57,17 @@ def test_completion_answers_with_citations(client, manuals_kb):
     assert citations, "the answer carries its citations"
     assert [c["source"] for c in citations] == [c.source for c in expected.citations]
     assert all(set(c) >= {"id", "source", "page", "text"} for c in citations)
-    assert completion.usage.completion_tokens == expected.timings["generated_tokens"]
+    assert completion.usage.completion_tokens == expected.timings.get("generated_tokens", 0)  # 0 for an extract
 
 
 def test_streamed_completion(client, manuals_kb):
     stream = ask(client, max_tokens=12, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(pieces) >= 3
-    assert "".join(pieces).strip() == streamed_ask(manuals_kb, QUESTION).text
+    expected = streamed_ask(manuals_kb, QUESTION)
+    # a small model answers by extract in auto mode, sent whole; generated answers stream token by token
+    assert len(pieces) >= (1 if expected.mode == "extractive" else 3)
+    assert "".join(pieces).strip() == expected.text
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
     assert final.citations and final.citations[0]["source"]
     assert chunks[-1].usage.completion_tokens >= len(pieces) - 1

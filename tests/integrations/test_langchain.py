@@ -125,7 +125,8 @@ def test_llm_bound_to_a_knowledge_base_answers_with_citations(manuals_kb):
     assert all(c["source"].startswith(str(manuals_kb.sources[0]).rsplit("/", 1)[0]) for c in citations)
     recorder = TokenRecorder()
     streamed = list(bot.stream(question, config={"callbacks": [recorder]}))
-    assert len([piece for piece in streamed if piece]) >= 3
+    # a small model answers by extract in auto mode, sent whole; generated answers stream token by token
+    assert len([piece for piece in streamed if piece]) >= (1 if expected.mode == "extractive" else 3)
     assert "".join(streamed).strip() == expected.text
     assert "".join(recorder.tokens) == "".join(streamed)
 

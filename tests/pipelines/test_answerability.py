@@ -20,6 +20,38 @@ def _hits() -> list[Hit]:
     return [Hit(Chunk(MANUAL, "aquapure.md", None, 0, len(MANUAL)), 1.0)]
 
 
+@pytest.fixture(scope="module")
+def manuals_index(manuals):
+    from ragglm.knowledge_base import KnowledgeBase
+
+    knowledge_base = KnowledgeBase()
+    knowledge_base.add(manuals)
+    return knowledge_base
+
+
+@pytest.mark.parametrize("question, answered", [
+    ("How long does the filter cartridge last?", "12 months"),
+    ("What does error code E2 mean?", "leak"),
+    ("How many devices can connect at once?", "128"),
+    ("How do I replace the cartridge?", "quarter turn"),
+])
+def test_plain_manual_questions_are_answered(manuals_index, question, answered):
+    hits = manuals_index.search(question, 4)
+    answer = answer_question(question, hits, None, embedder=manuals_index.store.embedder)
+    assert answered in answer.text and answer.citations, answer.plan
+    assert answer.plan["answerable_p"] >= support_model_for(manuals_index.store.embedder.name, "en").threshold
+
+
+@pytest.mark.parametrize("question", [
+    "What does error code E7 mean?",  # a SQuAD 2.0-style swap: the manual lists E1 to E3
+    "Which football club won the 1998 championship final?",
+])
+def test_questions_the_manuals_do_not_answer_are_refused(manuals_index, question):
+    hits = manuals_index.search(question, 4)
+    answer = answer_question(question, hits, None, embedder=manuals_index.store.embedder)
+    assert answer.text == NOT_FOUND["en"] and answer.citations == []
+
+
 def test_the_model_is_calibrated_for_minilm_in_english_only():
     assert support_model_for("all-MiniLM-L6-v2", "en") is not None
     assert support_model_for("BAAI/bge-small-zh-v1.5", "en") is None
@@ -56,5 +88,33 @@ def test_answer_question_refuses_below_the_threshold_and_extracts_above(embedder
     assert refused.text == NOT_FOUND["en"] and refused.citations == []
     assert refused.plan["answerable_p"] < support_model_for(embedder.name, "en").threshold
     plain = answer_question("Which football club won the cup final in the pump league?", hits, None,
-                            embedder=embedder)
-    assert "answerable_p" not in plain.plan  # by default the overlap threshold decides
+                            embedder=embedder, config=AnswerConfig(use_support_model=False))
+    assert "answerable_p" not in plain.plan  # switched off, the overlap threshold decides
+
+
+def test_features_read_the_window_around_the_best_sentence_not_the_whole_chunk(embedder):
+    filler = " ".join(f"Chapter {n} of the guide covers the garden shed, the bicycle rack and the patio." for n in range(12))
+    short = _hits()
+    long = [Hit(Chunk(MANUAL + " " + filler, "aquapure.md", None, 0, len(MANUAL) + 1 + len(filler)), 1.0)]
+    asked = "How long does the filter cartridge last?"
+    features = [support_features(asked, rank_sentences(asked, hits), hits, embedder) for hits in (short, long)]
+    assert features[0]["window_cosine"] == pytest.approx(features[1]["window_cosine"], abs=1e-5)
+    assert features[0]["sentence_cosine"] == pytest.approx(features[1]["sentence_cosine"], abs=1e-5)
+
+
+def test_names_numbers_and_answer_kinds_missing_from_the_window(embedder):
+    hits = _hits()
+    swapped = "What does error code E7 mean?"
+    features = support_features(swapped, rank_sentences(swapped, hits), hits, embedder)
+    assert features["missing_names"] == 1.0 and features["missing_names_anywhere"] == 1.0
+    kept = "What does error code E2 mean?"
+    assert support_features(kept, rank_sentences(kept, hits), hits, embedder)["missing_names"] == 0.0
+    when = "When was the inlet hose replaced?"
+    for text, missing in [("The technician replaced the inlet hose and tested the pump.", 1.0),
+                          ("The technician replaced the inlet hose in March and tested the pump.", 0.0)]:
+        hit = [Hit(Chunk(text, "log.md", None, 0, len(text)), 1.0)]
+        assert support_features(when, rank_sentences(when, hit), hit, embedder)["kind_missing"] == missing
+    long = "How long does the filter cartridge last?"
+    long_features = support_features(long, rank_sentences(long, hits), hits, embedder)
+    assert long_features["kind_missing"] == 0.0  # "six months" is an amount
+    assert long_features["coverage"] == pytest.approx(3 / 4)  # filter, cartridge, last; not "long"

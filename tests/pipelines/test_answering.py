@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from ragglm.cli import app
 from ragglm.knowledge_base import KnowledgeBase
+from ragglm.pipelines.answerability import support_model_for
 from ragglm.pipelines.prompts import NOT_FOUND
 
 pytestmark = pytest.mark.slow
@@ -70,3 +71,10 @@ def test_explain_numbers_add_up(manuals, tmp_path):
     text = CliRunner().invoke(app, ["ask", "--docs", str(manuals), "--mode", "extractive", "--explain",
                                     "What does error code E2 mean?"])
     assert "plan: extractive (extractive was asked for)" in text.output
+
+
+def test_a_small_model_answers_by_extract_in_auto_mode(kb):
+    answer = kb.ask("How long does the filter cartridge last?")
+    assert answer.mode == "extractive" and "billion" in answer.plan["reason"]
+    assert "12 months" in answer.text and answer.citations
+    assert answer.plan["answerable_p"] >= support_model_for(kb.store.embedder.name, "en").threshold
