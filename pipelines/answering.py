@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-
 from ragglm.documents import Answer, Hit
+from ragglm.engine.model import ModelArgs
 from ragglm.pipelines.context import corpus_signature, pack_hits, whole_pages
 from ragglm.pipelines.planner import (
     Plan,
@@ -107,8 +106,8 @@ def _stuff_limit(engine) -> int | None:
 
 def _is_small(engine) -> bool:
     """A local model under a billion parameters; a remote generator's size is unknown (not small)."""
-    model = getattr(engine, "model", None)
-    return isinstance(model, torch.nn.Module) and sum(p.numel() for p in model.parameters()) < 1e9
+    args = getattr(getattr(engine, "model", None), "args", None)
+    return isinstance(args, ModelArgs) and args.parameter_count < 1e9
 
 
 SMALL_MODEL_STUFF_TOKENS = 1024

@@ -42,6 +42,15 @@ class ModelArgs:
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.rope_fraction)
 
+    @property
+    def parameter_count(self) -> int:
+        """Weights at full size, however they are held (prepacked and quantized layers keep theirs
+        as buffers, so counting a model's parameters undercounts them)."""
+        q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        per_layer = self.dim * (q + 2 * kv) + q * self.dim + 3 * self.dim * self.intermediate_size + 2 * self.dim
+        embeddings = self.vocab_size * self.dim * (1 if self.tie_embeddings else 2)
+        return embeddings + self.n_layers * per_layer + self.dim
+
 
 PRESETS: dict[str, ModelArgs] = {
     "smollm2-135m": ModelArgs(

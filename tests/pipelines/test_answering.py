@@ -78,3 +78,20 @@ def test_a_small_model_answers_by_extract_in_auto_mode(kb):
     assert answer.mode == "extractive" and "billion" in answer.plan["reason"]
     assert "12 months" in answer.text and answer.citations
     assert answer.plan["answerable_p"] >= support_model_for(kb.store.embedder.name, "en").threshold
+
+
+def test_model_size_counts_prepacked_and_quantized_weights(smollm2):
+    from types import SimpleNamespace
+
+    from ragglm.engine.model import ModelArgs
+    from ragglm.pipelines.answering import _is_small
+
+    # the fixture runs in float32, where every weight is a parameter: the formula must match them
+    assert smollm2.args.parameter_count == sum(p.numel() for p in smollm2.model.parameters())
+    assert _is_small(smollm2)
+    # a ChatGLM3-6B shape is not small, though prepacked or int4 layers hold weights as buffers
+    glm6b = ModelArgs(family="glm", vocab_size=65024, dim=4096, n_layers=28, n_heads=32, n_kv_heads=2,
+                      head_dim=128, intermediate_size=13696, qkv_bias=True)
+    assert 6.0e9 < glm6b.parameter_count < 6.5e9
+    assert not _is_small(SimpleNamespace(model=SimpleNamespace(args=glm6b)))
+    assert not _is_small(SimpleNamespace())  # a remote generator: size unknown
