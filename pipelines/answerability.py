@@ -23,7 +23,7 @@ from ragglm.pipelines.citations import _stem, content_words
 from ragglm.text.sentences import split_sentences
 
 __all__ = ["SupportModel", "SUPPORT_MODELS", "support_model_for", "support_features", "answer_probability",
-           "FEATURES"]
+           "sentence_window", "FEATURES"]
 
 _NEGATION = re.compile(r"\b(not|n't|never|no|none|neither|nor)\b", re.IGNORECASE)
 _NAME = re.compile(r"\b[A-Z][\w'’-]*|\b\w*\d\w*")  # capitalised words and anything holding a digit

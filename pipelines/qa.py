@@ -9,7 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ragglm.documents import Answer, Citation, Hit
-from ragglm.pipelines.answerability import answer_probability, support_features, support_model_for
+from ragglm.pipelines.answerability import (
+    answer_probability,
+    sentence_window,
+    support_features,
+    support_model_for,
+)
 from ragglm.pipelines.citations import (
     best_sentence,
     content_words,
@@ -223,7 +228,7 @@ def answer_question(question: str, hits: list[Hit], engine, max_new_tokens: int 
 
     # The answer's own words must come from the sentences that best match the question: small models
     # copy words from elsewhere in the sources (a neighbouring fact, a heading) and sound supported.
-    evidence = " ".join(_window(hits[s.number - 1].text, s) for s in ranked[:config.extract_sentences])
+    evidence = " ".join(sentence_window(hits[s.number - 1].text, s.index) for s in ranked[:config.extract_sentences])
     checks["support"] = round(support(text, evidence, question), 3)
     restated = not _claims(text, question)
     if checks["support"] < config.min_support or restated:
@@ -261,13 +266,6 @@ def _unanswerable(question: str, hits: list[Hit], ranked: list[ScoredSentence], 
     if ranked[0].score < config.min_relevance.get(language, 0.3):
         return "no source sentence matches the question well enough"
     return ""
-
-
-def _window(text: str, sentence: ScoredSentence) -> str:
-    """A sentence with its neighbours in its source."""
-    spans = split_sentences(text)
-    j = sentence.index
-    return text[spans[max(0, j - 1)][0]:spans[min(len(spans) - 1, j + 1)][1]] if spans else sentence.text
 
 
 def _claims(text: str, question: str) -> bool:
