@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from shared_data import shared_data_dir
 
 from ragglm.documents import Document, Page
 from ragglm.knowledge_base import KnowledgeBase
@@ -65,20 +65,12 @@ MANUAL_UNANSWERED = [
 ]
 
 
-def shared_data_dir() -> Path:
-    for candidate in (os.environ.get("RAGGLM_SHARED_DATA"), REPO.parent / "shared" / "data",
-                      REPO.parent.parent / "shared" / "data", "/work/shared/data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    sys.exit("shared data not found: set RAGGLM_SHARED_DATA")
-
-
 def squad_rows(cache: Path) -> list[dict]:
     """Per question: its article, answerability, features, and how the extract scores."""
     cached = cache / "squad_rows.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    qa_set = load_qa(shared_data_dir() / "squad2_dev_articles1-8.json")
+    qa_set = load_qa(shared_data_dir(required=True) / "squad2_dev_articles1-8.json")
     kb = KnowledgeBase(cache / "kb")
     for context_id, text in qa_set.contexts.items():
         if kb.store.source_hash(context_id) is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = (
@@ -32,14 +32,6 @@ QUESTIONS = (
     "What should I do when the R7 router keeps dropping the Wi-Fi connection?",
     "How do I reset the SmartLock S2 to factory settings?",
 )
-
-
-def shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("RAGGLM_SHARED_DATA"), REPO.parent / "shared" / "data",
-                      REPO.parent.parent / "shared" / "data", "/work/shared/data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def context_hits(engine, context_tokens: int) -> list:

@@ -22,27 +22,19 @@ import copy
 import fcntl
 import html
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 # "fp32": float32 throughout, the quality baseline; "auto": the default, float32 with bf16 matmuls on
 # CPUs with bf16 units. The quantized variants compute as auto does.
 SCHEMES = ("fp32", "auto", "int8", "int4:g32", "int4:g64")
 COMPILED = ("int8", "int4:g32")  # also timed with the decode step compiled (Engine(compile=True))
-
-
-def shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("RAGGLM_SHARED_DATA"), REPO.parent / "shared" / "data",
-                      REPO.parent.parent / "shared" / "data", Path("/work/shared/data")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def manuals_text() -> str:

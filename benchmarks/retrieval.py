@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from shared_data import shared_data_dir
 
 from ragglm.documents import Document, Page
 from ragglm.index.embedder import Embedder
@@ -30,15 +29,6 @@ from ragglm.text.language import detect_language
 
 SETS = {"cmrc2018": "cmrc2018_trial.json", "squad2": "squad2_dev_articles1-8.json"}
 K = 5
-
-
-def shared_data_dir() -> Path:
-    repo = Path(__file__).resolve().parents[1]
-    for candidate in (os.environ.get("RAGGLM_SHARED_DATA"), repo.parent / "shared" / "data",
-                      repo.parent.parent / "shared" / "data", "/work/shared/data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    sys.exit("shared data folder not found: set RAGGLM_SHARED_DATA")
 
 
 def load_squad(path: Path):
@@ -164,7 +154,7 @@ def main() -> None:
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--sweep", action="store_true", help="also report recall by dense weight")
     args = parser.parse_args()
-    data = shared_data_dir()
+    data = shared_data_dir(required=True)
     embedder = Embedder(args.embedder)
     result = {"benchmark": "retrieval", "k": K, "embedder": args.embedder,
               "chunker": {"max_tokens": Chunker().max_tokens, "overlap_sentences": Chunker().overlap_sentences}}
