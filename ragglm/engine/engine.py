@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,15 @@ import torch
 
 from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.compiled_decode import compile_decode
+from ragglm.engine.fused_decode import KernelBuildError, attach_fused_decode, load_library
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.packed_linear import packing_supported, use_bf16_linears
+from ragglm.engine.packed_linear import (
+    Bf16Linear,
+    PackedLinear,
+    packing_supported,
+    use_bf16_linears,
+)
 from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.quant_loader import (
     build_quantized,
@@ -26,6 +33,8 @@ from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
 from ragglm.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["Engine", "resolve_dtype", "save_quantized_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -47,6 +56,15 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple
             raise ConfigError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
         dtype = _DTYPES[dtype]
     return dtype, packing_supported(dtype, device_type)
+
+
+def _native_step_builds() -> bool:
+    try:
+        load_library()
+    except KernelBuildError as error:
+        log.warning("decoding without the native step (fused_decode): %s", error)
+        return False
+    return True
 
 
 class Engine:
@@ -82,9 +100,11 @@ class Engine:
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
         written by `ragglm quantize` loads as stored, without quantizing again. dtype="auto" is bf16 on
         CUDA, float32 with bf16 linear layers on CPUs with bf16 units (see resolve_dtype), float32
-        elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. cache_dir keeps prefix KV
-        on disk for later processes (see enable_disk_cache). compile=True compiles the decode step
-        with torch.compile (tens of seconds at load, then faster tokens; see compiled_decode).
+        elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. Unquantized "auto" models
+        on CPU decode through a native step built with the system's C++ compiler (see fused_decode).
+        cache_dir keeps prefix KV on disk for later processes (see enable_disk_cache). compile=True
+        compiles the decode step with torch.compile instead (tens of seconds at load, then faster
+        tokens for the dtypes and quantizations the native step does not cover; see compiled_decode).
         """
         config = QuantConfig.parse(quant)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
@@ -94,7 +114,10 @@ class Engine:
         else:
             engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src))
         if bf16_linears:
-            use_bf16_linears(engine.model)
+            fused = not compile and engine.quant is None and torch_dtype == torch.float32 and _native_step_builds()
+            use_bf16_linears(engine.model, Bf16Linear if fused else PackedLinear)
+            if fused:
+                attach_fused_decode(engine.model)
             engine._set_quant(engine.quant)
         if compile:
             engine.compile_seconds = compile_decode(engine.model)

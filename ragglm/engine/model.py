@@ -155,6 +155,7 @@ class Transformer(nn.Module):
         self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
         self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin for positions < cache_len
         self.compiled_step = None  # set by compiled_decode.compile_decode; decode() then runs it
+        self.fused_step = None  # set by fused_decode.attach_fused_decode; decode() then runs it
 
     def setup_cache(self, batch: int, max_seq_len: int) -> None:
         if self.compiled_step is not None:  # each new cache size costs the compiled step a new trace
@@ -173,6 +174,8 @@ class Transformer(nn.Module):
 
     def decode(self, tokens: Tensor, start: int) -> Tensor:
         """One generation step: tokens [B, 1] at position start -> logits [B, 1, V]."""
+        if self.fused_step is not None:
+            return self.fused_step(tokens, start)
         step = self.forward if self.compiled_step is None else self.compiled_step
         return step(tokens, start=start, last_only=True)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from functools import cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PackedLinear", "packing_supported", "use_bf16_linears"]
+__all__ = ["PackedLinear", "Bf16Linear", "packing_supported", "use_bf16_linears"]
 
 
 # Inductor lowers oneDNN's linear only for weights it froze itself; behind an op of our own the
@@ -63,14 +64,34 @@ class PackedLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, path={self.path}"
 
 
-def use_bf16_linears(model: nn.Module) -> int:
+class Bf16Linear(nn.Module):
+    """y = x @ W.T + b with W in bf16 as plain rows: the layout the native decode step
+    (fused_decode) streams. Prompts run through oneDNN's bf16 matmul as fast as the packed layout."""
+
+    path = "bf16_fused_decode"
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.detach().to(torch.bfloat16).contiguous(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, path={self.path}"
+
+
+def use_bf16_linears(model: nn.Module, layout: type[PackedLinear] | type[Bf16Linear] = PackedLinear) -> int:
     """Run the matmul of every linear layer on bf16 inputs, leaving the rest of the model as it is.
 
     Float nn.Linear layers become PackedLinear; quantized layers (those with `compute_in`) feed
     their packed kernels bf16 inputs, the only inputs those CPU kernels vectorise; a tied head gets a
     packed copy of the embedding (a lookup table cannot live in the packed layout). Norms, attention
     and the residual stream keep the model's dtype: with float32 there, SmolLM2 answers as it does in
-    float32, which it does not when everything runs in bf16. Returns how many layers changed.
+    float32, which it does not when everything runs in bf16. layout is PackedLinear or Bf16Linear
+    (for the native decode step). Returns how many layers changed.
     """
     changed = 0
     for module in model.modules():
@@ -82,10 +103,10 @@ def use_bf16_linears(model: nn.Module) -> int:
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         linear = getattr(parent, leaf)
-        setattr(parent, leaf, PackedLinear(linear.weight, linear.bias))
+        setattr(parent, leaf, layout(linear.weight, linear.bias))
         del linear
         changed += 1
     if getattr(model, "output", "absent") is None:
-        model.output = PackedLinear(model.tok_embeddings.weight, None)
+        model.output = layout(model.tok_embeddings.weight, None)
         changed += 1
     return changed

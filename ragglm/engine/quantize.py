@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ragglm.engine.packed_linear import PackedLinear
+from ragglm.engine.packed_linear import Bf16Linear, PackedLinear
 from ragglm.errors import RagglmError
 
 __all__ = [
@@ -362,7 +362,7 @@ def kernel_paths(model: nn.Module) -> dict[str, int]:
     """How many layers run each path, e.g. {"_weight_int4pack_mm_for_cpu": 210, "onednn_packed_bf16": 1}."""
     counts: dict[str, int] = {}
     for module in model.modules():
-        if isinstance(module, (Int8Linear, Int4Linear, PackedLinear)):
+        if isinstance(module, (Int8Linear, Int4Linear, PackedLinear, Bf16Linear)):
             counts[module.path] = counts.get(module.path, 0) + 1
     return counts
 
@@ -377,7 +377,7 @@ def quantized_bytes(model: nn.Module) -> dict[str, int]:
     for module in model.modules():
         if type(module).__name__ == "KVCache":  # working memory, not weights
             continue
-        is_linear = isinstance(module, (Int8Linear, Int4Linear, PackedLinear, nn.Linear)) and module is not tied_head
+        is_linear = isinstance(module, (Int8Linear, Int4Linear, PackedLinear, Bf16Linear, nn.Linear)) and module is not tied_head
         for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if tensor is None or id(tensor) in seen or tensor.device.type == "meta":
                 continue

@@ -65,9 +65,10 @@ def test_dtype_names():
 
 @needs_bf16
 @pytest.mark.slow
-def test_default_smollm2_answers_like_float32():
+def test_packed_smollm2_answers_like_float32():
     """bf16 matmuls with a float32 residual stream keep SmolLM2's answer; bf16 throughout does not."""
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    engine = Engine.from_pretrained("smollm2")
-    assert engine.quant_paths == {"onednn_packed_bf16": 4 * 30 + 1}
+    engine = Engine.from_pretrained("smollm2", dtype="fp32")
+    assert use_bf16_linears(engine.model) == 4 * 30 + 1
+    assert kernel_paths(engine.model) == {"onednn_packed_bf16": 4 * 30 + 1}
     assert engine.chat(question, max_new_tokens=12).text.startswith("The capital of France is Paris")

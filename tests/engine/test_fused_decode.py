@@ -1,0 +1,132 @@
+"""The native decode step against the same model run by PyTorch in float32."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ragglm.engine.engine import Engine
+from ragglm.engine.fused_decode import (
+    KernelBuildError,
+    attach_fused_decode,
+    build_library,
+    load_library,
+)
+from ragglm.engine.generate import generate_tokens
+from ragglm.engine.model import ModelArgs, Transformer
+from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
+
+
+def native_step_available() -> bool:
+    try:
+        load_library()
+    except KernelBuildError:
+        return False
+    return True
+
+
+needs_native_step = pytest.mark.skipif(not native_step_available(), reason="no C++ compiler to build the native step")
+
+LLAMA = ModelArgs(vocab_size=160, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=96,
+                  tie_embeddings=True, max_seq_len=128, rope_theta=100000.0)
+# GLM: bias on QKV, rotary on half of each head in interleaved pairs, its own output layer; the
+# odd sizes take the kernel's row-at-a-time path as well
+GLM = ModelArgs(family="glm", vocab_size=150, dim=72, n_layers=2, n_heads=6, n_kv_heads=2, intermediate_size=100,
+                qkv_bias=True, rope_fraction=0.5, rope_interleaved=True, rope_position_scale=2.0, max_seq_len=128)
+
+
+def models(args: ModelArgs) -> tuple[Transformer, Transformer]:
+    """(model with Bf16Linear layers and the native step, float32 reference holding the same bf16-rounded weights)."""
+    torch.manual_seed(3)
+    reference = Transformer(args)
+    with torch.no_grad():
+        for param in reference.parameters():
+            # values bf16 holds exactly, so that the bf16 layers multiply by the same numbers
+            param.copy_(torch.randn_like(param).mul(0.2).bfloat16().float())
+    reference.eval()
+    model = copy.deepcopy(reference)
+    use_bf16_linears(model, Bf16Linear)
+    assert attach_fused_decode(model)
+    return model, reference
+
+
+@needs_native_step
+@pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
+def test_native_step_matches_float32_token_by_token(args):
+    model, reference = models(args)
+    tokens = torch.randint(0, args.vocab_size, (24,))
+    model.setup_cache(1, 32)
+    reference.setup_cache(1, 32)
+    with torch.inference_mode():
+        for position, token in enumerate(tokens.tolist()):
+            step = torch.tensor([[token]])
+            got = model.decode(step, position)
+            want = reference.forward(step, start=position, last_only=True)
+            assert got.shape == want.shape == (1, 1, args.vocab_size)
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@needs_native_step
+@pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
+def test_greedy_generation_equals_float32(args):
+    model, reference = models(args)
+    prompt = torch.randint(0, args.vocab_size, (12,)).tolist()
+    # the reference prefills through its float32 linears, the model through bf16 ones: feed the
+    # prompt a token at a time so that both caches hold float32 keys and values from the same weights
+    want = list(generate_tokens(reference, prompt, 32, set(), prefill_chunk=1))
+    got = list(generate_tokens(model, prompt, 32, set(), prefill_chunk=1))
+    assert got == want
+
+
+@needs_native_step
+def test_a_larger_cache_is_bound_again():
+    model, reference = models(LLAMA)
+    prompt = torch.randint(0, LLAMA.vocab_size, (5,)).tolist()
+    short = list(generate_tokens(model, prompt, 8, set(), prefill_chunk=1))
+    first_cache = model.layers[0].attention.kv_cache
+    longer = list(generate_tokens(model, prompt, 100, set(), prefill_chunk=1))  # needs a bigger cache
+    assert model.layers[0].attention.kv_cache is not first_cache
+    assert longer[:8] == short
+    assert longer == list(generate_tokens(reference, prompt, 100, set(), prefill_chunk=1))
+
+
+@needs_native_step
+def test_batches_of_two_fall_back_to_pytorch():
+    model, _ = models(LLAMA)
+    model.setup_cache(2, 16)
+    tokens = torch.tensor([[3], [4]])
+    with torch.inference_mode():
+        got = model.decode(tokens, 0)
+        model.fused_step, native = None, model.fused_step
+        want = model.decode(tokens, 0)
+    assert native is not None and got.shape == (2, 1, LLAMA.vocab_size)
+    assert torch.equal(got, want)
+
+
+def test_models_the_step_does_not_cover_are_left_alone():
+    plain = Transformer(LLAMA)  # float32 linear layers: nothing for the step to read
+    assert not attach_fused_decode(plain) and plain.fused_step is None
+
+
+def test_build_errors_name_the_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGGLM_KERNEL_DIR", str(tmp_path))
+    with pytest.raises(KernelBuildError, match="false could not build fused_decode.cpp"):
+        build_library("false")
+    assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(KernelBuildError, match="no C.. compiler on PATH"):
+        build_library()
+
+
+@needs_native_step
+@pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")
+@pytest.mark.slow
+def test_the_default_smollm2_decodes_natively_and_answers_like_float32():
+    engine = Engine.from_pretrained("smollm2")
+    assert engine.model.fused_step is not None
+    assert engine.quant_paths == {"bf16_fused_decode": 4 * 30 + 1}
+    answer = engine.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=12)
+    assert answer.text.startswith("The capital of France is Paris")
