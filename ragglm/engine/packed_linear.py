@@ -77,7 +77,11 @@ class Bf16Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        # as rows: a strided 3-D input (the last position of a prompt) sends F.linear to a batched
+        # matmul that copies the whole weight first
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = F.linear(rows, self.weight, self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, path={self.path}"
