@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from memory_bandwidth import read_bandwidth_gb_s
 from shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,19 +175,6 @@ def _status_bytes(field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def read_bandwidth_gb_s(size_bytes: int = 1 << 30) -> float:
-    """Best of several full reads of a buffer much larger than the caches."""
-    buffer = torch.ones(size_bytes // 4)
-    buffer.sum()
-    best = 0.0
-    for _ in range(5):
-        started = time.perf_counter()
-        buffer.sum()
-        best = max(best, size_bytes / (time.perf_counter() - started) / 1e9)
-    del buffer
-    return best
 
 
 def glm6b_child(folder: str, spec: str, dtype_name: str, new_tokens: int) -> dict:

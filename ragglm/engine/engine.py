@@ -112,7 +112,9 @@ class Engine:
         if is_quantized_checkpoint(path):
             engine = cls._from_quantized(path, config, device, torch_dtype, name=str(src))
         else:
-            engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src))
+            # linear layers that become bf16 are read as stored: a bf16 6B checkpoint never exists in float32
+            engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src),
+                                          linears_as_stored=bf16_linears)
         if bf16_linears:
             fused = not compile and engine.quant is None and torch_dtype == torch.float32 and _native_step_builds()
             use_bf16_linears(engine.model, Bf16Linear if fused else PackedLinear)
@@ -128,18 +130,23 @@ class Engine:
         return engine
 
     @classmethod
-    def _from_checkpoint(cls, path: Path, config: QuantConfig | None, device, torch_dtype, name: str) -> Engine:
+    def _from_checkpoint(cls, path: Path, config: QuantConfig | None, device, torch_dtype, name: str,
+                         linears_as_stored: bool = False) -> Engine:
+        as_stored = False
         if path.suffix == ".gguf":
             args, state_dict, tokenizer, chat_format, languages = _load_gguf(path, torch_dtype)
         elif path.is_dir():
             # quantized layers are built from a stream in the checkpoint's dtype (each weight is
             # converted block by block while quantized), so the float model is never whole in memory
+            as_stored = config is not None or linears_as_stored
             args, state_dict, tokenizer, chat_format, languages = _load_folder(
-                path, None if config else torch_dtype, stream=config is not None)
+                path, None if as_stored else torch_dtype, stream=config is not None)
         else:
             raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
         if config is None:
             model = _build(args, state_dict, device)
+            if as_stored:
+                _cast_all_but_linears(model, torch_dtype)
         else:
             model = build_quantized(args, drain(state_dict), device, torch_dtype, config)
         engine = cls(model, tokenizer, chat_format, name=name, languages=languages)
@@ -263,6 +270,15 @@ def _build(args: ModelArgs, state_dict: dict, device: str) -> Transformer:
         raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
     model.load_state_dict(state_dict, assign=True, strict=True)
     return model.to(device).eval()
+
+
+def _cast_all_but_linears(model: Transformer, dtype: torch.dtype) -> None:
+    """Embeddings and norms to dtype, one tensor at a time; linear weights stay as loaded."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.to(dtype)
 
 
 def _load_gguf(path: Path, dtype):

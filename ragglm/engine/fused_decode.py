@@ -80,9 +80,13 @@ def build_library(compiler: str | None = None) -> Path:
     target = kernel_cache_dir() / f"fused_decode-{key[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # written under a temporary name and renamed: a concurrent process never loads half a file
-    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # written under a temporary name and renamed: a concurrent process never loads half a file
+        handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError as error:
+        raise KernelBuildError(f"cannot write to {target.parent} ({error.strerror}); point RAGGLM_KERNEL_DIR "
+                               "at a writable folder") from error
     os.close(handle)
     try:
         built = subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE)], capture_output=True, text=True)

