@@ -21,6 +21,7 @@ TEXT = [
     "Chapter three of the manual describes installation.",
 ]
 VOCAB = 512  # model vocabulary; the tokenizers below stay under it
+PROMPT = torch.tensor([[5, 17, 300, 42, 42, 7, 99, 250, 3, 64, 128, 11]])  # token ids under VOCAB
 SP_VOCAB = 400
 
 

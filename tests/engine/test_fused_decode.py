@@ -18,14 +18,13 @@ from ragglm.engine.generate import generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
 from tests.engine.glm_fixtures import (
+    PROMPT,
     chatglm_config,
     save_chatglm_folder,
     save_glm_folder,
     tiny_glm_config,
     tiny_glm_model,
 )
-
-PROMPT = torch.tensor([[5, 17, 300, 42, 42, 7, 99, 250, 3, 64, 128, 11]])
 
 
 def native_step_available() -> bool:

@@ -10,14 +10,13 @@ from ragglm.engine.generate import generate_tokens
 from ragglm.engine.glm_loader import chatglm_args
 from ragglm.engine.model import ModelArgs, apply_rope, rope_tables
 from tests.engine.glm_fixtures import (
+    PROMPT,
     chatglm_config,
     save_chatglm_folder,
     save_glm_folder,
     tiny_glm_config,
     tiny_glm_model,
 )
-
-PROMPT = torch.tensor([[5, 17, 300, 42, 42, 7, 99, 250, 3, 64, 128, 11]])
 
 
 @pytest.fixture(scope="module")
