@@ -120,10 +120,13 @@ def _is_fusable(model: Transformer) -> bool:
     qkv = [layer.attention.wqkv for layer in model.layers]
     others = [model.output] + [linear for layer in model.layers for linear in (
         layer.attention.wo, layer.feed_forward.w_gate_up, layer.feed_forward.w_down)]
+    norms = [model.norm] + [norm for layer in model.layers for norm in (layer.attention_norm, layer.ffn_norm)]
     return (embedding.device.type == "cpu" and embedding.dtype == torch.float32
             and args.n_heads % args.n_kv_heads == 0
             and all(isinstance(linear, Bf16Linear) for linear in qkv + others)
-            and all(linear.bias is None for linear in others))
+            and all(linear.bias is None for linear in others)
+            # the native step reads these by pointer as plain float32 arrays
+            and all(t.is_contiguous() and t.dtype == torch.float32 for t in [embedding] + [n.weight for n in norms]))
 
 
 class FusedDecoder:
@@ -177,8 +180,11 @@ class FusedDecoder:
         threads = torch.get_num_threads()
         if self.bound_cache != (kv, threads):
             self._bind_cache(threads)
+        token = int(tokens[0, 0])
+        if not 0 <= token < model.args.vocab_size:  # the native step would read outside the embedding
+            raise IndexError(f"token id {token} is outside the vocabulary of {model.args.vocab_size}")
         logits = torch.empty(model.args.vocab_size, dtype=torch.float32)
-        self.library.decode_step(ctypes.byref(self.spec), int(tokens[0, 0]), start, threads, logits.data_ptr())
+        self.library.decode_step(ctypes.byref(self.spec), token, start, threads, logits.data_ptr())
         return logits.view(1, 1, -1)
 
 

@@ -113,6 +113,14 @@ def test_batches_of_two_fall_back_to_pytorch():
     assert torch.equal(got, want)
 
 
+@needs_native_step
+def test_a_token_outside_the_vocabulary_is_refused():
+    model, _ = models(LLAMA)
+    model.setup_cache(1, 16)
+    with pytest.raises(IndexError, match="token id 160 is outside the vocabulary of 160"):
+        model.decode(torch.tensor([[LLAMA.vocab_size]]), 0)
+
+
 def test_models_the_step_does_not_cover_are_left_alone():
     plain = Transformer(LLAMA)  # float32 linear layers: nothing for the step to read
     assert not attach_fused_decode(plain) and plain.fused_step is None
