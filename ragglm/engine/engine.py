@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 
 from ragglm.engine.chat_format import ChatFormat
 from ragglm.engine.compiled_decode import compile_decode
-from ragglm.engine.fused_decode import KernelBuildError, attach_fused_decode, load_library
+from ragglm.engine.fused_decode import attach_fused_decode, native_step_available
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import (
@@ -34,8 +33,6 @@ from ragglm.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["Engine", "resolve_dtype", "save_quantized_checkpoint"]
 
-log = logging.getLogger(__name__)
-
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -44,7 +41,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple
     """(model dtype, whether linear layers compute in bf16).
 
     "auto" (or None): on CUDA, bf16 throughout; on CPUs with bf16 units (AVX512-BF16/AMX), float32
-    with bf16 linear layers (prepacked for oneDNN); elsewhere float32.
+    with bf16 linear layers; elsewhere float32.
     """
     device_type = torch.device(device).type
     if dtype in (None, "auto"):
@@ -56,15 +53,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple
             raise ConfigError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
         dtype = _DTYPES[dtype]
     return dtype, packing_supported(dtype, device_type)
-
-
-def _native_step_builds() -> bool:
-    try:
-        load_library()
-    except KernelBuildError as error:
-        log.warning("decoding without the native step (fused_decode): %s", error)
-        return False
-    return True
 
 
 class Engine:
@@ -116,7 +104,7 @@ class Engine:
             engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src),
                                           linears_as_stored=bf16_linears)
         if bf16_linears:
-            fused = not compile and engine.quant is None and torch_dtype == torch.float32 and _native_step_builds()
+            fused = not compile and engine.quant is None and torch_dtype == torch.float32 and native_step_available()
             use_bf16_linears(engine.model, Bf16Linear if fused else PackedLinear)
             if fused:
                 attach_fused_decode(engine.model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -26,7 +27,10 @@ from torch import Tensor
 from ragglm.engine.model import Transformer
 from ragglm.engine.packed_linear import Bf16Linear
 
-__all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "KernelBuildError"]
+__all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "native_step_available",
+           "KernelBuildError"]
+
+log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_decode.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
@@ -113,6 +117,18 @@ def load_library() -> ctypes.CDLL:
     library.decode_scratch_floats.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     library.decode_scratch_floats.restype = ctypes.c_int64
     return library
+
+
+@cache
+def native_step_available() -> bool:
+    """Whether the native step builds and loads here; a failure is logged once and not retried
+    (a broken compiler would otherwise run again for every model loaded)."""
+    try:
+        load_library()
+    except KernelBuildError as error:
+        log.warning("decoding without the native step (fused_decode): %s", error)
+        return False
+    return True
 
 
 def _is_fusable(model: Transformer) -> bool:

@@ -12,7 +12,7 @@ from ragglm.engine.fused_decode import (
     KernelBuildError,
     attach_fused_decode,
     build_library,
-    load_library,
+    native_step_available,
 )
 from ragglm.engine.generate import generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
@@ -25,15 +25,6 @@ from tests.engine.glm_fixtures import (
     tiny_glm_config,
     tiny_glm_model,
 )
-
-
-def native_step_available() -> bool:
-    try:
-        load_library()
-    except KernelBuildError:
-        return False
-    return True
-
 
 needs_native_step = pytest.mark.skipif(not native_step_available(), reason="no C++ compiler to build the native step")
 
