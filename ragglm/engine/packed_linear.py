@@ -1,8 +1,9 @@
-"""bf16 linear layers prepacked once into oneDNN's blocked layout, for CPUs with bf16 units.
+"""bf16 linear layers for CPUs with bf16 units, in one of two layouts.
 
 On such CPUs (AVX512-BF16 / AMX) a plain bf16 `F.linear` with one input row runs no faster than fp32;
-the same weights in oneDNN's own layout take about half the time at decode and use the matrix units
-at prefill. The packed copy replaces the float weight, so memory does not grow (float32 weights halve).
+the same weights prepacked once into oneDNN's blocked layout (PackedLinear) take about half the time
+at decode and use the matrix units at prefill. Plain bf16 rows (Bf16Linear) are what the native
+decode step reads. Either copy replaces the float weight, so memory does not grow (float32 weights halve).
 """
 
 from __future__ import annotations
@@ -39,63 +40,69 @@ def packing_supported(dtype: torch.dtype, device_type: str) -> bool:
         return False
 
 
-class PackedLinear(nn.Module):
-    """y = x @ W.T + b with W held in oneDNN's layout (an opaque tensor, left out of state_dict)."""
+class _Bf16Rows(nn.Module):
+    """y = x @ W.T + b on bf16 rows, cast back to x's dtype; subclasses hold W and multiply."""
+
+    path = ""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16), persistent=False)
+
+    def multiply(self, rows: Tensor) -> Tensor:  # rows [N, in] bf16 -> [N, out] bf16
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x [..., in] -> [..., out], multiplied as 2-D rows: a strided 3-D input (the last position
+        # of a prompt) would send F.linear to a batched matmul that copies the whole weight first
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        return self.multiply(rows).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, path={self.path}"
+
+
+class PackedLinear(_Bf16Rows):
+    """W held in oneDNN's layout (an opaque tensor, left out of state_dict)."""
 
     path = "onednn_packed_bf16"
 
     def __init__(self, weight: Tensor, bias: Tensor | None):
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
+        super().__init__(weight, bias)
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16).contiguous(), 1)
         self.register_buffer("packed", packed, persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x [..., in] -> [..., out]
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+    def multiply(self, rows: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
-            y = _packed_linear_op(rows, self.packed, self.bias)
-        else:  # the custom op's own dispatch costs more than the kernel at one row
-            y = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, path={self.path}"
+            return _packed_linear_op(rows, self.packed, self.bias)
+        # the custom op's own dispatch costs more than the kernel at one row
+        return torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
 
 
-class Bf16Linear(nn.Module):
-    """y = x @ W.T + b with W in bf16 as plain rows: the layout the native decode step
-    (fused_decode) streams. Prompts run through oneDNN's bf16 matmul as fast as the packed layout."""
+class Bf16Linear(_Bf16Rows):
+    """W in bf16 as plain rows: the layout the native decode step (fused_decode) streams. Prompts go
+    through F.linear, as fast as the packed layout for SmolLM2's matrices but slower for a 6B's."""
 
     path = "bf16_fused_decode"
 
     def __init__(self, weight: Tensor, bias: Tensor | None):
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
+        super().__init__(weight, bias)
         self.register_buffer("weight", weight.detach().to(torch.bfloat16).contiguous(), persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # as rows: a strided 3-D input (the last position of a prompt) sends F.linear to a batched
-        # matmul that copies the whole weight first
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = F.linear(rows, self.weight, self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, path={self.path}"
+    def multiply(self, rows: Tensor) -> Tensor:
+        return F.linear(rows, self.weight, self.bias)
 
 
 def use_bf16_linears(model: nn.Module, layout: type[PackedLinear] | type[Bf16Linear] = PackedLinear) -> int:
     """Run the matmul of every linear layer on bf16 inputs, leaving the rest of the model as it is.
 
-    Float nn.Linear layers become PackedLinear; quantized layers (those with `compute_in`) feed
-    their packed kernels bf16 inputs, the only inputs those CPU kernels vectorise; a tied head gets a
-    packed copy of the embedding (a lookup table cannot live in the packed layout). Norms, attention
-    and the residual stream keep the model's dtype: with float32 there, SmolLM2 answers as it does in
-    float32, which it does not when everything runs in bf16. layout is PackedLinear or Bf16Linear
-    (for the native decode step). Returns how many layers changed.
+    Float nn.Linear layers become `layout` (PackedLinear, or Bf16Linear for the native decode step);
+    quantized layers (those with `compute_in`) feed their packed kernels bf16 inputs, the only inputs
+    those CPU kernels vectorise; a tied head gets a bf16 copy of the embedding (a lookup table cannot
+    live in the packed layout). Norms, attention and the residual stream keep the model's dtype: with
+    float32 there, SmolLM2 answers as it does in float32, which it does not when everything runs in
+    bf16. Returns how many layers changed.
     """
     changed = 0
     for module in model.modules():
