@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from llama_cpp_peer import llama_cpp_greedy
 from memory_bandwidth import read_bandwidth_gb_s
 
 from ragglm.engine.prefix_cache import common_prefix_length
@@ -100,37 +101,6 @@ def llama_cpp_peer(path: Path, ids: list[int], new: int) -> dict:
         tail = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
         return {"available": False, "reason": f"llama-cpp-python failed (status {child.returncode}): {tail[0]}"}
     return json.loads(child.stdout.strip().splitlines()[-1])
-
-
-def llama_cpp_child(path: Path, ids: list[int], new: int) -> dict:
-    try:
-        import llama_cpp
-    except ImportError:
-        return {"available": False, "reason": "llama-cpp-python is not installed (pip install llama-cpp-python)"}
-    import numpy as np
-
-    llm = llama_cpp.Llama(model_path=str(path), n_threads=THREADS, n_threads_batch=THREADS,
-                          n_ctx=len(ids) + new + 8, n_batch=512, verbose=False)
-
-    def next_token() -> int:
-        # Llama.scores is only filled with logits_all=True, which would also compute every prompt
-        # position's logits; read the last position's straight from the context instead
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-        return int(np.argmax(logits))
-
-    llm.eval(ids[:16])  # warm up
-    llm.reset()
-    started = time.perf_counter()
-    llm.eval(ids)
-    prefill_s = time.perf_counter() - started
-    tokens = [next_token()]
-    started = time.perf_counter()
-    for _ in range(new - 1):
-        llm.eval([tokens[-1]])
-        tokens.append(next_token())
-    decode_s = time.perf_counter() - started
-    return {"available": True, "prefill_tok_s": round(len(ids) / prefill_s, 1),
-            "decode_tok_s": round((new - 1) / decode_s, 1), "tokens": tokens}
 
 
 def best_of_rounds(runners: dict, rounds: int) -> dict:
@@ -327,7 +297,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     if args.llama_cpp_child:
-        print(json.dumps(llama_cpp_child(Path(args.llama_cpp_child), json.loads(args.ids), args.new)))
+        print(json.dumps(llama_cpp_greedy(Path(args.llama_cpp_child), json.loads(args.ids), args.new, THREADS)))
         return
     if args.glm6b_child:
         glm6b_child(args.glm6b_child, args.glm_prompt, args.glm_new, args.glm_dtype)

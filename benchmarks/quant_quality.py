@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from llama_cpp_peer import llama_cpp_greedy
 from memory_bandwidth import read_bandwidth_gb_s
 from shared_data import shared_data_dir
 
@@ -85,34 +86,6 @@ def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
     return {k: round(v, 1) for k, v in best.items()}
 
 
-def llama_cpp_speed(gguf: Path, prompt_ids: list[int], new_tokens: int) -> dict:
-    try:
-        import llama_cpp
-    except ImportError:
-        return {"available": False, "reason": "llama-cpp-python is not installed (pip install llama-cpp-python)"}
-    import numpy as np
-
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
-    best_decode = best_prefill = 0.0
-    for _ in range(2):
-        llm.reset()
-        started = time.perf_counter()
-        llm.eval(prompt_ids)
-        prefill_s = time.perf_counter() - started
-        produced = 0
-        started = time.perf_counter()
-        for _ in range(new_tokens):
-            token = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
-                                                        shape=(llm.n_vocab(),))))
-            llm.eval([token])
-            produced += 1
-        decode_s = time.perf_counter() - started
-        best_prefill = max(best_prefill, len(prompt_ids) / prefill_s)
-        best_decode = max(best_decode, produced / decode_s)
-    return {"available": True, "decode_tok_s": round(best_decode, 1), "prefill_tok_s": round(best_prefill, 1),
-            "threads": torch.get_num_threads()}
-
-
 def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
     from ragglm.engine.compiled_decode import compile_decode
@@ -157,7 +130,9 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
         row["ppl_ratio"] = {k: round(v / base["ppl"][k], 4) for k, v in row["ppl"].items()}
     if not speed:
         return out
-    out["llama_cpp_q4_1"] = llama_cpp_speed(resolve_model_path("smollm2"), prompt_ids, new_tokens)
+    peer = llama_cpp_greedy(resolve_model_path("smollm2"), prompt_ids, new_tokens, torch.get_num_threads(), runs=2)
+    peer.pop("tokens", None)
+    out["llama_cpp_q4_1"] = peer
     if out["llama_cpp_q4_1"].get("available"):
         for row in out["variants"].values():
             for speeds in (row, row.get("compiled", {})):
