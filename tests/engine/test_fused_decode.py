@@ -36,14 +36,15 @@ GLM = ModelArgs(family="glm", vocab_size=150, dim=72, n_layers=2, n_heads=6, n_k
                 qkv_bias=True, rope_fraction=0.5, rope_interleaved=True, rope_position_scale=2.0, max_seq_len=128)
 
 
-def models(args: ModelArgs) -> tuple[Transformer, Transformer]:
-    """(model with Bf16Linear layers and the native step, float32 reference holding the same bf16-rounded weights)."""
+def models(args: ModelArgs, spread: float = 0.2) -> tuple[Transformer, Transformer]:
+    """(model with Bf16Linear layers and the native step, float32 reference holding the same bf16-rounded weights);
+    weights are normal with standard deviation `spread`."""
     torch.manual_seed(3)
     reference = Transformer(args)
     with torch.no_grad():
         for param in reference.parameters():
             # values bf16 holds exactly, so that the bf16 layers multiply by the same numbers
-            param.copy_(torch.randn_like(param).mul(0.2).bfloat16().float())
+            param.copy_(torch.randn_like(param).mul(spread).bfloat16().float())
     reference.eval()
     model = copy.deepcopy(reference)
     use_bf16_linears(model, Bf16Linear)
@@ -51,13 +52,25 @@ def models(args: ModelArgs) -> tuple[Transformer, Transformer]:
     return model, reference
 
 
+@pytest.fixture
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @needs_native_step
 @pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
-def test_native_step_matches_float32_token_by_token(args):
-    model, reference = models(args)
-    tokens = torch.randint(0, args.vocab_size, (24,))
-    model.setup_cache(1, 32)
-    reference.setup_cache(1, 32)
+# each thread attends to its own slice of the positions, some of them empty at the first positions
+@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
+# weights ten times wider give attention scores hundreds apart, whose softmax underflows
+@pytest.mark.parametrize("spread", [0.2, 2.0], ids=["plain", "peaked"])
+def test_native_step_matches_float32_token_by_token(args, threads, spread):
+    model, reference = models(args, spread)
+    tokens = torch.randint(0, args.vocab_size, (40,))
+    model.setup_cache(1, 48)
+    reference.setup_cache(1, 48)
     with torch.inference_mode():
         for position, token in enumerate(tokens.tolist()):
             step = torch.tensor([[token]])

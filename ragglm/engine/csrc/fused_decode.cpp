@@ -99,6 +99,13 @@ static void share(int64_t n, int64_t* lo, int64_t* hi) {
     *hi = *lo + per_thread < n ? *lo + per_thread : n;
 }
 
+// Thread id's share [lo, hi) of the positions [0, length) that attention reads.
+static void share_positions(int64_t length, int64_t threads, int64_t id, int64_t* lo, int64_t* hi) {
+    int64_t per_thread = (length + threads - 1) / threads;
+    *lo = id * per_thread < length ? id * per_thread : length;
+    *hi = *lo + per_thread < length ? *lo + per_thread : length;
+}
+
 static void rms_norm(const float* x, const float* weight, int64_t dim, float eps, float* out) {
     float squares = 0.0f;
     for (int64_t i = 0; i < dim; i++) squares += x[i] * x[i];
@@ -118,37 +125,121 @@ static void rotate(float* head, const float* cos, const float* sin, int64_t rota
     }
 }
 
-// One query head over keys [0, length) of its KV group; scores is scratch of `length` floats.
-static void attend(const float* q, const float* keys, const float* values, int64_t length, int64_t head_dim,
-                   float* scores, float* out) {
-    float scale = 1.0f / std::sqrt(static_cast<float>(head_dim)), top = -INFINITY;
-    for (int64_t j = 0; j < length; j++) {
+// e^x of each x[i], in place.
+static void exp_in_place(float* x, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    // 2^k * e^r with k = round(x / ln 2) and |r| <= ln 2 / 2, where a degree-7 Taylor polynomial is
+    // within 1e-8 of e^r; the library's expf is one call per value, which cost more than the dot products
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693145752f),
+                 ln2_lo = _mm512_set1_ps(1.42860677e-6f), lowest = _mm512_set1_ps(-104.0f),
+                 highest = _mm512_set1_ps(88.8f);
+    static const float taylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(x + i), lowest), highest);
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, ln2_lo, _mm512_fnmadd_ps(k, ln2_hi, v));
+        __m512 p = _mm512_set1_ps(taylor[0]);
+        for (int c = 1; c < 8; c++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(taylor[c]));
+        _mm512_storeu_ps(x + i, _mm512_scalef_ps(p, k));
+    }
+#endif
+    for (; i < n; i++) x[i] = std::exp(x[i]);
+}
+
+// What one thread knows about one head after attending to its slice of the positions: the top
+// score, the sum of e^(score - top), and the output weighted by those, not yet divided by the sum.
+// Slices are merged with merge_slices; a thread with an empty slice leaves top = -inf, sum = 0.
+static int64_t slice_floats(int64_t head_dim) { return head_dim + 2; }
+
+static inline float dot(const float* a, const float* b, int64_t n) {
+    int64_t d = 0;
+    float sum = 0.0f;
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; d + 16 <= n; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; d < n; d++) sum += a[d] * b[d];
+    return sum;
+}
+
+// y += a * x
+static inline void add_scaled(float a, const float* x, float* y, int64_t n) {
+    int64_t d = 0;
+#if defined(__AVX512F__)
+    __m512 scale = _mm512_set1_ps(a);
+    for (; d + 16 <= n; d += 16)
+        _mm512_storeu_ps(y + d, _mm512_fmadd_ps(scale, _mm512_loadu_ps(x + d), _mm512_loadu_ps(y + d)));
+#endif
+    for (; d < n; d++) y[d] += a * x[d];
+}
+
+// The query heads of one KV group (q [group, head_dim]) over positions [lo, hi); each key and
+// value is read once for the whole group. scores: rows of cache_len floats, one per head.
+static void attend_slice(const float* q, const float* keys, const float* values, int64_t lo, int64_t hi,
+                         int64_t head_dim, int64_t group, int64_t cache_len, float* scores, float* slices) {
+    // keys and values stream from memory (the weights read since the last step evicted them); the
+    // hardware prefetcher alone leaves attention waiting on them
+    const int64_t ahead = 8 * head_dim;
+    float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    for (int64_t j = lo; j < hi; j++) {
         const float* key = keys + j * head_dim;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < head_dim; d++) dot += q[d] * key[d];
-        scores[j] = dot * scale;
-        top = scores[j] > top ? scores[j] : top;
+        for (int64_t d = 0; d < head_dim; d += 16) __builtin_prefetch(key + ahead + d);
+        for (int64_t i = 0; i < group; i++) scores[i * cache_len + j] = dot(q + i * head_dim, key, head_dim) * scale;
     }
-    float total = 0.0f;
-    for (int64_t j = 0; j < length; j++) {
-        scores[j] = std::exp(scores[j] - top);
-        total += scores[j];
+    for (int64_t i = 0; i < group; i++) {
+        float* row = scores + i * cache_len;
+        float* slice = slices + i * slice_floats(head_dim);
+        float top = -INFINITY, total = 0.0f;
+#pragma omp simd reduction(max : top)
+        for (int64_t j = lo; j < hi; j++) top = row[j] > top ? row[j] : top;
+        for (int64_t j = lo; j < hi; j++) row[j] -= top;
+        exp_in_place(row + lo, hi - lo);
+#pragma omp simd reduction(+ : total)
+        for (int64_t j = lo; j < hi; j++) total += row[j];
+        slice[0] = top;
+        slice[1] = total;
+        for (int64_t d = 0; d < head_dim; d++) slice[2 + d] = 0.0f;
     }
-    for (int64_t d = 0; d < head_dim; d++) out[d] = 0.0f;
-    for (int64_t j = 0; j < length; j++) {
+    for (int64_t j = lo; j < hi; j++) {
         const float* value = values + j * head_dim;
-        float p = scores[j] / total;
+        for (int64_t d = 0; d < head_dim; d += 16) __builtin_prefetch(value + ahead + d);
+        for (int64_t i = 0; i < group; i++)
+            add_scaled(scores[i * cache_len + j], value, slices + i * slice_floats(head_dim) + 2, head_dim);
+    }
+}
+
+// out [n_heads, head_dim] from the slices of every thread: thread t's [n_heads, slice_floats] start at
+// slices + t * stride.
+static void merge_slices(const float* slices, int64_t stride, int64_t threads, int64_t n_heads, int64_t head_dim,
+                         float* out) {
+    for (int64_t h = 0; h < n_heads; h++) {
+        float top = -INFINITY, total = 0.0f;
+        for (int64_t t = 0; t < threads; t++) {
+            float m = slices[t * stride + h * slice_floats(head_dim)];
+            top = m > top ? m : top;
+        }
+        float* o = out + h * head_dim;
+        for (int64_t d = 0; d < head_dim; d++) o[d] = 0.0f;
+        for (int64_t t = 0; t < threads; t++) {
+            const float* slice = slices + t * stride + h * slice_floats(head_dim);
+            if (slice[1] == 0.0f) continue;
+            float weight = std::exp(slice[0] - top);
+            total += weight * slice[1];
 #pragma omp simd
-        for (int64_t d = 0; d < head_dim; d++) out[d] += p * value[d];
+            for (int64_t d = 0; d < head_dim; d++) o[d] += weight * slice[2 + d];
+        }
+        for (int64_t d = 0; d < head_dim; d++) o[d] /= total;
     }
 }
 
 int64_t decode_scratch_floats(const DecodeModel* m, int64_t threads) {
     int64_t q_size = m->n_heads * m->head_dim, kv_size = m->n_kv_heads * m->head_dim;
-    // x, qkv, attention output, gate|up, activation, scores per head, a normed copy of x per thread
-    return m->dim + (q_size + 2 * kv_size) + q_size + 2 * m->inter + m->inter + m->n_heads * m->cache_len +
-           threads * m->dim;
+    // x, qkv, gate|up, activation, scores per head; per thread: a normed copy of x, attention slices
+    // of every head and the merged attention output
+    return m->dim + (q_size + 2 * kv_size) + 2 * m->inter + m->inter + m->n_heads * m->cache_len +
+           threads * (m->dim + m->n_heads * slice_floats(m->head_dim) + q_size);
 }
 
 // logits[vocab] of `token` at `position`, whose keys and values are written into the caches.
@@ -158,18 +249,24 @@ void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t 
     const int64_t group = m->n_heads / m->n_kv_heads, half = m->rotary_dim / 2, length = position + 1;
     float* x = m->scratch;
     float* qkv = x + dim;
-    float* attn = qkv + q_size + 2 * kv_size;
-    float* gate_up = attn + q_size;
+    float* gate_up = qkv + q_size + 2 * kv_size;
     float* act = gate_up + 2 * inter;
     float* scores = act + inter;
-    float* normed_all = scores + m->n_heads * m->cache_len;
+    float* per_thread = scores + m->n_heads * m->cache_len;
+    const int64_t per_thread_floats = dim + m->n_heads * slice_floats(head_dim) + q_size;
     const float* cos = m->cos + position * half;
     const float* sin = m->sin + position * half;
     std::memcpy(x, m->embedding + token * dim, dim * sizeof(float));
 
 #pragma omp parallel num_threads(threads)
     {
-        float* normed = normed_all + omp_get_thread_num() * dim;
+        const int64_t id = omp_get_thread_num(), team = omp_get_num_threads();
+        // this thread's floats: normed [dim], slices [n_heads, slice_floats], attn [q_size]
+        float* normed = per_thread + id * per_thread_floats;
+        float* slices = normed + dim;
+        float* attn = slices + m->n_heads * slice_floats(head_dim);
+        int64_t position_lo, position_hi;
+        share_positions(length, team, id, &position_lo, &position_hi);
         int64_t lo, hi;
         for (int64_t l = 0; l < m->n_layers; l++) {
             const LayerWeights& w = m->layers[l];
@@ -190,13 +287,14 @@ void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t 
                     std::memcpy(w.v_cache + slot, qkv + q_size + kv_size + g * head_dim, head_dim * sizeof(float));
                 }
             }  // implicit barrier
-#pragma omp for schedule(static)
-            for (int64_t h = 0; h < m->n_heads; h++) {
-                int64_t g = h / group;
-                attend(qkv + h * head_dim, w.k_cache + g * m->cache_len * head_dim,
-                       w.v_cache + g * m->cache_len * head_dim, length, head_dim, scores + h * m->cache_len,
-                       attn + h * head_dim);
-            }  // implicit barrier
+            for (int64_t g = 0; g < m->n_kv_heads; g++)
+                attend_slice(qkv + g * group * head_dim, w.k_cache + g * m->cache_len * head_dim,
+                             w.v_cache + g * m->cache_len * head_dim, position_lo, position_hi, head_dim, group,
+                             m->cache_len, scores + g * group * m->cache_len,
+                             slices + g * group * slice_floats(head_dim));
+#pragma omp barrier
+            // every thread merges all heads into its own copy: the output projection reads all of it
+            merge_slices(per_thread + dim, per_thread_floats, team, m->n_heads, head_dim, attn);
             share(dim, &lo, &hi);
             matvec_rows(w.wo, q_size, attn, lo, hi, normed);  // normed is free until the next norm
             for (int64_t n = lo; n < hi; n++) x[n] += normed[n - lo];
@@ -205,10 +303,9 @@ void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t 
             share(inter, &lo, &hi);
             matvec_rows(w.w_gate_up, dim, normed, lo, hi, gate_up + lo);
             matvec_rows(w.w_gate_up, dim, normed, inter + lo, inter + hi, gate_up + inter + lo);
-            for (int64_t n = lo; n < hi; n++) {
-                float g = gate_up[n];
-                act[n] = g / (1.0f + std::exp(-g)) * gate_up[inter + n];
-            }
+            for (int64_t n = lo; n < hi; n++) act[n] = -gate_up[n];
+            exp_in_place(act + lo, hi - lo);
+            for (int64_t n = lo; n < hi; n++) act[n] = gate_up[n] / (1.0f + act[n]) * gate_up[inter + n];
 #pragma omp barrier
             share(dim, &lo, &hi);
             matvec_rows(w.w_down, inter, act, lo, hi, normed);
