@@ -13,8 +13,10 @@ from ragglm.engine.fused_decode import (
     attach_fused_decode,
     build_library,
     native_step_available,
+    streamed_weights,
 )
 from ragglm.engine.generate import generate_tokens
+from ragglm.engine.huge_pages import HUGE_PAGE, huge_pages_available
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
 from tests.engine.glm_fixtures import (
@@ -148,6 +150,11 @@ def test_the_default_smollm2_decodes_natively_and_answers_like_float32():
     engine = Engine.from_pretrained("smollm2")
     assert engine.model.fused_step is not None
     assert engine.quant_paths == {"bf16_fused_decode": 4 * 30 + 1}
+    if huge_pages_available():  # the streamed weights lie end to end in one huge-page buffer, in read order
+        weights = [getattr(module, name) for module, name in streamed_weights(engine.model)]
+        starts = [weight.data_ptr() for weight in weights]
+        assert starts[0] % HUGE_PAGE == 0 and starts == sorted(starts)
+        assert len({weight.untyped_storage().data_ptr() for weight in weights}) == 1
     answer = engine.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=12)
     assert answer.text.startswith("The capital of France is Paris")
 
