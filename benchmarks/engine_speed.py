@@ -137,11 +137,12 @@ def smollm2_part(prompt: int, new: int, rounds: int) -> dict:
     runners["transformers_fp32"] = transformers_peer(path, ids, new)
     runners["llama_cpp"] = partial(llama_cpp_peer, path, ids, new)
     figures |= best_of_rounds(runners, rounds)
-    # no float decode can beat reading its bf16 weights (every linear layer and the head) once a token
+    # a yardstick, not a ceiling: the decode rate if a token took as long as torch.sum needs to read the
+    # bf16 weights (every linear layer and the head) once; a hand-written read loop beats torch.sum by ~8%
     weight_bytes = sum(m.weight.numel() * 2 for m in engines["ours_auto"].model.modules()
                        if isinstance(m, (Bf16Linear, torch.nn.Linear)))
     bandwidth = read_bandwidth_gb_s()
-    figures["bf16_decode_bound"] = {"weight_bytes_per_token": weight_bytes, "read_gb_s": round(bandwidth, 1),
+    figures["bf16_weight_read_rate"] = {"weight_bytes_per_token": weight_bytes, "read_gb_s": round(bandwidth, 1),
                                     "decode_tok_s": round(bandwidth * 1e9 / weight_bytes, 1)}
     for name, engine in engines.items():
         if engine.compile_seconds is not None:
@@ -152,8 +153,8 @@ def smollm2_part(prompt: int, new: int, rounds: int) -> dict:
         if tokens is not None:
             figures[name]["greedy_tokens_agreeing_with_transformers"] = common_prefix_length(tokens, reference)
     tf, lc = figures["transformers_fp32"], figures["llama_cpp"]
-    figures["bf16_decode_bound"]["x_transformers"] = round(figures["bf16_decode_bound"]["decode_tok_s"]
-                                                          / tf["decode_tok_s"], 2)
+    figures["bf16_weight_read_rate"]["x_transformers"] = round(figures["bf16_weight_read_rate"]["decode_tok_s"]
+                                                              / tf["decode_tok_s"], 2)
     for suffix, rows in (("", [n for n, _, c in VARIANTS if not c]), ("_compiled", [n for n, _, c in VARIANTS if c])):
         best = max((figures[n] for n in rows), key=lambda f: f["decode_tok_s"])
         figures[f"decode_x_transformers{suffix}"] = round(best["decode_tok_s"] / tf["decode_tok_s"], 2)

@@ -82,7 +82,7 @@ class PackedLinear(_Bf16Rows):
 
 class Bf16Linear(_Bf16Rows):
     """W in bf16 as plain rows: the layout the native decode step (fused_decode) streams. Prompts go
-    through F.linear, as fast as the packed layout for SmolLM2's matrices but slower for a 6B's."""
+    through F.linear, as fast as the packed layout for SmolLM2's matrices, a little slower for a 6B's."""
 
     path = "bf16_fused_decode"
 
