@@ -89,8 +89,7 @@ def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
 def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
     from ragglm.engine.compiled_decode import compile_decode
-    from ragglm.engine.engine import resolve_dtype
-    from ragglm.engine.packed_linear import use_bf16_linears
+    from ragglm.engine.engine import finish_bf16_linears, resolve_dtype
     from ragglm.engine.quant_loader import build_quantized
     from ragglm.engine.quantize import QuantConfig
     from ragglm.engine.sources import resolve_model_path
@@ -110,8 +109,8 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
             config = QuantConfig.parse(None if spec == "auto" else spec)
             model = copy.deepcopy(fp32.model) if config is None else build_quantized(
                 fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
-            if bf16_linears:
-                use_bf16_linears(model)
+            if bf16_linears:  # as Engine.from_pretrained does: the native step for auto, packed for the others
+                finish_bf16_linears(model, quantized=config is not None)
             engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
             engine._set_quant(config.name if config else None)
         row = {"quant": engine.quant or spec, "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}

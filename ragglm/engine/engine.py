@@ -31,7 +31,7 @@ from ragglm.engine.sources import resolve_model_path
 from ragglm.engine.tokenizer import BPETokenizer, Tokenizer
 from ragglm.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["Engine", "resolve_dtype", "save_quantized_checkpoint"]
+__all__ = ["Engine", "finish_bf16_linears", "resolve_dtype", "save_quantized_checkpoint"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -53,6 +53,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple
             raise ConfigError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
         dtype = _DTYPES[dtype]
     return dtype, packing_supported(dtype, device_type)
+
+
+def finish_bf16_linears(model: Transformer, quantized: bool, compile: bool = False) -> None:
+    """Give a loaded model the bf16 linear layers of its dtype: a float32 model that is not quantized
+    nor to be compiled decodes through the native step (plain bf16 rows); the others use oneDNN's
+    packed layout, and quantized layers take bf16 inputs."""
+    fused = (not compile and not quantized and model.tok_embeddings.weight.dtype == torch.float32
+             and native_step_available())
+    use_bf16_linears(model, Bf16Linear if fused else PackedLinear)
+    if fused:
+        attach_fused_decode(model)
 
 
 class Engine:
@@ -104,10 +115,7 @@ class Engine:
             engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src),
                                           linears_as_stored=bf16_linears)
         if bf16_linears:
-            fused = not compile and engine.quant is None and torch_dtype == torch.float32 and native_step_available()
-            use_bf16_linears(engine.model, Bf16Linear if fused else PackedLinear)
-            if fused:
-                attach_fused_decode(engine.model)
+            finish_bf16_linears(engine.model, quantized=engine.quant is not None, compile=compile)
             engine._set_quant(engine.quant)
         if compile:
             engine.compile_seconds = compile_decode(engine.model)
