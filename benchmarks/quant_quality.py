@@ -110,7 +110,7 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
             model = copy.deepcopy(fp32.model) if config is None else build_quantized(
                 fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
             if bf16_linears:  # as Engine.from_pretrained does: the native step for auto, packed for the others
-                finish_bf16_linears(model, quantized=config is not None)
+                finish_bf16_linears(model, config.name if config else None)
             engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
             engine._set_quant(config.name if config else None)
         row = {"quant": engine.quant or spec, "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}

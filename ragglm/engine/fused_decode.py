@@ -1,5 +1,5 @@
 """The one-token decode step as one native call (csrc/fused_decode.cpp), for float32 models with
-bf16 linear layers on CPU: the default ("auto") on CPUs with bf16 units.
+bf16 or int8 linear layers on CPU: the default ("auto", and quant="int8") on CPUs with bf16 units.
 
 A batch-1 decode step reads every weight once and does little else, so its floor is the time to
 stream the weights from memory. Run as ~300 PyTorch operations it spends a third more on dispatch
@@ -27,6 +27,7 @@ from torch import Tensor
 from ragglm.engine.huge_pages import huge_pages_available, move_into_huge_pages
 from ragglm.engine.model import Transformer
 from ragglm.engine.packed_linear import Bf16Linear
+from ragglm.engine.quantize import Int8Linear
 
 __all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "native_step_available",
            "streamed_weights", "KernelBuildError"]
@@ -41,17 +42,26 @@ class KernelBuildError(RuntimeError):
     """The native decode step could not be compiled or loaded."""
 
 
+BF16, INT8 = 0, 1  # the weight formats of csrc/fused_decode.cpp
+
+
+class _Matrix(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("format", ctypes.c_int64)]
+
+
 class _LayerWeights(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in (
-        "attention_norm", "wqkv", "qkv_bias", "wo", "ffn_norm", "w_gate_up", "w_down", "k_cache", "v_cache")]
+    _fields_ = [("attention_norm", ctypes.c_void_p), ("wqkv", _Matrix), ("qkv_bias", ctypes.c_void_p),
+                ("wo", _Matrix), ("ffn_norm", ctypes.c_void_p), ("w_gate_up", _Matrix), ("w_down", _Matrix),
+                ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p)]
 
 
 class _DecodeModel(ctypes.Structure):
     _fields_ = (
         [(name, ctypes.c_int64) for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "inter",
                                             "vocab", "rotary_dim", "cache_len", "interleaved")]
-        + [("norm_eps", ctypes.c_float)]
-        + [(name, ctypes.c_void_p) for name in ("embedding", "norm", "head", "cos", "sin", "layers", "scratch")]
+        + [("norm_eps", ctypes.c_float), ("embedding", ctypes.c_void_p), ("norm", ctypes.c_void_p),
+           ("head", _Matrix)]
+        + [(name, ctypes.c_void_p) for name in ("cos", "sin", "layers", "scratch")]
     )
 
 
@@ -132,6 +142,17 @@ def native_step_available() -> bool:
     return True
 
 
+def _readable(linear: torch.nn.Module) -> bool:
+    """Whether the native step can read this layer's weight as it is."""
+    if isinstance(linear, Int8Linear):
+        return linear.qweight.dtype == torch.int8 and linear.qweight.is_contiguous()
+    return isinstance(linear, Bf16Linear)
+
+
+def _weight_name(linear: torch.nn.Module) -> str:
+    return "qweight" if isinstance(linear, Int8Linear) else "weight"
+
+
 def _is_fusable(model: Transformer) -> bool:
     args, embedding = model.args, model.tok_embeddings.weight
     qkv = [layer.attention.wqkv for layer in model.layers]
@@ -140,7 +161,7 @@ def _is_fusable(model: Transformer) -> bool:
     norms = [model.norm] + [norm for layer in model.layers for norm in (layer.attention_norm, layer.ffn_norm)]
     return (embedding.device.type == "cpu" and embedding.dtype == torch.float32
             and args.n_heads % args.n_kv_heads == 0
-            and all(isinstance(linear, Bf16Linear) for linear in qkv + others)
+            and all(_readable(linear) for linear in qkv + others)
             and all(linear.bias is None for linear in others)
             # the native step reads these by pointer as plain float32 arrays
             and all(t.is_contiguous() and t.dtype == torch.float32 for t in [embedding] + [n.weight for n in norms]))
@@ -155,24 +176,31 @@ class FusedDecoder:
         args = model.args
         self.qkv_biases = [None if layer.attention.wqkv.bias is None else layer.attention.wqkv.bias.float()
                            for layer in model.layers]
+        self.scales: list[Tensor] = []  # float32 copies of int8 scales, alive while the step points at them
         self.layers = (_LayerWeights * args.n_layers)()
         for slot, layer, bias in zip(self.layers, model.layers, self.qkv_biases, strict=True):
             slot.attention_norm = layer.attention_norm.weight.data_ptr()
-            slot.wqkv = layer.attention.wqkv.weight.data_ptr()
+            slot.wqkv = self._matrix(layer.attention.wqkv)
             slot.qkv_bias = None if bias is None else bias.data_ptr()
-            slot.wo = layer.attention.wo.weight.data_ptr()
+            slot.wo = self._matrix(layer.attention.wo)
             slot.ffn_norm = layer.ffn_norm.weight.data_ptr()
-            slot.w_gate_up = layer.feed_forward.w_gate_up.weight.data_ptr()
-            slot.w_down = layer.feed_forward.w_down.weight.data_ptr()
+            slot.w_gate_up = self._matrix(layer.feed_forward.w_gate_up)
+            slot.w_down = self._matrix(layer.feed_forward.w_down)
         self.spec = _DecodeModel(
             dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
             head_dim=args.head_dim, inter=args.intermediate_size, vocab=args.vocab_size,
             rotary_dim=args.rotary_dim, interleaved=int(args.rope_interleaved), norm_eps=args.norm_eps,
             embedding=model.tok_embeddings.weight.data_ptr(), norm=model.norm.weight.data_ptr(),
-            head=model.output.weight.data_ptr(), layers=ctypes.cast(self.layers, ctypes.c_void_p),
+            head=self._matrix(model.output), layers=ctypes.cast(self.layers, ctypes.c_void_p),
         )
         self.bound_cache = None  # the KV cache the pointers refer to; setup_cache may replace it
         self.scratch: Tensor | None = None
+
+    def _matrix(self, linear: torch.nn.Module) -> _Matrix:
+        if isinstance(linear, Int8Linear):
+            self.scales.append(linear.scales.float().contiguous())
+            return _Matrix(linear.qweight.data_ptr(), self.scales[-1].data_ptr(), INT8)
+        return _Matrix(linear.weight.data_ptr(), None, BF16)
 
     def _bind_cache(self, threads: int) -> None:
         model = self.model
@@ -209,7 +237,7 @@ def streamed_weights(model: Transformer) -> list[tuple[torch.nn.Module, str]]:
     """The weights a native step reads, in the order it reads them."""
     linears = [linear for layer in model.layers for linear in (
         layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w_gate_up, layer.feed_forward.w_down)]
-    return [(linear, "weight") for linear in linears + [model.output]]
+    return [(linear, _weight_name(linear)) for linear in linears + [model.output]]
 
 
 def attach_fused_decode(model: Transformer) -> bool:

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from ragglm.engine.engine import Engine
+from ragglm.engine.engine import Engine, finish_bf16_linears
 from ragglm.engine.fused_decode import (
     KernelBuildError,
     attach_fused_decode,
@@ -19,6 +19,8 @@ from ragglm.engine.generate import generate_tokens
 from ragglm.engine.huge_pages import HUGE_PAGE, huge_pages_available
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
+from ragglm.engine.quant_loader import build_quantized
+from ragglm.engine.quantize import Int8Linear, QuantConfig
 from tests.engine.glm_fixtures import (
     PROMPT,
     chatglm_config,
@@ -80,6 +82,38 @@ def test_native_step_matches_float32_token_by_token(args, threads, spread):
             want = reference.forward(step, start=position, last_only=True)
             assert got.shape == want.shape == (1, 1, args.vocab_size)
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@needs_native_step
+@pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
+def test_int8_weights_decode_natively_like_their_dequantized_float32(args):
+    _, reference = models(args)
+    model = build_quantized(args, {k: v.clone() for k, v in reference.state_dict().items()},
+                            config=QuantConfig.parse("int8"))
+    finish_bf16_linears(model, "int8")
+    assert model.fused_step is not None
+    int8_layers = {name: module for name, module in model.named_modules() if isinstance(module, Int8Linear)}
+    assert len(int8_layers) >= 4 * args.n_layers
+    with torch.no_grad():  # the reference multiplies by what the int8 layers stand for: q * scale
+        for name, module in int8_layers.items():
+            reference.get_submodule(name).weight.copy_(module.qweight.float() * module.scales.float()[:, None])
+    tokens = torch.randint(0, args.vocab_size, (24,))
+    model.setup_cache(1, 32)
+    reference.setup_cache(1, 32)
+    with torch.inference_mode():
+        for position, token in enumerate(tokens.tolist()):
+            step = torch.tensor([[token]])
+            got = model.decode(step, position)
+            want = reference.forward(step, start=position, last_only=True)
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@needs_native_step
+def test_int4_models_decode_through_pytorch():
+    _, reference = models(LLAMA)
+    model = build_quantized(LLAMA, dict(reference.state_dict()), config=QuantConfig.parse("int4:g32"))
+    finish_bf16_linears(model, "int4:g32")
+    assert model.fused_step is None
 
 
 @needs_native_step

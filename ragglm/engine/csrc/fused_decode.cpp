@@ -2,11 +2,12 @@
 //
 // At batch 1 a step is ~10 small operations a layer; run one by one, each pays dispatch and a
 // thread fork/join, which on a small model costs as much as reading the weights. Here the whole
-// step runs in one OpenMP region: matrix-vector products split by output rows, heads split for
+// step runs in one OpenMP region: matrix-vector products split by output rows, positions split for
 // attention, and a barrier where the next phase reads what every thread wrote.
 //
-// Numerics: weights bf16, everything else float32 (activations, KV cache, accumulation), as the
-// "auto" dtype of the Python model, except that inputs to the products are not rounded to bf16.
+// Numerics: weights bf16 or int8 with a scale per row, everything else float32 (activations, KV
+// cache, accumulation), as the "auto" dtype of the Python model, except that inputs to the products
+// are not rounded to bf16.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,16 +16,23 @@
 #include <immintrin.h>
 #endif
 
-extern "C" {
+// The weight formats the step reads: bf16 rows, or int8 rows with one float scale per row.
+enum Format : int64_t { BF16 = 0, INT8 = 1 };
+
+struct Matrix {
+    const void* data;     // [rows, cols] in `format`, row-major
+    const float* scales;  // INT8: [rows]; null for BF16
+    int64_t format;
+};
 
 struct LayerWeights {
     const float* attention_norm;  // [dim]
-    const uint16_t* wqkv;         // [qkv_rows, dim] bf16: q heads, then k, then v
+    Matrix wqkv;                  // [qkv_rows, dim]: q heads, then k, then v
     const float* qkv_bias;        // [qkv_rows] or null
-    const uint16_t* wo;           // [dim, q_size]
+    Matrix wo;                    // [dim, q_size]
     const float* ffn_norm;        // [dim]
-    const uint16_t* w_gate_up;    // [2 * inter, dim]: gate rows, then up rows
-    const uint16_t* w_down;       // [dim, inter]
+    Matrix w_gate_up;             // [2 * inter, dim]: gate rows, then up rows
+    Matrix w_down;                // [dim, inter]
     float* k_cache;               // [n_kv_heads, cache_len, head_dim]
     float* v_cache;
 };
@@ -34,46 +42,54 @@ struct DecodeModel {
     float norm_eps;
     const float* embedding;  // [vocab, dim]
     const float* norm;       // [dim]
-    const uint16_t* head;    // [vocab, dim] bf16
+    Matrix head;             // [vocab, dim]
     const float* cos;        // [cache_len, rotary_dim / 2]
     const float* sin;
     const LayerWeights* layers;
     float* scratch;  // decode_scratch_floats(model, threads) floats
 };
 
-static inline float bf16_to_float(uint16_t bits) {
-    uint32_t widened = static_cast<uint32_t>(bits) << 16;
+static inline float to_float(uint16_t bf16) {
+    uint32_t widened = static_cast<uint32_t>(bf16) << 16;
     float value;
     std::memcpy(&value, &widened, sizeof value);
     return value;
 }
 
+static inline float to_float(int8_t value) { return value; }
+
 #if defined(__AVX512F__)
-static inline __m512 load_bf16x16(const uint16_t* p) {
-    __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+static inline __m512 load16(const uint16_t* bf16) {
+    __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bf16));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+}
+
+static inline __m512 load16(const int8_t* values) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values))));
 }
 #endif
 
-// y[n - lo] = W[n, :] . x for n in [lo, hi); W is [*, K] bf16, row-major.
-static void matvec_rows(const uint16_t* W, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
+// y[n - lo] = W[n, :] . x for n in [lo, hi); W is [*, K] of bf16 or int8 (scales applied by the caller).
+template <typename T>
+static void matvec_rows(const T* W, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
     int64_t n = lo;
 #if defined(__AVX512F__)
     if (K % 16 == 0) {
         // four rows at a time share each load of x; the next four are prefetched into L2 meanwhile,
         // which streams the weights ~30% faster than the hardware prefetcher alone (into L1 it gains
         // less; prefetches never fault, so reading past the matrix is harmless)
+        const int64_t per_line = 64 / sizeof(T);
         for (; n + 4 <= hi; n += 4) {
-            const uint16_t* w = W + n * K;
+            const T* w = W + n * K;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t k = 0; k < K; k += 16) {
-                if (k % 32 == 0)  // one prefetch per 64-byte line of each row
+                if (k % per_line == 0)  // one prefetch per 64-byte line of each row
                     for (int64_t r = 4; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(w + r * K + k), _MM_HINT_T1);
                 __m512 xv = _mm512_loadu_ps(x + k);
-                a0 = _mm512_fmadd_ps(load_bf16x16(w + k), xv, a0);
-                a1 = _mm512_fmadd_ps(load_bf16x16(w + K + k), xv, a1);
-                a2 = _mm512_fmadd_ps(load_bf16x16(w + 2 * K + k), xv, a2);
-                a3 = _mm512_fmadd_ps(load_bf16x16(w + 3 * K + k), xv, a3);
+                a0 = _mm512_fmadd_ps(load16(w + k), xv, a0);
+                a1 = _mm512_fmadd_ps(load16(w + K + k), xv, a1);
+                a2 = _mm512_fmadd_ps(load16(w + 2 * K + k), xv, a2);
+                a3 = _mm512_fmadd_ps(load16(w + 3 * K + k), xv, a3);
             }
             y[n - lo] = _mm512_reduce_add_ps(a0);
             y[n - lo + 1] = _mm512_reduce_add_ps(a1);
@@ -83,11 +99,20 @@ static void matvec_rows(const uint16_t* W, int64_t K, const float* x, int64_t lo
     }
 #endif
     for (; n < hi; n++) {
-        const uint16_t* w = W + n * K;
+        const T* w = W + n * K;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t k = 0; k < K; k++) sum += bf16_to_float(w[k]) * x[k];
+        for (int64_t k = 0; k < K; k++) sum += to_float(w[k]) * x[k];
         y[n - lo] = sum;
+    }
+}
+
+static void matvec(const Matrix& W, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
+    if (W.format == INT8) {
+        matvec_rows(static_cast<const int8_t*>(W.data), K, x, lo, hi, y);
+        for (int64_t n = lo; n < hi; n++) y[n - lo] *= W.scales[n];
+    } else {
+        matvec_rows(static_cast<const uint16_t*>(W.data), K, x, lo, hi, y);
     }
 }
 
@@ -234,7 +259,7 @@ static void merge_slices(const float* slices, int64_t stride, int64_t threads, i
     }
 }
 
-int64_t decode_scratch_floats(const DecodeModel* m, int64_t threads) {
+extern "C" int64_t decode_scratch_floats(const DecodeModel* m, int64_t threads) {
     int64_t q_size = m->n_heads * m->head_dim, kv_size = m->n_kv_heads * m->head_dim;
     // x, qkv, gate|up, activation, scores per head; per thread: a normed copy of x, attention slices
     // of every head and the merged attention output
@@ -243,7 +268,7 @@ int64_t decode_scratch_floats(const DecodeModel* m, int64_t threads) {
 }
 
 // logits[vocab] of `token` at `position`, whose keys and values are written into the caches.
-void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t threads, float* logits) {
+extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t threads, float* logits) {
     const int64_t dim = m->dim, head_dim = m->head_dim, inter = m->inter;
     const int64_t q_size = m->n_heads * head_dim, kv_size = m->n_kv_heads * head_dim;
     const int64_t group = m->n_heads / m->n_kv_heads, half = m->rotary_dim / 2, length = position + 1;
@@ -272,7 +297,7 @@ void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t 
             const LayerWeights& w = m->layers[l];
             rms_norm(x, w.attention_norm, dim, m->norm_eps, normed);
             share(q_size + 2 * kv_size, &lo, &hi);
-            matvec_rows(w.wqkv, dim, normed, lo, hi, qkv + lo);
+            matvec(w.wqkv, dim, normed, lo, hi, qkv + lo);
             if (w.qkv_bias)
                 for (int64_t n = lo; n < hi; n++) qkv[n] += w.qkv_bias[n];
 #pragma omp barrier
@@ -296,26 +321,25 @@ void decode_step(const DecodeModel* m, int64_t token, int64_t position, int64_t 
             // every thread merges all heads into its own copy: the output projection reads all of it
             merge_slices(per_thread + dim, per_thread_floats, team, m->n_heads, head_dim, attn);
             share(dim, &lo, &hi);
-            matvec_rows(w.wo, q_size, attn, lo, hi, normed);  // normed is free until the next norm
+            matvec(w.wo, q_size, attn, lo, hi, normed);  // normed is free until the next norm
             for (int64_t n = lo; n < hi; n++) x[n] += normed[n - lo];
 #pragma omp barrier
             rms_norm(x, w.ffn_norm, dim, m->norm_eps, normed);
             share(inter, &lo, &hi);
-            matvec_rows(w.w_gate_up, dim, normed, lo, hi, gate_up + lo);
-            matvec_rows(w.w_gate_up, dim, normed, inter + lo, inter + hi, gate_up + inter + lo);
+            matvec(w.w_gate_up, dim, normed, lo, hi, gate_up + lo);
+            matvec(w.w_gate_up, dim, normed, inter + lo, inter + hi, gate_up + inter + lo);
             for (int64_t n = lo; n < hi; n++) act[n] = -gate_up[n];
             exp_in_place(act + lo, hi - lo);
             for (int64_t n = lo; n < hi; n++) act[n] = gate_up[n] / (1.0f + act[n]) * gate_up[inter + n];
 #pragma omp barrier
             share(dim, &lo, &hi);
-            matvec_rows(w.w_down, inter, act, lo, hi, normed);
+            matvec(w.w_down, inter, act, lo, hi, normed);
             for (int64_t n = lo; n < hi; n++) x[n] += normed[n - lo];
 #pragma omp barrier
         }
         rms_norm(x, m->norm, dim, m->norm_eps, normed);
         share(m->vocab, &lo, &hi);
-        matvec_rows(m->head, dim, normed, lo, hi, logits + lo);
+        matvec(m->head, dim, normed, lo, hi, logits + lo);
     }
 }
 
-}  // extern "C"
