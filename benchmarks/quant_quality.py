@@ -101,26 +101,32 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     out["bf16_linears"] = bf16_linears
     prompt_ids = fp32.tokenizer.encode(texts["manuals"])[:256]
     token_ids = {k: fp32.tokenizer.encode(v)[:ppl_tokens] for k, v in texts.items() if v}
-    for spec in SCHEMES:
-        # the GGUF is read once; each variant quantizes the same float weights
+
+    def variant(spec: str, compile: bool = False) -> Engine:
+        """The GGUF is read once; each variant quantizes the same float weights and gets the linear
+        layers Engine.from_pretrained would give it (the native step, or packed ones when compiled)."""
         if spec == "fp32":
-            engine = fp32
-        else:
-            config = QuantConfig.parse(None if spec == "auto" else spec)
-            model = copy.deepcopy(fp32.model) if config is None else build_quantized(
-                fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
-            if bf16_linears:  # as Engine.from_pretrained does: the native step for auto, packed for the others
-                finish_bf16_linears(model, config.name if config else None)
-            engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
-            engine._set_quant(config.name if config else None)
+            return fp32
+        config = QuantConfig.parse(None if spec == "auto" else spec)
+        model = copy.deepcopy(fp32.model) if config is None else build_quantized(
+            fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
+        if bf16_linears:
+            finish_bf16_linears(model, config.name if config else None, compile=compile)
+        engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
+        engine._set_quant(config.name if config else None)
+        return engine
+
+    for spec in SCHEMES:
+        engine = variant(spec)
         row = {"quant": engine.quant or spec, "paths": engine.quant_paths, "weight_bytes": engine.weight_bytes()}
         row["ppl"] = {k: round(perplexity(engine, ids), 4) for k, ids in token_ids.items()}
         if speed:
             row.update(engine_speed(engine, prompt_ids, new_tokens))
             if spec in COMPILED:
-                compile_s = compile_decode(engine.model)
+                compiled = variant(spec, compile=True)
+                compile_s = compile_decode(compiled.model)
                 row["compiled"] = {"compile_s": round(compile_s, 1),
-                                   **engine_speed(engine, prompt_ids, new_tokens)}
+                                   **engine_speed(compiled, prompt_ids, new_tokens)}
         out["variants"][row["quant"]] = row
         print(json.dumps(row), file=sys.stderr, flush=True)  # progress; the result is the one line on stdout
     base = out["variants"]["fp32"]
