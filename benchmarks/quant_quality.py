@@ -104,14 +104,14 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
 
     def variant(spec: str, compile: bool = False) -> Engine:
         """The GGUF is read once; each variant quantizes the same float weights and gets the linear
-        layers Engine.from_pretrained would give it (the native step, or packed ones when compiled)."""
+        layers Engine.from_pretrained would give it (read by the native step, or packed when compiled)."""
         if spec == "fp32":
             return fp32
         config = QuantConfig.parse(None if spec == "auto" else spec)
         model = copy.deepcopy(fp32.model) if config is None else build_quantized(
             fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
         if bf16_linears:
-            finish_bf16_linears(model, config.name if config else None, compile=compile)
+            finish_bf16_linears(model, compile=compile)
         engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
         engine._set_quant(config.name if config else None)
         return engine

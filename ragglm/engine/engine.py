@@ -55,12 +55,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> tuple
     return dtype, packing_supported(dtype, device_type)
 
 
-def finish_bf16_linears(model: Transformer, quant: str | None, compile: bool = False) -> None:
-    """Give a loaded model the bf16 linear layers of its dtype: a float32 model with float or int8
-    weights that is not to be compiled decodes through the native step (plain bf16 rows for the float
-    layers); the others use oneDNN's packed layout. Quantized layers take bf16 inputs either way."""
-    fused = (not compile and quant in (None, "int8") and model.tok_embeddings.weight.dtype == torch.float32
-             and native_step_available())
+def finish_bf16_linears(model: Transformer, compile: bool = False) -> None:
+    """Give a loaded model the bf16 linear layers of its dtype: a float32 model that is not to be
+    compiled decodes through the native step (plain bf16 rows for its float layers, its int8 and
+    int4 layers read as they are); a compiled one uses oneDNN's packed layout. Quantized layers take
+    bf16 inputs either way."""
+    fused = not compile and model.tok_embeddings.weight.dtype == torch.float32 and native_step_available()
     use_bf16_linears(model, Bf16Linear if fused else PackedLinear)
     if fused:
         attach_fused_decode(model)
@@ -115,7 +115,7 @@ class Engine:
             engine = cls._from_checkpoint(path, config, device, torch_dtype, name=str(src),
                                           linears_as_stored=bf16_linears)
         if bf16_linears:
-            finish_bf16_linears(engine.model, engine.quant, compile)
+            finish_bf16_linears(engine.model, compile)
             engine._set_quant(engine.quant)
         if compile:
             engine.compile_seconds = compile_decode(engine.model)

@@ -1,5 +1,5 @@
 """The one-token decode step as one native call (csrc/fused_decode.cpp), for float32 models with
-bf16 or int8 linear layers on CPU: the default ("auto", and quant="int8") on CPUs with bf16 units.
+bf16, int8 or int4 linear layers on CPU: the default ("auto", and quantized) on CPUs with bf16 units.
 
 A batch-1 decode step reads every weight once and does little else, so its floor is the time to
 stream the weights from memory. Run as ~300 PyTorch operations it spends a third more on dispatch
@@ -27,7 +27,7 @@ from torch import Tensor
 from ragglm.engine.huge_pages import huge_pages_available, move_into_huge_pages
 from ragglm.engine.model import Transformer
 from ragglm.engine.packed_linear import Bf16Linear
-from ragglm.engine.quantize import Int8Linear
+from ragglm.engine.quantize import Int4Linear, Int8Linear
 
 __all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "native_step_available",
            "streamed_weights", "KernelBuildError"]
@@ -42,11 +42,13 @@ class KernelBuildError(RuntimeError):
     """The native decode step could not be compiled or loaded."""
 
 
-BF16, INT8 = 0, 1  # the weight formats of csrc/fused_decode.cpp
+BF16, INT8, INT4 = 0, 1, 2  # the weight formats of csrc/fused_decode.cpp
+INT4_BLOCK, MAX_INT4_GROUPS = 64, 2048
 
 
 class _Matrix(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("format", ctypes.c_int64)]
+    _fields_ = [("data", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("format", ctypes.c_int64),
+                ("group", ctypes.c_int64)]
 
 
 class _LayerWeights(ctypes.Structure):
@@ -143,14 +145,22 @@ def native_step_available() -> bool:
 
 
 def _readable(linear: torch.nn.Module) -> bool:
-    """Whether the native step can read this layer's weight as it is."""
+    """Whether the native step can read this layer's weights as they are."""
     if isinstance(linear, Int8Linear):
         return linear.qweight.dtype == torch.int8 and linear.qweight.is_contiguous()
+    if isinstance(linear, Int4Linear):  # PyTorch's CPU layout, with bf16 scales and zeros
+        return (linear._cpu_layout and linear.scales_and_zeros.dtype == torch.bfloat16
+                and linear.scales_and_zeros.is_contiguous() and linear.packed.is_contiguous()
+                and linear.in_features // linear.group_size <= MAX_INT4_GROUPS)
     return isinstance(linear, Bf16Linear)
 
 
-def _weight_name(linear: torch.nn.Module) -> str:
-    return "qweight" if isinstance(linear, Int8Linear) else "weight"
+def _weight_names(linear: torch.nn.Module) -> tuple[str, ...]:
+    if isinstance(linear, Int8Linear):
+        return ("qweight",)
+    if isinstance(linear, Int4Linear):
+        return ("packed", "scales_and_zeros")
+    return ("weight",)
 
 
 def _is_fusable(model: Transformer) -> bool:
@@ -163,6 +173,9 @@ def _is_fusable(model: Transformer) -> bool:
             and args.n_heads % args.n_kv_heads == 0
             and all(_readable(linear) for linear in qkv + others)
             and all(linear.bias is None for linear in others)
+            # gate and up rows are split at intermediate_size, which must start an int4 block
+            and (args.intermediate_size % INT4_BLOCK == 0
+                 or not any(isinstance(layer.feed_forward.w_gate_up, Int4Linear) for layer in model.layers))
             # the native step reads these by pointer as plain float32 arrays
             and all(t.is_contiguous() and t.dtype == torch.float32 for t in [embedding] + [n.weight for n in norms]))
 
@@ -199,8 +212,10 @@ class FusedDecoder:
     def _matrix(self, linear: torch.nn.Module) -> _Matrix:
         if isinstance(linear, Int8Linear):
             self.scales.append(linear.scales.float().contiguous())
-            return _Matrix(linear.qweight.data_ptr(), self.scales[-1].data_ptr(), INT8)
-        return _Matrix(linear.weight.data_ptr(), None, BF16)
+            return _Matrix(linear.qweight.data_ptr(), self.scales[-1].data_ptr(), INT8, 0)
+        if isinstance(linear, Int4Linear):
+            return _Matrix(linear.packed.data_ptr(), linear.scales_and_zeros.data_ptr(), INT4, linear.group_size)
+        return _Matrix(linear.weight.data_ptr(), None, BF16, 0)
 
     def _bind_cache(self, threads: int) -> None:
         model = self.model
@@ -237,7 +252,7 @@ def streamed_weights(model: Transformer) -> list[tuple[torch.nn.Module, str]]:
     """The weights a native step reads, in the order it reads them."""
     linears = [linear for layer in model.layers for linear in (
         layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w_gate_up, layer.feed_forward.w_down)]
-    return [(linear, _weight_name(linear)) for linear in linears + [model.output]]
+    return [(linear, name) for linear in linears + [model.output] for name in _weight_names(linear)]
 
 
 def attach_fused_decode(model: Transformer) -> bool:

@@ -20,7 +20,7 @@ from ragglm.engine.huge_pages import HUGE_PAGE, huge_pages_available
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
 from ragglm.engine.quant_loader import build_quantized
-from ragglm.engine.quantize import Int8Linear, QuantConfig
+from ragglm.engine.quantize import Int4Linear, Int8Linear, QuantConfig, _cpu_int4_blocks
 from tests.engine.glm_fixtures import (
     PROMPT,
     chatglm_config,
@@ -38,6 +38,11 @@ LLAMA = ModelArgs(vocab_size=160, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, i
 # odd sizes take the kernel's row-at-a-time path as well
 GLM = ModelArgs(family="glm", vocab_size=150, dim=72, n_layers=2, n_heads=6, n_kv_heads=2, intermediate_size=100,
                 qkv_bias=True, rope_fraction=0.5, rope_interleaved=True, rope_position_scale=2.0, max_seq_len=128)
+# int4 needs input widths in multiples of 32 and reads output rows in blocks of 64
+INT4_LLAMA = ModelArgs(vocab_size=160, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,
+                       tie_embeddings=True, max_seq_len=128, rope_theta=100000.0)
+INT4_GLM = ModelArgs(family="glm", vocab_size=192, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=192,
+                     qkv_bias=True, rope_fraction=0.5, rope_interleaved=True, rope_position_scale=2.0, max_seq_len=128)
 
 
 def models(args: ModelArgs, spread: float = 0.2) -> tuple[Transformer, Transformer]:
@@ -84,19 +89,31 @@ def test_native_step_matches_float32_token_by_token(args, threads, spread):
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+def dequantized(layer: Int8Linear | Int4Linear) -> torch.Tensor:
+    """The float32 weight [out, in] a quantized layer stands for."""
+    if isinstance(layer, Int8Linear):
+        return layer.qweight.float() * layer.scales.float()[:, None]
+    q = _cpu_int4_blocks(layer.packed, layer.in_features, torch.float32).permute(0, 2, 1)
+    scales, zeros = (part.float().t().repeat_interleave(layer.group_size, dim=1)
+                     for part in layer.scales_and_zeros.unbind(-1))
+    return (q.reshape(layer.out_features, layer.in_features) - 8) * scales + zeros
+
+
 @needs_native_step
-@pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
-def test_int8_weights_decode_natively_like_their_dequantized_float32(args):
+@pytest.mark.parametrize(("quant", "args"), [("int8", LLAMA), ("int8", GLM), ("int4:g32", INT4_LLAMA),
+                                             ("int4:g32", INT4_GLM)], ids=["int8-llama", "int8-glm",
+                                                                           "int4-llama", "int4-glm"])
+def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant, args):
     _, reference = models(args)
     model = build_quantized(args, {k: v.clone() for k, v in reference.state_dict().items()},
-                            config=QuantConfig.parse("int8"))
-    finish_bf16_linears(model, "int8")
+                            config=QuantConfig.parse(quant))
+    finish_bf16_linears(model)
     assert model.fused_step is not None
-    int8_layers = {name: module for name, module in model.named_modules() if isinstance(module, Int8Linear)}
-    assert len(int8_layers) >= 4 * args.n_layers
-    with torch.no_grad():  # the reference multiplies by what the int8 layers stand for: q * scale
-        for name, module in int8_layers.items():
-            reference.get_submodule(name).weight.copy_(module.qweight.float() * module.scales.float()[:, None])
+    layers = {name: module for name, module in model.named_modules() if isinstance(module, (Int8Linear, Int4Linear))}
+    assert len(layers) >= 4 * args.n_layers
+    with torch.no_grad():
+        for name, layer in layers.items():
+            reference.get_submodule(name).weight.copy_(dequantized(layer))
     tokens = torch.randint(0, args.vocab_size, (24,))
     model.setup_cache(1, 32)
     reference.setup_cache(1, 32)
@@ -109,10 +126,10 @@ def test_int8_weights_decode_natively_like_their_dequantized_float32(args):
 
 
 @needs_native_step
-def test_int4_models_decode_through_pytorch():
-    _, reference = models(LLAMA)
+def test_int4_layers_that_do_not_split_at_a_block_decode_through_pytorch():
+    _, reference = models(LLAMA)  # intermediate size 96: gate and up rows part inside a 64-row block
     model = build_quantized(LLAMA, dict(reference.state_dict()), config=QuantConfig.parse("int4:g32"))
-    finish_bf16_linears(model, "int4:g32")
+    finish_bf16_linears(model)
     assert model.fused_step is None
 
 

@@ -16,14 +16,22 @@
 #include <immintrin.h>
 #endif
 
-// The weight formats the step reads: bf16 rows, or int8 rows with one float scale per row.
-enum Format : int64_t { BF16 = 0, INT8 = 1 };
+// The weight formats the step reads: bf16 rows; int8 rows with one float scale per row; int4 in
+// the layout of PyTorch's CPU int4 kernel, with a bf16 scale and zero per group of columns and row.
+enum Format : int64_t { BF16 = 0, INT8 = 1, INT4 = 2 };
 
 struct Matrix {
-    const void* data;     // [rows, cols] in `format`, row-major
-    const float* scales;  // INT8: [rows]; null for BF16
+    // BF16, INT8: [rows, cols] row-major. INT4: blocks of 64 rows, each stored column by column,
+    // one byte holding rows r (low nibble) and r + 32 (high nibble): [rows / 64, cols, 32] bytes
+    const void* data;
+    // INT8: float [rows]. INT4: bf16 [cols / group, rows, 2], (scale, zero) with w = (q - 8) * scale + zero
+    const void* scales;
     int64_t format;
+    int64_t group;  // INT4: columns sharing a scale and zero
 };
+
+constexpr int64_t INT4_BLOCK = 64;
+constexpr int64_t MAX_INT4_GROUPS = 2048;
 
 struct LayerWeights {
     const float* attention_norm;  // [dim]
@@ -107,19 +115,83 @@ static void matvec_rows(const T* W, int64_t K, const float* x, int64_t lo, int64
     }
 }
 
-static void matvec(const Matrix& W, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
-    if (W.format == INT8) {
+// y[n - lo] = W[n, :] . x for the rows [lo, hi) of an INT4 matrix with `rows` rows; lo and hi are
+// multiples of 64. Sums run over (q - 8) x a group at a time, then take the group's scale, and its
+// zero times the group's sum of x, for 64 rows at once: the layout needs no horizontal adds.
+static void matvec_int4(const Matrix& W, int64_t rows, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
+    const uint8_t* packed = static_cast<const uint8_t*>(W.data);
+    const uint16_t* scales_zeros = static_cast<const uint16_t*>(W.scales);
+    const int64_t groups = K / W.group;
+    float x_sums[MAX_INT4_GROUPS];
+    for (int64_t g = 0; g < groups; g++) {
+        float sum = 0.0f;
+        for (int64_t k = g * W.group; k < (g + 1) * W.group; k++) sum += x[k];
+        x_sums[g] = sum;
+    }
+    for (int64_t block = lo / INT4_BLOCK; block < hi / INT4_BLOCK; block++) {
+        const uint8_t* columns = packed + block * K * (INT4_BLOCK / 2);
+        float* out = y + block * INT4_BLOCK - lo;
+        for (int64_t r = 0; r < INT4_BLOCK; r++) out[r] = 0.0f;
+        for (int64_t g = 0; g < groups; g++) {
+            float sums[INT4_BLOCK];
+            int64_t r = 0;
+#if defined(__AVX512F__)
+            const __m256i low_nibbles = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = g * W.group; k < (g + 1) * W.group; k++) {
+                const uint8_t* column = columns + k * (INT4_BLOCK / 2);
+                if (k % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(column + 2048), _MM_HINT_T1);
+                __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(column));
+                // q - 8 as signed bytes: rows 0-31 from the low nibbles, rows 32-63 from the high ones
+                __m256i first = _mm256_sub_epi8(_mm256_and_si256(bytes, low_nibbles), eight);
+                __m256i second = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_nibbles), eight);
+                __m512 xk = _mm512_set1_ps(x[k]);
+                a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(first))), xk, a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(first, 1))), xk, a1);
+                a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(second))), xk, a2);
+                a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(second, 1))), xk, a3);
+            }
+            _mm512_storeu_ps(sums, a0);
+            _mm512_storeu_ps(sums + 16, a1);
+            _mm512_storeu_ps(sums + 32, a2);
+            _mm512_storeu_ps(sums + 48, a3);
+            r = INT4_BLOCK;
+#endif
+            for (; r < INT4_BLOCK; r++) {
+                float sum = 0.0f;
+                for (int64_t k = g * W.group; k < (g + 1) * W.group; k++) {
+                    uint8_t byte = columns[k * (INT4_BLOCK / 2) + r % 32];
+                    sum += static_cast<float>((r < 32 ? byte & 0x0F : byte >> 4) - 8) * x[k];
+                }
+                sums[r] = sum;
+            }
+            const uint16_t* pairs = scales_zeros + (g * rows + block * INT4_BLOCK) * 2;
+            for (r = 0; r < INT4_BLOCK; r++)
+                out[r] += to_float(pairs[2 * r]) * sums[r] + to_float(pairs[2 * r + 1]) * x_sums[g];
+        }
+    }
+}
+
+// The rows a thread takes of a matrix come in blocks of this many: INT4 stores 64 rows together.
+static int64_t row_block(const Matrix& W) { return W.format == INT4 ? INT4_BLOCK : 16; }
+
+static void matvec(const Matrix& W, int64_t rows, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
+    if (W.format == INT4) {
+        matvec_int4(W, rows, K, x, lo, hi, y);
+    } else if (W.format == INT8) {
         matvec_rows(static_cast<const int8_t*>(W.data), K, x, lo, hi, y);
-        for (int64_t n = lo; n < hi; n++) y[n - lo] *= W.scales[n];
+        const float* scales = static_cast<const float*>(W.scales);
+        for (int64_t n = lo; n < hi; n++) y[n - lo] *= scales[n];
     } else {
         matvec_rows(static_cast<const uint16_t*>(W.data), K, x, lo, hi, y);
     }
 }
 
-// This thread's share [lo, hi) of n rows, in blocks of 16 so that threads never write one cache line.
-static void share(int64_t n, int64_t* lo, int64_t* hi) {
+// This thread's share [lo, hi) of n rows, in blocks of `block` rows (at least 16, so that threads
+// never write one cache line).
+static void share(int64_t n, int64_t block, int64_t* lo, int64_t* hi) {
     int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    int64_t per_thread = ((n + threads - 1) / threads + 15) / 16 * 16;
+    int64_t per_thread = ((n + threads - 1) / threads + block - 1) / block * block;
     *lo = id * per_thread < n ? id * per_thread : n;
     *hi = *lo + per_thread < n ? *lo + per_thread : n;
 }
@@ -296,8 +368,8 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
         for (int64_t l = 0; l < m->n_layers; l++) {
             const LayerWeights& w = m->layers[l];
             rms_norm(x, w.attention_norm, dim, m->norm_eps, normed);
-            share(q_size + 2 * kv_size, &lo, &hi);
-            matvec(w.wqkv, dim, normed, lo, hi, qkv + lo);
+            share(q_size + 2 * kv_size, row_block(w.wqkv), &lo, &hi);
+            matvec(w.wqkv, q_size + 2 * kv_size, dim, normed, lo, hi, qkv + lo);
             if (w.qkv_bias)
                 for (int64_t n = lo; n < hi; n++) qkv[n] += w.qkv_bias[n];
 #pragma omp barrier
@@ -320,26 +392,26 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
 #pragma omp barrier
             // every thread merges all heads into its own copy: the output projection reads all of it
             merge_slices(per_thread + dim, per_thread_floats, team, m->n_heads, head_dim, attn);
-            share(dim, &lo, &hi);
-            matvec(w.wo, q_size, attn, lo, hi, normed);  // normed is free until the next norm
+            share(dim, row_block(w.wo), &lo, &hi);
+            matvec(w.wo, dim, q_size, attn, lo, hi, normed);  // normed is free until the next norm
             for (int64_t n = lo; n < hi; n++) x[n] += normed[n - lo];
 #pragma omp barrier
             rms_norm(x, w.ffn_norm, dim, m->norm_eps, normed);
-            share(inter, &lo, &hi);
-            matvec(w.w_gate_up, dim, normed, lo, hi, gate_up + lo);
-            matvec(w.w_gate_up, dim, normed, inter + lo, inter + hi, gate_up + inter + lo);
+            share(inter, row_block(w.w_gate_up), &lo, &hi);
+            matvec(w.w_gate_up, 2 * inter, dim, normed, lo, hi, gate_up + lo);
+            matvec(w.w_gate_up, 2 * inter, dim, normed, inter + lo, inter + hi, gate_up + inter + lo);
             for (int64_t n = lo; n < hi; n++) act[n] = -gate_up[n];
             exp_in_place(act + lo, hi - lo);
             for (int64_t n = lo; n < hi; n++) act[n] = gate_up[n] / (1.0f + act[n]) * gate_up[inter + n];
 #pragma omp barrier
-            share(dim, &lo, &hi);
-            matvec(w.w_down, inter, act, lo, hi, normed);
+            share(dim, row_block(w.w_down), &lo, &hi);
+            matvec(w.w_down, dim, inter, act, lo, hi, normed);
             for (int64_t n = lo; n < hi; n++) x[n] += normed[n - lo];
 #pragma omp barrier
         }
         rms_norm(x, m->norm, dim, m->norm_eps, normed);
-        share(m->vocab, &lo, &hi);
-        matvec(m->head, dim, normed, lo, hi, logits + lo);
+        share(m->vocab, row_block(m->head), &lo, &hi);
+        matvec(m->head, m->vocab, dim, normed, lo, hi, logits + lo);
     }
 }
 
