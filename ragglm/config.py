@@ -12,7 +12,7 @@ __all__ = ["Settings"]
 class Settings:
     model: str = "smollm2"  # alias, folder, .gguf file or hub id
     quant: str | None = None
-    compile: bool = False  # compile the decode step: tens of seconds at load, faster tokens after
+    compile: bool = False  # torch.compile the decode step: tens of seconds at load; on CPU the native step is faster
     device: str = "cpu"
     embedder: str = "all-MiniLM-L6-v2"
     reranker: str | None = None  # cross-encoder folder or hub id; None = fused ranking as is
