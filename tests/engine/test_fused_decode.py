@@ -61,6 +61,20 @@ def models(args: ModelArgs, spread: float = 0.2) -> tuple[Transformer, Transform
     return model, reference
 
 
+def assert_steps_match(model: Transformer, reference: Transformer, length: int) -> None:
+    """Decode `length` random tokens one at a time from position 0: each step's logits within 1e-4."""
+    vocab = model.args.vocab_size
+    model.setup_cache(1, length)
+    reference.setup_cache(1, length)
+    with torch.inference_mode():
+        for position, token in enumerate(torch.randint(0, vocab, (length,)).tolist()):
+            step = torch.tensor([[token]])
+            got = model.decode(step, position)
+            want = reference.forward(step, start=position, last_only=True)
+            assert got.shape == want.shape == (1, 1, vocab)
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
 @pytest.fixture
 def threads(request):
     before = torch.get_num_threads()
@@ -77,16 +91,7 @@ def threads(request):
 @pytest.mark.parametrize("spread", [0.2, 2.0], ids=["plain", "peaked"])
 def test_native_step_matches_float32_token_by_token(args, threads, spread):
     model, reference = models(args, spread)
-    tokens = torch.randint(0, args.vocab_size, (40,))
-    model.setup_cache(1, 48)
-    reference.setup_cache(1, 48)
-    with torch.inference_mode():
-        for position, token in enumerate(tokens.tolist()):
-            step = torch.tensor([[token]])
-            got = model.decode(step, position)
-            want = reference.forward(step, start=position, last_only=True)
-            assert got.shape == want.shape == (1, 1, args.vocab_size)
-            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    assert_steps_match(model, reference, 40)
 
 
 def dequantized(layer: Int8Linear | Int4Linear) -> torch.Tensor:
@@ -114,15 +119,7 @@ def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant,
     with torch.no_grad():
         for name, layer in layers.items():
             reference.get_submodule(name).weight.copy_(dequantized(layer))
-    tokens = torch.randint(0, args.vocab_size, (24,))
-    model.setup_cache(1, 32)
-    reference.setup_cache(1, 32)
-    with torch.inference_mode():
-        for position, token in enumerate(tokens.tolist()):
-            step = torch.tensor([[token]])
-            got = model.decode(step, position)
-            want = reference.forward(step, start=position, last_only=True)
-            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    assert_steps_match(model, reference, 24)
 
 
 @needs_native_step
