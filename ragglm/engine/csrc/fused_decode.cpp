@@ -140,7 +140,8 @@ static void matvec_int4(const Matrix& W, int64_t rows, int64_t K, const float* x
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t k = g * W.group; k < (g + 1) * W.group; k++) {
                 const uint8_t* column = columns + k * (INT4_BLOCK / 2);
-                if (k % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(column + 2048), _MM_HINT_T1);
+                if (k % 2 == 0)  // a line holds two columns; fetch 64 columns (2 KB) ahead into L2
+                    _mm_prefetch(reinterpret_cast<const char*>(column + 2048), _MM_HINT_T1);
                 __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(column));
                 // q - 8 as signed bytes: rows 0-31 from the low nibbles, rows 32-63 from the high ones
                 __m256i first = _mm256_sub_epi8(_mm256_and_si256(bytes, low_nibbles), eight);
