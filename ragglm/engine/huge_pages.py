@@ -50,17 +50,14 @@ def move_into_huge_pages(owners: list[tuple[nn.Module, str]]) -> Tensor:
     """Copy each module's tensor `name` into one huge-page buffer, end to end in the order given
     (the order a step reads them), and point the module at the copy. Each original is released as
     soon as it is copied, so memory grows by about one tensor, not by all of them. Returns the buffer."""
-    tensors = [getattr(module, name) for module, name in owners]
     offsets, end = [], 0
-    for tensor in tensors:
+    for module, name in owners:
         offsets.append(end)
-        end += -(-tensor.numel() * tensor.element_size() // _ALIGN) * _ALIGN
-    del tensors
+        end += -(-getattr(module, name).nbytes // _ALIGN) * _ALIGN
     buffer = huge_page_buffer(end)
     for (module, name), offset in zip(owners, offsets, strict=True):
         old = getattr(module, name)
-        nbytes = old.numel() * old.element_size()
-        new = buffer[offset:offset + nbytes].view(old.dtype).view(old.shape)
+        new = buffer[offset:offset + old.nbytes].view(old.dtype).view(old.shape)
         new.copy_(old)
         setattr(module, name, new)
         del old
