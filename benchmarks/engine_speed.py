@@ -41,7 +41,7 @@ import torch
 from llama_cpp_peer import llama_cpp_greedy
 from memory_bandwidth import read_bandwidth_gb_s
 
-from ragglm.engine.prefix_cache import common_prefix_length
+from ragglm.engine.cache.prefix_cache import common_prefix_length
 
 THREADS = 2
 # (row, dtype, compiled decode step); "auto" is the default dtype
@@ -123,8 +123,8 @@ def best_of_rounds(runners: dict, rounds: int) -> dict:
 def smollm2_part(prompt: int, new: int, rounds: int) -> dict:
     from ragglm.engine import Engine
     from ragglm.engine.generate import generate_tokens
-    from ragglm.engine.packed_linear import Bf16Linear
-    from ragglm.engine.sources import resolve_model_path
+    from ragglm.engine.linear.packed_linear import Bf16Linear
+    from ragglm.engine.loading.sources import resolve_model_path
 
     path = resolve_model_path("smollm2")
     figures: dict = {"prompt_tokens": prompt, "new_tokens": new, "rounds": rounds}

@@ -88,11 +88,12 @@ def engine_speed(engine, prompt_ids: list[int], new_tokens: int) -> dict:
 
 def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
     from ragglm.engine import Engine
-    from ragglm.engine.compiled_decode import compile_decode
-    from ragglm.engine.engine import finish_bf16_linears, resolve_dtype
-    from ragglm.engine.quant_loader import build_quantized
-    from ragglm.engine.quantize import QuantConfig
-    from ragglm.engine.sources import resolve_model_path
+    from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
+    from ragglm.engine.kernels.compiled_decode import compile_decode
+    from ragglm.engine.linear.dtypes import resolve_dtype
+    from ragglm.engine.linear.quantize import QuantConfig
+    from ragglm.engine.loading.quant_loader import build_quantized
+    from ragglm.engine.loading.sources import resolve_model_path
 
     texts = {"manuals": manuals_text(), "squad": squad_text()}
     out: dict = {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "ppl_tokens_per_text": ppl_tokens, "variants": {}}
@@ -112,9 +113,8 @@ def smollm2(ppl_tokens: int, new_tokens: int, speed: bool = True) -> dict:
             fp32.args, {k: v.clone() for k, v in fp32.model.state_dict().items()}, config=config)
         if bf16_linears:
             finish_bf16_linears(model, compile=compile)
-        engine = Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages)
-        engine._set_quant(config.name if config else None)
-        return engine
+        return Engine(model, fp32.tokenizer, fp32.chat_format, name="smollm2", languages=fp32.languages,
+                      quant=config.name if config else None)
 
     for spec in SCHEMES:
         engine = variant(spec)

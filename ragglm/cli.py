@@ -428,7 +428,7 @@ def quantize(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Quantize a model once and save it; `--model OUT` then loads it without quantizing again."""
-    from ragglm.engine.engine import save_quantized_checkpoint
+    from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
 
     try:
         meta = save_quantized_checkpoint(src, out, quant)

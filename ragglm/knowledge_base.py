@@ -274,7 +274,7 @@ class KnowledgeBase:
 
     def _kv_cache_folder(self) -> Path:
         """Where the KV of stuffed documents is kept for the next process."""
-        from ragglm.engine.prefix_cache import default_kv_cache_dir
+        from ragglm.engine.cache.prefix_cache import default_kv_cache_dir
 
         return default_kv_cache_dir() if self.path is None else self.path / "kv-cache"
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ragglm.engine.cache.prefix_cache import PrefixCache
 from ragglm.engine.model import Transformer
-from ragglm.engine.prefix_cache import PrefixCache
+from ragglm.errors import ContextLengthError
 
 __all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
            "PREFILL_CHUNK"]
@@ -90,7 +91,7 @@ def generate_tokens(
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
     if total > model.args.max_seq_len:
-        raise ValueError(
+        raise ContextLengthError(
             f"prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new ones exceeds the "
             f"model window of {model.args.max_seq_len} tokens"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -154,11 +155,25 @@ class Transformer(nn.Module):
         self.output = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
         self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
         self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin for positions < cache_len
-        self.compiled_step = None  # set by compiled_decode.compile_decode; decode() then runs it
-        self.fused_step = None  # set by fused_decode.attach_fused_decode; decode() then runs it
+        self._decode_step: Callable[..., Tensor] | None = None  # see use_decode_step
+        self._sized_caches = False
+
+    @property
+    def decode_step(self) -> Callable[..., Tensor] | None:
+        """The step decode() runs instead of forward(), if one was given."""
+        return self._decode_step
+
+    def use_decode_step(self, step: Callable[..., Tensor] | None, *, sized_caches: bool = False) -> None:
+        """Make decode() run `step(tokens, start=start)` -> logits [B, 1, V]; None restores forward().
+
+        sized_caches: the step is specialised to its KV cache (a compiled trace), so caches are then
+        sized in powers of two from MIN_COMPILED_CACHE, which keeps its recompiles to a handful.
+        """
+        self._decode_step = step
+        self._sized_caches = step is not None and sized_caches
 
     def setup_cache(self, batch: int, max_seq_len: int) -> None:
-        if self.compiled_step is not None:  # each new cache size costs the compiled step a new trace
+        if self._sized_caches:
             max_seq_len = max(MIN_COMPILED_CACHE, 1 << (max_seq_len - 1).bit_length())
         max_seq_len = min(max_seq_len, self.args.max_seq_len)
         if self.cache_len >= max_seq_len and self.layers[0].attention.kv_cache.k.shape[0] == batch:
@@ -174,10 +189,9 @@ class Transformer(nn.Module):
 
     def decode(self, tokens: Tensor, start: int) -> Tensor:
         """One generation step: tokens [B, 1] at position start -> logits [B, 1, V]."""
-        if self.fused_step is not None:
-            return self.fused_step(tokens, start)
-        step = self.forward if self.compiled_step is None else self.compiled_step
-        return step(tokens, start=start, last_only=True)
+        if self._decode_step is not None:
+            return self._decode_step(tokens, start=start)
+        return self.forward(tokens, start=start, last_only=True)
 
     def forward(self, tokens: Tensor, start: int | None = None, last_only: bool = False) -> Tensor:
         """tokens [B, T] -> logits [B, T, V] (or [B, 1, V] with last_only).

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 
 from ragglm.engine.generate import GenerationResult
 from ragglm.errors import RemoteGeneratorError
+from ragglm.text.chunker import count_tokens
 
 __all__ = ["REMOTE_PREFIX", "RemoteGenerator", "is_remote_spec"]
 
@@ -33,8 +35,11 @@ class RemoteGenerator:
     RAGGLM_REMOTE_API_KEY, else OPENAI_API_KEY.
     """
 
-    tokenizer = None  # token counts are the server's business
     concurrent = True  # the server schedules its own batch: callers need not take turns
+    device = "remote"
+    quant = None  # the server's business
+    window = 8192  # a server does not say; a common size for the GLM models served this way
+    parameter_count = None  # unknown: a remote model is never taken for a small one
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
                  timeout_s: float = 300.0, languages: tuple[str, ...] | None = None):
@@ -47,6 +52,8 @@ class RemoteGenerator:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers,
                                   timeout=httpx.Timeout(timeout_s, connect=10.0))
+        # the same seam as Engine; the server batches requests itself, so few callers need it
+        self.lock = threading.RLock()
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> RemoteGenerator:
@@ -79,10 +86,19 @@ class RemoteGenerator:
     def close(self) -> None:
         self._http.close()
 
+    def count_tokens(self, text: str) -> int:
+        """jieba words: a close, slightly low, estimate of the server's token count."""
+        return count_tokens(text)
+
+    def cached_prompt_tokens(self, messages: list[dict]) -> int:
+        return 0  # whatever the server caches, its prefill time is not ours to plan with
+
     def chat(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
              stream: bool = False, seed: int | None = None, result: GenerationResult | None = None,
-             stop: list[str] | None = None):
-        """A GenerationResult, or with stream=True an iterator of text pieces (then `result` is filled)."""
+             stop: list[str] | None = None, use_prefix_cache: bool = True):
+        """A GenerationResult, or with stream=True an iterator of text pieces (then `result` is filled).
+
+        use_prefix_cache is the Generator seam's; the server decides for itself."""
         result = result if result is not None else GenerationResult([])
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
                 "temperature": temperature, "stream": stream}

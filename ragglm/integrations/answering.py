@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ragglm.engine.exclusive import exclusive
 from ragglm.engine.generate import GenerationResult
-from ragglm.engine.stop_strings import StopStringFilter
+from ragglm.text.stop_strings import StopStringFilter
 
 __all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator"]
 

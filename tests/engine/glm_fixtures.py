@@ -43,7 +43,7 @@ def glm4_tokenizer_json(path: Path) -> None:
     """A byte-level BPE tokenizer.json with GLM-4's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from ragglm.engine.glm_tokenizer import GLM4_SPECIAL_TOKENS
+    from ragglm.engine.tokenizers.glm_tokenizer import GLM4_SPECIAL_TOKENS
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -106,10 +106,10 @@ def chatglm_config(config, rope_ratio: float = 1.0, name: str = "THUDM/chatglm3-
 
 def save_chatglm_folder(our_state_dict: dict, config: dict, folder: Path, fmt: str = "safetensors") -> Path:
     """Original ChatGLM naming in two shards with an index file, plus a sentencepiece tokenizer."""
-    from ragglm.engine.glm_loader import to_chatglm_names
+    from ragglm.engine.loading.weight_names import CHATGLM_NAMES, to_their_names
 
     folder.mkdir(parents=True, exist_ok=True)
-    theirs = {name: t.contiguous().clone() for name, t in to_chatglm_names(our_state_dict).items()}
+    theirs = {name: t.contiguous().clone() for name, t in to_their_names(our_state_dict, CHATGLM_NAMES).items()}
     theirs["transformer.rotary_pos_emb.inv_freq"] = torch.ones(config["kv_channels"] // 4)  # ignored on load
     names = sorted(theirs)
     halves = [names[: len(names) // 2], names[len(names) // 2:]]

@@ -8,9 +8,9 @@ import sys
 
 import torch
 
+from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
 
 __all__ = ["CONFIGS", "BLOCK", "tiny_model", "greedy", "prompts", "disk_cache"]
 

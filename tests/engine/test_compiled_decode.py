@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ragglm.engine.compiled_decode import compile_decode
 from ragglm.engine.generate import generate_tokens
+from ragglm.engine.kernels.compiled_decode import compile_decode
+from ragglm.engine.linear.packed_linear import packing_supported, use_bf16_linears
 from ragglm.engine.model import MIN_COMPILED_CACHE, ModelArgs, Transformer
-from ragglm.engine.packed_linear import packing_supported, use_bf16_linears
 from ragglm.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # each compilation takes seconds
@@ -48,7 +48,7 @@ def test_compiled_decode_gives_the_eager_tokens(family):
     assert len(set(eager_tokens[0] + eager_tokens[1])) > 3  # the check below compares something
 
     compile_decode(model)
-    assert model.compiled_step is not None
+    assert model.decode_step is not None
     assert model.cache_len == MIN_COMPILED_CACHE  # sized so that longer prompts reuse the trace
     assert [greedy(model, p) for p in prompts] == eager_tokens
     assert torch.allclose(decode_logits(model, prompts[1]), eager_logits, atol=1e-4, rtol=1e-4)
@@ -84,6 +84,6 @@ def test_without_a_working_compiler_the_error_says_what_to_install(monkeypatch):
     model = tiny_model()
     with pytest.raises(ConfigError, match="No working C\\+\\+ compiler.*install one"):
         compile_decode(model)
-    assert model.compiled_step is None  # decoding falls back to eager
+    assert model.decode_step is None  # decoding falls back to eager
     assert len(greedy(model, [1, 2, 3], new=4)) == 4
 

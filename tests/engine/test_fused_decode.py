@@ -7,20 +7,21 @@ import copy
 import pytest
 import torch
 
-from ragglm.engine.engine import Engine, finish_bf16_linears
-from ragglm.engine.fused_decode import (
+from ragglm.engine import Engine
+from ragglm.engine.generate import generate_tokens
+from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
+from ragglm.engine.kernels.fused_decode import (
     KernelBuildError,
     attach_fused_decode,
     build_library,
     native_step_available,
     streamed_weights,
 )
-from ragglm.engine.generate import generate_tokens
-from ragglm.engine.huge_pages import HUGE_PAGE, huge_pages_available
+from ragglm.engine.kernels.huge_pages import HUGE_PAGE, huge_pages_available
+from ragglm.engine.linear.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
+from ragglm.engine.linear.quantize import Int4Linear, Int8Linear, QuantConfig, cpu_int4_blocks
+from ragglm.engine.loading.quant_loader import build_quantized
 from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
-from ragglm.engine.quant_loader import build_quantized
-from ragglm.engine.quantize import Int4Linear, Int8Linear, QuantConfig, _cpu_int4_blocks
 from tests.engine.glm_fixtures import (
     PROMPT,
     chatglm_config,
@@ -98,7 +99,7 @@ def dequantized(layer: Int8Linear | Int4Linear) -> torch.Tensor:
     """The float32 weight [out, in] a quantized layer stands for."""
     if isinstance(layer, Int8Linear):
         return layer.qweight.float() * layer.scales.float()[:, None]
-    q = _cpu_int4_blocks(layer.packed, layer.in_features, torch.float32).permute(0, 2, 1)
+    q = cpu_int4_blocks(layer.packed, layer.in_features, torch.float32).permute(0, 2, 1)
     scales, zeros = (part.float().t().repeat_interleave(layer.group_size, dim=1)
                      for part in layer.scales_and_zeros.unbind(-1))
     return (q.reshape(layer.out_features, layer.in_features) - 8) * scales + zeros
@@ -113,7 +114,7 @@ def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant,
     model = build_quantized(args, {k: v.clone() for k, v in reference.state_dict().items()},
                             config=QuantConfig.parse(quant))
     finish_bf16_linears(model)
-    assert model.fused_step is not None
+    assert model.decode_step is not None
     layers = {name: module for name, module in model.named_modules() if isinstance(module, (Int8Linear, Int4Linear))}
     assert len(layers) >= 4 * args.n_layers
     with torch.no_grad():
@@ -127,7 +128,7 @@ def test_int4_layers_that_do_not_split_at_a_block_decode_through_pytorch():
     _, reference = models(LLAMA)  # intermediate size 96: gate and up rows part inside a 64-row block
     model = build_quantized(LLAMA, dict(reference.state_dict()), config=QuantConfig.parse("int4:g32"))
     finish_bf16_linears(model)
-    assert model.fused_step is None
+    assert model.decode_step is None
 
 
 @needs_native_step
@@ -161,7 +162,8 @@ def test_batches_of_two_fall_back_to_pytorch():
     tokens = torch.tensor([[3], [4]])
     with torch.inference_mode():
         got = model.decode(tokens, 0)
-        model.fused_step, native = None, model.fused_step
+        native = model.decode_step
+        model.use_decode_step(None)
         want = model.decode(tokens, 0)
     assert native is not None and got.shape == (2, 1, LLAMA.vocab_size)
     assert torch.equal(got, want)
@@ -177,7 +179,7 @@ def test_a_token_outside_the_vocabulary_is_refused():
 
 def test_models_the_step_does_not_cover_are_left_alone():
     plain = Transformer(LLAMA)  # float32 linear layers: nothing for the step to read
-    assert not attach_fused_decode(plain) and plain.fused_step is None
+    assert not attach_fused_decode(plain) and plain.decode_step is None
 
 
 def test_build_errors_name_the_compiler(tmp_path, monkeypatch):
@@ -196,7 +198,7 @@ def test_build_errors_name_the_compiler(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_default_smollm2_decodes_natively_and_answers_like_float32():
     engine = Engine.from_pretrained("smollm2")
-    assert engine.model.fused_step is not None
+    assert engine.model.decode_step is not None
     assert engine.quant_paths == {"bf16_fused_decode": 4 * 30 + 1}
     if huge_pages_available():  # the streamed weights lie end to end in one huge-page buffer, in read order
         weights = [getattr(module, name) for module, name in streamed_weights(engine.model)]
@@ -227,7 +229,7 @@ def test_a_bf16_chatglm_folder_loads_its_linears_as_stored(tmp_path, monkeypatch
     engine = Engine.from_pretrained(folder)
     assert arriving == [torch.bfloat16] * (4 * 2 + 1)
     model = engine.model
-    assert model.fused_step is not None and engine.quant_paths == {"bf16_fused_decode": 4 * 2 + 1}
+    assert model.decode_step is not None and engine.quant_paths == {"bf16_fused_decode": 4 * 2 + 1}
     assert model.layers[0].attention.wqkv.weight.dtype == torch.bfloat16
     assert model.tok_embeddings.weight.dtype == model.layers[1].ffn_norm.weight.dtype == torch.float32
     want = Engine.from_pretrained(folder, dtype="fp32").logits(PROMPT)

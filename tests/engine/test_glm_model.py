@@ -7,7 +7,7 @@ import torch
 
 from ragglm.engine import Engine
 from ragglm.engine.generate import generate_tokens
-from ragglm.engine.glm_loader import chatglm_args
+from ragglm.engine.loading.glm_config import chatglm_args
 from ragglm.engine.model import ModelArgs, apply_rope, rope_tables
 from tests.engine.glm_fixtures import (
     PROMPT,
@@ -145,7 +145,7 @@ def test_half_precision_logits_close_to_fp32(glm_folder, engine_hf_naming, dtype
 
 
 def test_chatglm3_folder_chats_end_to_end(reference, engine_hf_naming, tmp_path):
-    from ragglm.engine.glm_chat_format import ChatGLM3Format
+    from ragglm.engine.tokenizers.glm_chat_format import ChatGLM3Format
 
     folder = save_chatglm_folder(engine_hf_naming.model.state_dict(), chatglm_config(reference.config), tmp_path)
     engine = Engine.from_pretrained(folder, dtype="fp32")

@@ -7,9 +7,13 @@ import json
 
 import pytest
 
-from ragglm.engine.glm_chat_format import ChatGLM2Format, ChatGLM3Format, GLM4Format
-from ragglm.engine.glm_tokenizer import GLM4_SPECIAL_TOKENS, TiktokenTokenizer, load_glm_tokenizer
-from ragglm.engine.tokenizer import SentencePieceTokenizer
+from ragglm.engine.tokenizers.glm_chat_format import ChatGLM2Format, ChatGLM3Format, GLM4Format
+from ragglm.engine.tokenizers.glm_tokenizer import (
+    GLM4_SPECIAL_TOKENS,
+    TiktokenTokenizer,
+    load_glm_tokenizer,
+)
+from ragglm.engine.tokenizers.tokenizer import SentencePieceTokenizer
 from tests.engine.glm_fixtures import SP_VOCAB, glm4_tokenizer_json, train_sentencepiece
 
 CHINESE = "滤芯的使用寿命大约是六个月，请按时更换。指示灯闪烁红色：水压过低！龘"
@@ -84,7 +88,7 @@ def test_format_is_chosen_from_the_checkpoint(tmp_path, sp_model):
 
 
 def test_glm4_tokenizer_json_format_ids(tmp_path):
-    from ragglm.engine.tokenizer import BPETokenizer
+    from ragglm.engine.tokenizers.tokenizer import BPETokenizer
 
     glm4_tokenizer_json(tmp_path / "tokenizer.json")
     tokenizer = BPETokenizer.from_file(tmp_path / "tokenizer.json", ["<|endoftext|>", "<|user|>", "<|observation|>"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ragglm.engine.huge_pages import (
+from ragglm.engine.kernels.huge_pages import (
     HUGE_PAGE,
     huge_page_buffer,
     huge_pages_available,

@@ -12,7 +12,7 @@ def reference():
     from transformers import LlamaForCausalLM
     from transformers.utils import logging
 
-    from ragglm.engine.sources import resolve_model_path
+    from ragglm.engine.loading.sources import resolve_model_path
 
     logging.disable_progress_bar()
     path = resolve_model_path("smollm2")
@@ -42,7 +42,7 @@ def test_tokenizer_matches_transformers(smollm2):
     pytest.importorskip("accelerate")
     from transformers import AutoTokenizer
 
-    from ragglm.engine.sources import resolve_model_path
+    from ragglm.engine.loading.sources import resolve_model_path
 
     path = resolve_model_path("smollm2")
     theirs = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ragglm.engine.engine import Engine, resolve_dtype
+from ragglm.engine import Engine
+from ragglm.engine.linear.dtypes import resolve_dtype
+from ragglm.engine.linear.packed_linear import PackedLinear, packing_supported, use_bf16_linears
+from ragglm.engine.linear.quantize import kernel_paths
 from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.packed_linear import PackedLinear, packing_supported, use_bf16_linears
-from ragglm.engine.quantize import kernel_paths
 from ragglm.errors import ConfigError
 
 needs_bf16 = pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragglm.engine.kv_store import ROOT, block_key
-from ragglm.engine.prefix_cache import PrefixCache, model_fingerprint
+from ragglm.engine.cache.kv_store import ROOT, block_key
+from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from tests.engine.prefix_cache_models import BLOCK, disk_cache, greedy, prompts, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,12 +8,17 @@ import weakref
 import pytest
 import torch
 
-from ragglm.engine import Engine, hf_loader
-from ragglm.engine.glm_loader import iter_glm_state
+from ragglm.engine import Engine
+from ragglm.engine.linear.quantize import QuantConfig, quantize_int4, quantize_int8, quantize_weight
+from ragglm.engine.loading import checkpoint
+from ragglm.engine.loading.quant_loader import build_quantized
+from ragglm.engine.loading.safetensors_reader import (
+    SafetensorsFile,
+    iter_safetensors,
+    write_safetensors,
+)
+from ragglm.engine.loading.weight_names import GLM_NAMES, rename_weights
 from ragglm.engine.model import ModelArgs
-from ragglm.engine.quant_loader import build_quantized
-from ragglm.engine.quantize import QuantConfig, quantize_int4, quantize_int8, quantize_weight
-from ragglm.engine.safetensors_reader import SafetensorsFile, iter_safetensors, write_safetensors
 from tests.engine.glm_fixtures import (
     chatglm_config,
     save_chatglm_folder,
@@ -44,8 +49,8 @@ def folders(tmp_path_factory):
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Quantize in blocks of 64 rows, so that even tiny weights take the multi-block path."""
-    monkeypatch.setattr("ragglm.engine.quantize._QUANT_BLOCK_ELEMENTS", 64 * 64)
-    monkeypatch.setattr("ragglm.engine.quantize._PACK_ROWS", 64)
+    monkeypatch.setattr("ragglm.engine.linear.quantize._QUANT_BLOCK_ELEMENTS", 64 * 64)
+    monkeypatch.setattr("ragglm.engine.linear.quantize._PACK_ROWS", 64)
 
 
 def tokens():
@@ -107,8 +112,8 @@ def _tracking_reader(original, refs: list, alive_at_read: list):
 def test_chatglm_float_weights_are_freed_as_soon_as_quantized(folders, monkeypatch, scheme):
     refs: list = []
     alive_at_read: list = []
-    monkeypatch.setattr(hf_loader, "iter_checkpoint_tensors",
-                        _tracking_reader(hf_loader.iter_checkpoint_tensors, refs, alive_at_read))
+    monkeypatch.setattr(checkpoint, "iter_checkpoint_tensors",
+                        _tracking_reader(checkpoint.iter_checkpoint_tensors, refs, alive_at_read))
     Engine.from_pretrained(folders["chatglm"], quant=scheme, dtype="bf16")
     assert len(alive_at_read) > 20
     for alive in alive_at_read:
@@ -118,9 +123,10 @@ def test_chatglm_float_weights_are_freed_as_soon_as_quantized(folders, monkeypat
 def test_glm_naming_fuses_qkv_without_waiting_for_later_layers(folders, monkeypatch):
     refs: list = []
     alive_at_read: list = []
-    monkeypatch.setattr(hf_loader, "iter_checkpoint_tensors",
-                        _tracking_reader(hf_loader.iter_checkpoint_tensors, refs, alive_at_read))
+    monkeypatch.setattr(checkpoint, "iter_checkpoint_tensors",
+                        _tracking_reader(checkpoint.iter_checkpoint_tensors, refs, alive_at_read))
     Engine.from_pretrained(folders["glm"], quant="int4:g32", dtype="bf16")
+    assert len(alive_at_read) > 20  # the reader was the one the load went through
     for alive in alive_at_read:
         linear = {n.split(".")[2] for n in alive if n.startswith("model.layers.") and "proj.weight" in n}
         assert len(linear) <= 1, alive  # q/k/v parts of at most one layer wait for their siblings
@@ -137,7 +143,7 @@ def test_glm_stream_yields_each_layer_before_reading_the_next():
                 yield f"model.layers.{layer}.self_attn.{part}_proj.weight", t
 
     args = ModelArgs(family="glm", dim=8, n_layers=3, n_heads=2, n_kv_heads=1)
-    for name, fused in iter_glm_state(source(), args, None):
+    for name, fused in rename_weights(source(), GLM_NAMES, args, None):
         layer = name.split(".")[1]
         assert read[-1] == f"{layer}.v"  # nothing of the next layer was read to produce this one
         assert torch.equal(fused, torch.cat([q, k, v]))

@@ -6,10 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.packed_linear import packing_supported
-from ragglm.engine.quant_loader import build_quantized, load_quantized, save_quantized
-from ragglm.engine.quantize import (
+from ragglm.engine.linear.packed_linear import packing_supported
+from ragglm.engine.linear.quantize import (
     KERNEL_MAX_ROWS,
     Int4Linear,
     Int8Linear,
@@ -22,6 +20,8 @@ from ragglm.engine.quantize import (
     quantize_int8,
     quantized_bytes,
 )
+from ragglm.engine.loading.quant_loader import build_quantized, load_quantized, save_quantized
+from ragglm.engine.model import ModelArgs, Transformer
 
 
 def tiny_args(**overrides) -> ModelArgs:
@@ -242,7 +242,7 @@ def test_cli_quantizes_the_packaged_gguf_and_the_folder_reloads_identically(tmp_
 
 @pytest.mark.skipif(not packing_supported(torch.bfloat16, "cpu"), reason="this CPU has no bf16 units")
 def test_bf16_compute_keeps_scales_in_bf16_so_int4_g32_stays_under_a_sixth():
-    from ragglm.engine.packed_linear import use_bf16_linears
+    from ragglm.engine.linear.packed_linear import use_bf16_linears
 
     model = random_model(tiny_args(dim=256, intermediate_size=512, tie_embeddings=False))
     float_linear = quantized_bytes(model)["linear"]

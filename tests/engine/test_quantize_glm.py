@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ragglm.engine import Engine
-from ragglm.engine.engine import save_quantized_checkpoint
+from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
 from tests.engine.glm_fixtures import (
     TEXT,
     glm4_tokenizer_json,

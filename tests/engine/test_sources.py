@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragglm.engine.sources import resolve_model_path
+from ragglm.engine.loading.sources import resolve_model_path
 from ragglm.errors import ModelNotFoundError
 
 

@@ -8,17 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ragglm.engine.loading.quant_loader import drain
+from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, rename_weights
 from ragglm.engine.model import ModelArgs
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["GGUFCheckpoint", "read_gguf"]
-
-_LAYER_NAMES = {
-    "attn_norm.weight": "attention_norm.weight",
-    "ffn_norm.weight": "ffn_norm.weight",
-    "attn_output.weight": "attention.wo.weight",
-    "ffn_down.weight": "feed_forward.w_down.weight",
-}
 
 
 @dataclass
@@ -28,7 +23,8 @@ class GGUFCheckpoint:
     metadata: dict  # scalar and string fields, plus tokenizer lists
 
 
-def read_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GGUFCheckpoint:
+def read_gguf(path: Path, dtype: torch.dtype | None = torch.float32) -> GGUFCheckpoint:
+    """The weights are dequantized to float32; dtype None keeps them so."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -48,8 +44,8 @@ def read_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GGUFCheckpoint:
         values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
         raw[tensor.name] = torch.from_numpy(np.array(values, dtype=np.float32))
     args.tie_embeddings = "output.weight" not in raw
-    # llama.cpp interleaves llama's Q/K rows for its rope kernel; qwen2 files keep the halves layout
-    return GGUFCheckpoint(args, _to_our_names(raw, args, dtype, permuted=arch == "llama"), meta)
+    naming = GGUF_LLAMA_NAMES if arch == "llama" else GGUF_NAMES
+    return GGUFCheckpoint(args, dict(rename_weights(drain(raw), naming, args, dtype)), meta)
 
 
 def _field_value(field):
@@ -76,33 +72,3 @@ def _args_from_meta(meta: dict, arch: str) -> ModelArgs:
         qkv_bias=arch == "qwen2",
         max_seq_len=meta.get(f"{arch}.context_length", 4096),
     )
-
-
-def _unpermute(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """GGUF stores llama Q/K rows with rotary pairs interleaved; restore the halves layout."""
-    out, inp = weight.shape[0], weight.shape[1:]
-    return weight.reshape(n_heads, out // n_heads // 2, 2, *inp).transpose(1, 2).reshape(weight.shape)
-
-
-def _to_our_names(raw: dict, args: ModelArgs, dtype, permuted: bool) -> dict[str, torch.Tensor]:
-    def restore(weight, n_heads):
-        return _unpermute(weight, n_heads) if permuted else weight
-
-    sd = {"tok_embeddings.weight": raw.pop("token_embd.weight"), "norm.weight": raw.pop("output_norm.weight")}
-    if "output.weight" in raw:
-        sd["output.weight"] = raw.pop("output.weight")
-    for i in range(args.n_layers):
-        p = f"blk.{i}."
-        q = restore(raw.pop(p + "attn_q.weight"), args.n_heads)
-        k = restore(raw.pop(p + "attn_k.weight"), args.n_kv_heads)
-        sd[f"layers.{i}.attention.wqkv.weight"] = torch.cat([q, k, raw.pop(p + "attn_v.weight")])
-        if p + "attn_q.bias" in raw:
-            qb = restore(raw.pop(p + "attn_q.bias"), args.n_heads)
-            kb = restore(raw.pop(p + "attn_k.bias"), args.n_kv_heads)
-            sd[f"layers.{i}.attention.wqkv.bias"] = torch.cat([qb, kb, raw.pop(p + "attn_v.bias")])
-        sd[f"layers.{i}.feed_forward.w_gate_up.weight"] = torch.cat(
-            [raw.pop(p + "ffn_gate.weight"), raw.pop(p + "ffn_up.weight")]
-        )
-        for theirs, ours in _LAYER_NAMES.items():
-            sd[f"layers.{i}.{ours}"] = raw.pop(p + theirs)
-    return {name: t.to(dtype) for name, t in sd.items()}

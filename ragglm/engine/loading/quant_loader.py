@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ragglm.engine.model import ModelArgs, Transformer
-from ragglm.engine.quantize import (
+from ragglm.engine.linear.quantize import (
     Int4Linear,
     Int8Linear,
     QuantConfig,
@@ -29,7 +28,8 @@ from ragglm.engine.quantize import (
     linear_names,
     quantize_weight,
 )
-from ragglm.engine.safetensors_reader import SafetensorsFile, write_safetensors
+from ragglm.engine.loading.safetensors_reader import SafetensorsFile, write_safetensors
+from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.errors import ModelNotFoundError
 
 __all__ = [

@@ -10,12 +10,19 @@ from __future__ import annotations
 __all__ = ["ChatGLM3Format", "ChatGLM2Format", "GLM4Format"]
 
 
-class ChatGLM3Format:
+class _RoleTurns:
+    """<|role|>\ncontent turns after a fixed prefix: the layout ChatGLM3 and GLM-4 share."""
+
     roles = ("system", "user", "assistant", "observation")
+    prefix = ""
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = "[gMASK]sop" + _turns(messages, self.roles)
+        text = self.prefix + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
         return text + ("<|assistant|>" if add_generation_prompt else "")
+
+
+class ChatGLM3Format(_RoleTurns):
+    prefix = "[gMASK]sop"
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
         ids = [_command(tokenizer, "[gMASK]"), _command(tokenizer, "sop")]
@@ -51,20 +58,11 @@ class ChatGLM2Format:
         return prefix + tokenizer.encode(self.render(messages, add_generation_prompt))
 
 
-class GLM4Format:
-    roles = ("system", "user", "assistant", "observation")
-
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = "[gMASK]<sop>" + _turns(messages, self.roles)
-        return text + ("<|assistant|>" if add_generation_prompt else "")
+class GLM4Format(_RoleTurns):
+    prefix = "[gMASK]<sop>"
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
         return tokenizer.encode(self.render(messages, add_generation_prompt))
-
-
-def _turns(messages: list[dict], roles: tuple[str, ...]) -> str:
-    """<|role|>\ncontent for each message, the turn layout ChatGLM3 and GLM-4 share."""
-    return "".join(f"<|{_role(m, roles)}|>\n{m['content']}" for m in messages)
 
 
 def _role(message: dict, roles: tuple[str, ...]) -> str:

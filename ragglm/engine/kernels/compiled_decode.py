@@ -11,6 +11,7 @@ matmuls dominate anyway).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 
@@ -28,15 +29,14 @@ def compile_decode(model: Transformer) -> float:
     it here rather than in the middle of the first answer.
     """
     started = time.perf_counter()
-    step = torch.compile(model.forward, dynamic=True)
-    model.compiled_step = step
+    model.use_decode_step(partial(torch.compile(model.forward, dynamic=True), last_only=True), sized_caches=True)
     device = model.tok_embeddings.weight.device
     model.setup_cache(1, MIN_COMPILED_CACHE)
     try:
         with torch.inference_mode():
             model.decode(torch.zeros((1, 1), dtype=torch.long, device=device), start=2)  # 0 and 1 would be traced as constants
     except Exception as error:  # Inductor needs a C++ compiler on CPU, among other things
-        model.compiled_step = None
+        model.use_decode_step(None)
         raise ConfigError(
             f"compiling the decode step failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
             "on CPU torch.compile needs a C++ compiler (g++ or clang) on PATH: install one, or load "

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ragglm.engine.packed_linear import Bf16Linear, PackedLinear
+from ragglm.engine.linear.packed_linear import Bf16Linear, PackedLinear
 from ragglm.errors import RagglmError
 
 __all__ = [
     "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
     "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "concat_rows",
-    "linear_names", "kernel_paths", "quantized_bytes",
+    "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks",
 ]
 
 SCHEMES = ("int8", "int4")
@@ -220,7 +220,7 @@ def _int4_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Tenso
     return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
 
 
-def _cpu_int4_blocks(packed: Tensor, in_features: int, dtype: torch.dtype) -> Tensor:
+def cpu_int4_blocks(packed: Tensor, in_features: int, dtype: torch.dtype) -> Tensor:
     """The CPU int4 kernel's layout, uint8 [out, in // 2] -> values 0..15 in dtype, [out // 64, in, 64].
 
     Each block of 64 output rows is stored column by column, rows n and n + 32 sharing a byte (low,
@@ -235,11 +235,11 @@ def _cpu_int4_blocks(packed: Tensor, in_features: int, dtype: torch.dtype) -> Te
 
 @cache
 def _cpu_int4_layout_known() -> bool:
-    """Whether this torch build packs int4 as _cpu_int4_blocks reads it (checked once on random values)."""
+    """Whether this torch build packs int4 as cpu_int4_blocks reads it (checked once on random values)."""
     if not _kernel_available("int4", "cpu"):
         return False
     q = torch.randint(0, 16, (2 * _CPU_BLOCK_ROWS, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
-    unpacked = _cpu_int4_blocks(_pack_int4(q, "cpu"), 64, torch.int32).permute(0, 2, 1).reshape(q.shape)
+    unpacked = cpu_int4_blocks(_pack_int4(q, "cpu"), 64, torch.int32).permute(0, 2, 1).reshape(q.shape)
     return torch.equal(unpacked, q)
 
 
@@ -247,7 +247,7 @@ def _int4_cpu_blocks_mm(x: Tensor, packed: Tensor, group_size: int, scales_and_z
     """x [M, in] @ dequantized weight.T, dequantizing straight from the kernel layout (no transposes)."""
     rows, in_features = x.shape
     groups = in_features // group_size
-    weight_t = _cpu_int4_blocks(packed, in_features, x.dtype)  # [blocks, in, 64]
+    weight_t = cpu_int4_blocks(packed, in_features, x.dtype)  # [blocks, in, 64]
     blocks = weight_t.shape[0]
     # scales_and_zeros [groups, out, 2] -> [blocks, groups, 1, 64] each
     scales, zeros = (part.to(x.dtype).reshape(groups, blocks, 1, _CPU_BLOCK_ROWS).transpose(0, 1)

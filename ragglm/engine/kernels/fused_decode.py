@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.huge_pages import huge_pages_available, move_into_huge_pages
+from ragglm.engine.kernels.huge_pages import huge_pages_available, move_into_huge_pages
+from ragglm.engine.linear.packed_linear import Bf16Linear
+from ragglm.engine.linear.quantize import Int4Linear, Int8Linear
 from ragglm.engine.model import Transformer
-from ragglm.engine.packed_linear import Bf16Linear
-from ragglm.engine.quantize import Int4Linear, Int8Linear
+from ragglm.paths import cache_root
 
 __all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "native_step_available",
            "streamed_weights", "KernelBuildError"]
@@ -68,9 +69,9 @@ class _DecodeModel(ctypes.Structure):
 
 
 def kernel_cache_dir() -> Path:
-    base = os.environ.get("RAGGLM_KERNEL_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ragglm", "kernels")
-    return Path(base)
+    """$RAGGLM_KERNEL_DIR, else the kernels folder of ragglm's cache."""
+    override = os.environ.get("RAGGLM_KERNEL_DIR")
+    return Path(override) if override else cache_root() / "kernels"
 
 
 def _compiler() -> str:
@@ -267,5 +268,5 @@ def attach_fused_decode(model: Transformer) -> bool:
             move_into_huge_pages(streamed_weights(model))
         except OSError as error:  # no room for the buffer: nothing has moved yet, decode from where they are
             log.warning("weights stay on ordinary pages (%s); decoding is about 10%% slower", error)
-    model.fused_step = FusedDecoder(model, library)
+    model.use_decode_step(FusedDecoder(model, library))
     return True

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.kv_store import ROOT, KVFileStore, block_key
+from ragglm.engine.cache.kv_store import ROOT, KVFileStore, block_key
+from ragglm.paths import cache_root
 
 __all__ = ["PrefixCache", "ROOT", "block_key", "default_budget_bytes", "default_kv_cache_dir",
            "model_fingerprint"]
@@ -327,12 +328,8 @@ def _available_ram() -> int:
 
 
 def default_kv_cache_dir() -> Path:
-    """$RAGGLM_CACHE_DIR/kv, else $XDG_CACHE_HOME/ragglm/kv, else ~/.cache/ragglm/kv."""
-    base = os.environ.get("RAGGLM_CACHE_DIR")
-    if base:
-        return Path(base).expanduser() / "kv"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "ragglm" / "kv"
+    """The kv folder of ragglm's cache (see ragglm.paths.cache_root)."""
+    return cache_root() / "kv"
 
 
 def model_fingerprint(model, name: str, quant: str | None = None) -> dict:

@@ -12,8 +12,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from ragglm.engine.glm_chat_format import ChatGLM2Format, ChatGLM3Format, GLM4Format
-from ragglm.engine.tokenizer import BPETokenizer, SentencePieceTokenizer
+from ragglm.engine.tokenizers.glm_chat_format import ChatGLM2Format, ChatGLM3Format, GLM4Format
+from ragglm.engine.tokenizers.tokenizer import BPETokenizer, SentencePieceTokenizer
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["TiktokenTokenizer", "load_glm_tokenizer", "GLM4_SPECIAL_TOKENS"]

@@ -1,6 +1,6 @@
 import pytest
 
-from ragglm.engine.stop_strings import StopStringFilter, truncate_at_stop
+from ragglm.text.stop_strings import StopStringFilter, truncate_at_stop
 
 
 def test_truncate_at_earliest_stop():

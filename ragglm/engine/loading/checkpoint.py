@@ -1,0 +1,48 @@
+"""One entry for every float checkpoint: a GGUF file or a model folder of any known family."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
+from ragglm.engine.loading.families import family_of
+from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
+from ragglm.engine.loading.weight_names import rename_weights
+from ragglm.engine.model import ModelArgs
+from ragglm.engine.tokenizers.tokenizer import Tokenizer
+from ragglm.errors import ModelNotFoundError
+
+__all__ = ["Checkpoint", "load_checkpoint"]
+
+
+@dataclass
+class Checkpoint:
+    args: ModelArgs
+    # our names -> tensors: a dict, or with stream=True an iterator read one tensor at a time
+    tensors: dict[str, Tensor] | Iterator[tuple[str, Tensor]]
+    tokenizer: Tokenizer
+    chat_format: object  # ChatFormat or one of the GLM formats
+    languages: tuple[str, ...]  # languages the model answers well in
+    gguf_fields: dict = field(default_factory=dict)  # a GGUF source's metadata; empty for folders
+
+
+def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False) -> Checkpoint:
+    """Read a .gguf file or a model folder; dtype None keeps each tensor in the checkpoint's dtype
+    (GGUF weights are dequantized to float32)."""
+    if path.suffix == ".gguf":
+        from ragglm.engine.loading.gguf_loader import read_gguf
+
+        gguf = read_gguf(path, dtype)
+        return Checkpoint(gguf.args, gguf.state_dict, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
+    if not path.is_dir():
+        raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
+    config = read_config(path)
+    family = family_of(path, config)
+    args = family.args(config)
+    tensors = rename_weights(iter_checkpoint_tensors(path), family.naming, args, dtype)
+    return Checkpoint(args, tensors if stream else dict(tensors), *family.tokenizer(path, config))

@@ -1,0 +1,42 @@
+"""`ragglm quantize`: a checkpoint quantized once into a folder that later loads as it is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ragglm.engine.linear.quantize import QuantConfig, QuantizationError
+from ragglm.engine.loading.checkpoint import load_checkpoint
+from ragglm.engine.loading.model_loader import GGUF_TOKENIZER_FILE
+from ragglm.engine.loading.quant_loader import is_quantized_checkpoint, save_quantized
+from ragglm.engine.loading.sources import resolve_model_path
+from ragglm.errors import ModelNotFoundError
+
+__all__ = ["save_quantized_checkpoint"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
+
+
+def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | QuantConfig) -> dict:
+    """Quantize SRC (alias, .gguf file or model folder) into the folder OUT; returns quantization.json."""
+    config = QuantConfig.parse(quant)
+    if config is None:
+        raise QuantizationError("give a quantization to save: int8 or int4")
+    path, out = resolve_model_path(src), Path(out)
+    if is_quantized_checkpoint(path):
+        raise ModelNotFoundError(f"{path} is already quantized; quantize the original model instead")
+    checkpoint = load_checkpoint(path, None, stream=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gguf":
+        fields = {k: v for k, v in checkpoint.gguf_fields.items()
+                  if k.startswith("tokenizer.") or k == "general.languages"}
+        (out / GGUF_TOKENIZER_FILE).write_text(json.dumps(fields, ensure_ascii=False), encoding="utf-8")
+        kind = "gguf"
+    else:
+        for item in path.iterdir():  # config, tokenizer and chat template files travel along
+            if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES):
+                shutil.copy2(item, out / item.name)
+        kind = "folder"
+    return save_quantized(out, checkpoint.args, checkpoint.tensors, config,
+                          {"tokenizer": kind, "source": str(src)})

@@ -1,0 +1,44 @@
+"""A checkpoint's tokenizer and chat format from the files it ships (or a GGUF file's fields)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ragglm.engine.tokenizers.chat_format import ChatFormat
+from ragglm.engine.tokenizers.glm_tokenizer import load_glm_tokenizer
+from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, bpe_from_gguf
+
+__all__ = ["PLAIN_TEMPLATE", "TokenizerFiles", "gguf_tokenizer", "glm_folder_tokenizer", "hf_folder_tokenizer"]
+
+# tokenizer, chat format, languages the model answers well in
+TokenizerFiles = tuple[Tokenizer, object, tuple[str, ...]]
+
+# For checkpoints without a chat template: plain role-prefixed turns.
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def gguf_tokenizer(fields: dict) -> TokenizerFiles:
+    """From a GGUF file's `tokenizer.*` and `general.languages` fields."""
+    tokenizer = bpe_from_gguf(fields)
+    template = fields.get("tokenizer.chat_template") or PLAIN_TEMPLATE
+    languages = tuple(fields.get("general.languages") or ("en", "zh"))
+    return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
+
+
+def hf_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
+    """`tokenizer.json` with the chat template of `tokenizer_config.json` (Llama, Qwen2, ...)."""
+    tok_config_path = path / "tokenizer_config.json"
+    tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
+    eos = tok_config.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, "<|im_end|>", "<|endoftext|>") if t])
+    template = tok_config.get("chat_template") or PLAIN_TEMPLATE
+    return tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
+
+
+def glm_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
+    return (*load_glm_tokenizer(path, config), ("zh", "en"))

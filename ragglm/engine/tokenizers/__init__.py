@@ -1,0 +1,1 @@
+"""Tokenizers, chat formats and stop strings."""
