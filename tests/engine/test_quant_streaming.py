@@ -203,3 +203,16 @@ def test_safetensors_writer_is_read_back_by_the_safetensors_library(tmp_path):
         for name, want in tensors.items():
             got = f.get_tensor(name)
             assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
+
+
+@pytest.mark.parametrize("naming", ["llama", "glm", "gguf"])
+def test_a_qkv_part_without_its_siblings_names_the_missing_tensor(naming):
+    from ragglm.engine.loading.weight_names import GGUF_NAMES, LLAMA_NAMES
+    from ragglm.errors import ModelNotFoundError
+
+    table = {"llama": LLAMA_NAMES, "glm": GLM_NAMES, "gguf": GGUF_NAMES}[naming]
+    q_name, k_name = table.fused["attention.wqkv.weight"][:2]
+    source = [(f"{table.layer_prefix}0.{q_name}", torch.ones(4, 8)), (f"{table.layer_prefix}0.{k_name}", torch.ones(2, 8))]
+    args = ModelArgs(dim=8, n_layers=1, n_heads=2, n_kv_heads=1)
+    with pytest.raises(ModelNotFoundError, match="lacks .*v"):
+        list(rename_weights(iter(source), table, args, None))
