@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from ragglm.connectors.fetch import fetch_url, is_url
+from ragglm.connectors.fetch import Fetched, fetch_url, is_url
 from ragglm.connectors.formats import LOADERS, parse, supported
-from ragglm.connectors.parallel import ParseJob, parse_in_order
+from ragglm.connectors.parallel import ParseJob, available_cores, parse_in_order
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
-__all__ = ["LOADERS", "Collected", "LoadReport", "collect", "expand_paths", "iter_files", "load",
-           "load_file", "load_many"]
+__all__ = ["LOADERS", "Collected", "LoadReport", "collect", "expand_paths", "iter_files", "iter_jobs", "load",
+           "load_file", "load_many", "worker_count"]
 
 
 @dataclass
@@ -128,30 +130,42 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[SourceEr
 
 def load_file(file: Path | str) -> Document:
     """One file or URL with the reader for its type; every failure becomes a SourceError naming it."""
-    if is_url(str(file)):
-        fetched = fetch_url(str(file))
-        return parse(str(file), fetched.data, fetched.content_type or "text/html")
-    try:
-        data = Path(file).read_bytes()
-    except OSError as exc:
-        raise SourceError(str(file), f"could not be read ({exc.strerror or exc})", "check the path") from exc
-    return parse(str(file), data)
+    source = str(file)
+    found = Collected(urls=[source]) if is_url(source) else Collected(files=[Path(file)])
+    errors: list[SourceError] = []
+    for job in iter_jobs(found, errors):
+        return parse(job.source, job.data, job.content_type)
+    raise errors[0]
 
 
-def iter_jobs(found: Collected, errors: list[SourceError]) -> Iterable[ParseJob]:
-    """Read each file (or fetch each URL) once; failures go to errors and yield nothing."""
-    for file in found.files:
+def iter_jobs(found: Collected, errors: list[SourceError],
+              unchanged: Callable[[str, str], bool] | None = None,
+              skipped: list[str] | None = None) -> Iterator[ParseJob]:
+    """Read each file (or fetch each URL) when it is its turn, with its sha256; failures go to errors.
+
+    unchanged(source, sha256) -> True skips a source (it goes to skipped): the index has it already.
+    """
+    readers = [(str(file), file.read_bytes) for file in found.files]
+    readers += [(url, partial(fetch_url, url)) for url in found.urls]
+    for source, read in readers:
         try:
-            yield ParseJob(str(file), file.read_bytes())
-        except OSError as exc:
-            errors.append(SourceError(str(file), f"could not be read ({exc.strerror or exc})", "check the path"))
-    for url in found.urls:
-        try:
-            fetched = fetch_url(url)
+            data = read()
         except SourceError as exc:
             errors.append(exc)
             continue
-        yield ParseJob(url, fetched.data, fetched.content_type or "text/html")
+        except OSError as exc:
+            errors.append(SourceError(source, f"could not be read ({exc.strerror or exc})",
+                                      "check the path and its permissions"))
+            continue
+        content_type = None
+        if isinstance(data, Fetched):
+            data, content_type = data.data, data.content_type or "text/html"
+        digest = hashlib.sha256(data).hexdigest()
+        if unchanged is not None and unchanged(source, digest):
+            if skipped is not None:
+                skipped.append(source)
+            continue
+        yield ParseJob(source, data, content_type, digest)
 
 
 def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -159,9 +173,7 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
     """Every readable document under paths, parsed in parallel; order follows the paths."""
     found = collect(paths, include, exclude)
     report = LoadReport(errors=list(found.errors), notes=list(found.notes))
-    if workers is None and not _worth_processes(found):
-        workers = 1
-    for _, result in parse_in_order(iter_jobs(found, report.errors), workers):
+    for _, result in parse_in_order(iter_jobs(found, report.errors), worker_count(found, workers)):
         if isinstance(result, SourceError):
             report.errors.append(result)
         else:
@@ -170,9 +182,12 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
     return report
 
 
-def _worth_processes(found: Collected) -> bool:
-    """Starting worker processes pays off only for several files that are slow to parse."""
-    return sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx")) >= 2
+def worker_count(found: Collected, workers: int | None = None) -> int:
+    """Processes to parse with: starting them pays off only for several files that are slow to parse."""
+    if workers is not None:
+        return workers
+    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx"))
+    return min(available_cores(), heavy) if heavy >= 2 else 1
 
 
 def load(path_or_url: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Document]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -28,8 +29,11 @@ def is_url(source: str | object) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
 
-def fetch_url(url: str, timeout: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> Fetched:
-    """The body of url; the whole download must finish within timeout seconds."""
+def fetch_url(url: str, timeout: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Fetched:
+    """The body of url; the whole download must finish within timeout seconds ($RAGGLM_FETCH_TIMEOUT
+    or 20 when None)."""
+    if timeout is None:
+        timeout = float(os.environ.get("RAGGLM_FETCH_TIMEOUT", DEFAULT_TIMEOUT_S))
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
     deadline = time.monotonic() + timeout
     try:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+from ragglm.connectors.formats import parse
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
@@ -20,7 +21,7 @@ class ParseJob:
     source: str
     data: bytes
     content_type: str | None = None  # set for fetched URLs
-    content_hash: str = ""
+    sha256: str = ""  # of data
 
 
 def available_cores() -> int:
@@ -35,8 +36,6 @@ def available_cores() -> int:
 
 def _parse(job: ParseJob) -> Document | tuple[str, str, str]:
     """Runs in a worker: errors travel back as plain tuples, which always pickle."""
-    from ragglm.connectors.formats import parse
-
     try:
         return parse(job.source, job.data, job.content_type)
     except SourceError as exc:

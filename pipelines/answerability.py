@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ragglm.pipelines.citations import _stem, content_words
+from ragglm.pipelines.citations import content_words, stem
 from ragglm.text.sentences import split_sentences
 
 __all__ = ["SupportModel", "SUPPORT_MODELS", "support_model_for", "support_features", "answer_probability",
@@ -128,7 +128,7 @@ def sentence_window(text: str, index: int) -> str:
 
 def _terms(text: str) -> set[str]:
     """Content words folded to one form each (content_words holds a word and its stem)."""
-    return {_stem(w) if w.isascii() else w for w in content_words(text)}
+    return {stem(w) if w.isascii() else w for w in content_words(text)}
 
 
 def _missing_names(question: str, text: str) -> float:

@@ -8,28 +8,24 @@ from ragglm.documents import Citation, Hit
 from ragglm.text.chunker import word_spans
 from ragglm.text.language import is_cjk
 from ragglm.text.sentences import split_sentences
+from ragglm.text.stopwords import STOP_WORDS
 
-__all__ = ["parse_citation_numbers", "strip_citation_marks", "resolve_citations", "content_words",
-           "best_sentence", "support", "coverage"]
+__all__ = ["CITATION_MARK", "parse_citation_numbers", "strip_citation_marks", "resolve_citations", "content_words",
+           "best_sentence", "support", "coverage", "stem"]
 
 # [1] [1, 2] [1-3] 【2】 (2) [Source 1]; three digits at most so that "(1990)" stays a year.
-_MARK = re.compile(
+CITATION_MARK = re.compile(
     r"[\[【(（]\s*(?:sources?\s*|资料\s*)?"
     r"(\d{1,3}(?:\s*(?:[-–~,，、]|and|和)\s*\d{1,3})*)\s*[\]】)）]",
     re.IGNORECASE,
 )
-_STOP = set(
-    "the a an of to in on and or is are was were be been for with as by at it this that from which what how "
-    "do does did can could not no yes you your its their there who whom whose when where why into than then "
-    "has have had will would should may might about after before during other some such only also more most "
-    "much many any all each these those they them he she his her we our us i me my so if but".split()
-) | set("的 了 是 在 和 与 或 及 我 你 他 它 这 那 吗 呢 什么 如何 怎么 多少 哪 哪个 哪些 谁 为什么 有 被 把 个 中 也 就 都 而 及其".split())
+
 
 
 def parse_citation_numbers(text: str) -> list[int]:
     """Source numbers in order of first use: [1], [1, 2], [1-3], 【2】, (2)."""
     numbers: list[int] = []
-    for match in _MARK.finditer(text):
+    for match in CITATION_MARK.finditer(text):
         for part in re.split(r"\s*(?:[,，、]|and|和)\s*", match.group(1), flags=re.IGNORECASE):
             bounds = [int(n) for n in re.split(r"\s*[-–~]\s*", part) if n]
             if len(bounds) == 2 and 0 <= bounds[1] - bounds[0] < 20:
@@ -41,22 +37,22 @@ def parse_citation_numbers(text: str) -> list[int]:
 
 
 def strip_citation_marks(text: str) -> str:
-    return re.sub(r"[ \t]+([.,;:!?。，；])", r"\1", _MARK.sub("", text)).strip()
+    return re.sub(r"[ \t]+([.,;:!?。，；])", r"\1", CITATION_MARK.sub("", text)).strip()
 
 
 def content_words(text: str) -> set[str]:
     """Lower-cased words that carry meaning; Chinese text adds its character pairs for robustness."""
     lowered = text.lower()
     words = {lowered[s:e] for s, e in word_spans(lowered)}
-    kept = {w for w in words if w not in _STOP and (len(w) > 1 or not w.isascii()) and any(c.isalnum() for c in w)}
-    kept |= {_stem(w) for w in kept if w.isascii()}
+    kept = {w for w in words if w not in STOP_WORDS and (len(w) > 1 or not w.isascii()) and any(c.isalnum() for c in w)}
+    kept |= {stem(w) for w in kept if w.isascii()}
     cjk_run = "".join(c if is_cjk(c) else " " for c in lowered)
     for run in cjk_run.split():
         kept |= {run[i : i + 2] for i in range(len(run) - 1)}
     return kept
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragglm.errors import SourceError
-from ragglm.pipelines.prompts import NOT_FOUND
+from ragglm.pipelines.checks import is_refusal
+from ragglm.pipelines.citations import CITATION_MARK
 
-__all__ = ["QAItem", "QASet", "load_qa", "normalize_answer", "contains_answer", "is_refusal",
+__all__ = ["QAItem", "QASet", "load_qa", "normalize_answer", "contains_answer",
            "EvalReport", "evaluate"]
 
 
@@ -98,12 +99,11 @@ def _unique(texts) -> list[str]:
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_CITATION = re.compile(r"[\[【(（]\s*\d+(?:\s*[-–,，、]\s*\d+)*\s*[\]】)）]")
 
 
 def normalize_answer(text: str) -> str:
     """Lower case; no punctuation, articles, citation marks or spaces between CJK characters."""
-    text = _CITATION.sub(" ", unicodedata.normalize("NFKC", text).lower())
+    text = CITATION_MARK.sub(" ", unicodedata.normalize("NFKC", text).lower())
     text = "".join(" " if unicodedata.category(c).startswith("P") or c in string.punctuation else c for c in text)
     text = _ARTICLES.sub(" ", text)
     text = re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", text)
@@ -117,10 +117,6 @@ def contains_answer(text: str, answers: list[str]) -> bool:
         if needle and (f" {needle} " in haystack if needle.isascii() else needle in haystack):
             return True
     return False
-
-
-def is_refusal(text: str) -> bool:
-    return any(phrase in text for phrase in NOT_FOUND.values())
 
 
 @dataclass

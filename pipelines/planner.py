@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PlannerConfig", "Plan", "plan_context", "prefill_rate", "count_prompt_tokens",
-           "cached_tokens"]
+from ragglm.documents import ContextPlan
+from ragglm.paths import cache_root
+from ragglm.protocols import Generator
+
+__all__ = ["PlannerConfig", "plan_context", "prefill_rate"]
 
 
 @dataclass
@@ -21,27 +23,8 @@ class PlannerConfig:
     max_stuff_tokens: int | None = None  # a cap below the window, for models that lose long contexts
 
 
-@dataclass
-class Plan:
-    mode: str  # "stuff" | "retrieve"
-    reason: str
-    document_tokens: int  # all documents, as the generator's tokenizer counts them
-    window: int  # the generator's context length
-    question_tokens: int
-    answer_tokens: int
-    overhead_tokens: int
-    budget_tokens: int  # window - question - answer - overhead: room for sources
-    prefill_tok_s: float  # measured once per generator
-    estimated_prefill_s: float  # uncached document tokens / prefill rate
-    cached_tokens: int  # document tokens whose KV the generator already holds
-    time_budget_s: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def plan_context(document_tokens: int, question_tokens: int, window: int, prefill_tok_s: float,
-                 cached: int = 0, config: PlannerConfig | None = None, forced: str | None = None) -> Plan:
+                 cached: int = 0, config: PlannerConfig | None = None, forced: str | None = None) -> ContextPlan:
     """Stuff when the documents fit the window and are cached or quick enough to prefill."""
     config = config or PlannerConfig()
     budget = window - question_tokens - config.answer_tokens - config.prompt_overhead_tokens
@@ -63,40 +46,20 @@ def plan_context(document_tokens: int, question_tokens: int, window: int, prefil
     else:
         mode, reason = "retrieve", (f"prefill of {uncached} uncached tokens would take ~{estimate:.1f} s, "
                                     f"over the {config.time_budget_s:g} s budget")
-    return Plan(mode, reason, document_tokens, window, question_tokens, config.answer_tokens,
+    return ContextPlan(mode, reason, document_tokens, window, question_tokens, config.answer_tokens,
                 config.prompt_overhead_tokens, budget, round(prefill_tok_s, 1),
                 round(estimate, 3) if estimate != float("inf") else -1.0, cached, config.time_budget_s)
-
-
-def count_prompt_tokens(engine, text: str) -> int:
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is None:  # a remote generator: jieba words are a close, slightly low, estimate
-        from ragglm.text.chunker import count_tokens
-
-        return count_tokens(text)
-    return len(tokenizer.encode(text))
-
-
-def cached_tokens(engine, messages: list[dict]) -> int:
-    """Tokens of this prompt whose KV the generator already holds; 0 when it keeps no prefix cache."""
-    lookup = getattr(engine, "cached_prefix_length", None)
-    if lookup is None:
-        return 0
-    render = getattr(engine, "chat_ids", None)
-    prompt_ids = render(messages) if render else engine.tokenizer.encode(
-        "\n".join(m["content"] for m in messages))
-    return int(lookup(prompt_ids))
 
 
 _RATES: dict[str, float] = {}
 
 
-def prefill_rate(engine, probe_tokens: int = 256) -> float:
+def prefill_rate(generator: Generator, probe_tokens: int = 256) -> float:
     """Prompt tokens per second, measured once per generator and device and kept on disk."""
-    key = f"{engine.name}|{getattr(engine, 'device', 'remote')}|{getattr(engine, 'quant', None)}"
+    key = f"{generator.name}|{generator.device}|{generator.quant}"
     if key in _RATES:
         return _RATES[key]
-    store = _rate_file()
+    store = cache_root() / "prefill_rates.json"
     saved = _read_rates(store)
     if key in saved:
         _RATES[key] = saved[key]
@@ -105,13 +68,11 @@ def prefill_rate(engine, probe_tokens: int = 256) -> float:
     text = " ".join(words[: probe_tokens * 3 // 4])
     messages = [{"role": "user", "content": text + "\nSay OK."}]
     # the prefix cache would serve the second call from the first: measure real prefill
-    uncached = {"use_prefix_cache": False} if getattr(engine, "prefix_cache", None) is not None else {}
-    engine.chat(messages, max_new_tokens=1, **uncached)  # warm-up: first calls pay for allocation
+    generator.chat(messages, max_new_tokens=1, use_prefix_cache=False)  # warm-up: first calls pay for allocation
     started = time.perf_counter()
-    result = engine.chat(messages, max_new_tokens=1, **uncached)
-    elapsed = getattr(result, "ttft_s", 0.0) or (time.perf_counter() - started)
-    prompt = getattr(result, "prompt_tokens", 0) or count_prompt_tokens(engine, text)
-    rate = prompt / max(elapsed, 1e-6)
+    result = generator.chat(messages, max_new_tokens=1, use_prefix_cache=False)
+    elapsed = result.ttft_s or (time.perf_counter() - started)
+    rate = (result.prompt_tokens or generator.count_tokens(text)) / max(elapsed, 1e-6)
     _RATES[key] = rate
     saved[key] = rate
     try:
@@ -120,12 +81,6 @@ def prefill_rate(engine, probe_tokens: int = 256) -> float:
     except OSError:
         pass  # a read-only home only costs a new measurement next time
     return rate
-
-
-def _rate_file() -> Path:
-    base = os.environ.get("RAGGLM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ragglm")
-    return Path(base) / "prefill_rates.json"
 
 
 def _read_rates(path: Path) -> dict:

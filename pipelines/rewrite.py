@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from ragglm.errors import InvalidRequestError
 from ragglm.pipelines.citations import content_words
+from ragglm.protocols import Generator
 from ragglm.text.language import detect_language
 
 __all__ = ["standalone_question", "is_follow_up", "last_user_question"]
@@ -26,7 +28,7 @@ def last_user_question(history: list[dict]) -> str:
     for message in reversed(history):
         if message.get("role") == "user" and message.get("content", "").strip():
             return message["content"].strip()
-    raise ValueError("the conversation has no user question; end it with {'role': 'user', 'content': ...}")
+    raise InvalidRequestError("the conversation has no user question; end it with {'role': 'user', 'content': ...}")
 
 
 def is_follow_up(question: str, language: str) -> bool:
@@ -34,7 +36,7 @@ def is_follow_up(question: str, language: str) -> bool:
     return bool(_REFERENCES[language].search(question)) or len(content_words(question)) < 2
 
 
-def standalone_question(history: list[dict], engine=None) -> str:
+def standalone_question(history: list[dict], generator: Generator | None = None) -> str:
     """The last user question, made self-contained with the earlier turns when it refers back to them."""
     question = last_user_question(history)
     earlier = [m for m in history[: _last_user_index(history)] if m.get("content", "").strip()]
@@ -42,8 +44,8 @@ def standalone_question(history: list[dict], engine=None) -> str:
     if not earlier or not is_follow_up(question, language):
         return question
     topic = next((m["content"].strip() for m in reversed(earlier) if m.get("role") == "user"), "")
-    if engine is not None and language in getattr(engine, "languages", ()):
-        rewritten = _model_rewrite(engine, earlier, question, language)
+    if generator is not None and language in generator.languages:
+        rewritten = _model_rewrite(generator, earlier, question, language)
         if rewritten and _faithful(rewritten, earlier, question):
             return rewritten
     return _CONTEXT[language].format(question=question, topic=topic) if topic else question
@@ -56,10 +58,10 @@ def _last_user_index(history: list[dict]) -> int:
     return len(history)
 
 
-def _model_rewrite(engine, earlier: list[dict], question: str, language: str) -> str:
+def _model_rewrite(generator: Generator, earlier: list[dict], question: str, language: str) -> str:
     lines = [f"{m['role']}: {' '.join(m['content'].split())[:400]}" for m in earlier[-4:]]
     prompt = _PROMPTS[language].format(history="\n".join(lines), question=question)
-    result = engine.chat([{"role": "user", "content": prompt}], max_new_tokens=48, temperature=0.0)
+    result = generator.chat([{"role": "user", "content": prompt}], max_new_tokens=48, temperature=0.0)
     text = result.text.strip().splitlines()[0].strip().strip('"“”') if result.text.strip() else ""
     return text
 

@@ -56,13 +56,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _exit_code(exc: BaseException) -> int:
-    from ragglm.errors import ModelNotFoundError, RemoteGeneratorError
-
-    if isinstance(exc, ModelNotFoundError):
-        return EXIT_MODEL
-    if isinstance(exc, RemoteGeneratorError):
-        return EXIT_REMOTE
-    return EXIT_BAD_INPUT
+    return exc.exit_code if isinstance(exc, RagglmError) else EXIT_BAD_INPUT
 
 
 def _printer(stream: bool | None):
@@ -133,30 +127,30 @@ def _print_answer_footer(answer, explain: bool) -> None:
             page = f", page {citation.page}" if citation.page else ""
             inferred = " (matched to the answer)" if citation.inferred else ""
             typer.echo(f"  [{citation.id}] {citation.source}{page}{inferred}: \"{citation.text}\"")
-    reason = answer.plan.get("reason", "")
+    reason = answer.plan.reason
     if answer.mode == "extractive" and "configure" in reason:
         typer.echo(f"\nnote: this is an extract, not a generated answer: {reason}", err=True)
     if explain:
         typer.echo("\n" + explain_plan(answer.plan))
 
 
-def explain_plan(plan: dict) -> str:
-    """The planner's decision and the numbers behind it, one fact per line."""
-    if plan.get("mode") == "extractive" or "window" not in plan:
-        lines = [f"plan: {plan.get('mode', '?')} ({plan.get('reason', '')})"]
-    else:
-        lines = [
-            f"plan: {plan['mode']} ({plan['reason']})",
-            f"  window {plan['window']} - question {plan['question_tokens']} - answer {plan['answer_tokens']}"
-            f" - prompt {plan['overhead_tokens']} = {plan['budget_tokens']} tokens for sources",
-            f"  documents {plan['document_tokens']} tokens, {plan['cached_tokens']} cached",
-            f"  prefill ({plan['document_tokens']} - {plan['cached_tokens']}) / {plan['prefill_tok_s']} tok/s"
-            f" = {plan['estimated_prefill_s']} s (budget {plan['time_budget_s']} s)",
-            f"  sources given: {plan.get('sources_given', 0)}",
+def explain_plan(plan) -> str:
+    """The planner's decision and the numbers behind it (an AnswerPlan), one fact per line."""
+    lines = [f"plan: {plan.mode} ({plan.reason})"]
+    context = plan.context
+    if context is not None:
+        lines += [
+            f"  window {context.window} - question {context.question_tokens} - answer {context.answer_tokens}"
+            f" - prompt {context.overhead_tokens} = {context.budget_tokens} tokens for sources",
+            f"  documents {context.document_tokens} tokens, {context.cached_tokens} cached",
+            f"  prefill ({context.document_tokens} - {context.cached_tokens}) / {context.prefill_tok_s} tok/s"
+            f" = {context.estimated_prefill_s} s (budget {context.time_budget_s} s)",
+            f"  sources given: {plan.sources_given or 0}",
         ]
     for key in ("relevance", "support", "refused", "fallback", "standalone_question"):
-        if key in plan:
-            lines.append(f"  {key.replace('_', ' ')}: {plan[key]}")
+        value = getattr(plan, key)
+        if value is not None:
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
     return "\n".join(lines)
 
 
@@ -216,9 +210,7 @@ def evaluate(
 
     Example: ragglm eval --qa squad2_dev.json --limit 200
     """
-    import hashlib
 
-    from ragglm.documents import Document, Page
     from ragglm.knowledge_base import KnowledgeBase
     from ragglm.pipelines import MODES
     from ragglm.pipelines.eval import evaluate as run_eval
@@ -229,16 +221,13 @@ def evaluate(
     try:
         qa_set = load_qa(qa)
     except RagglmError as exc:
-        _fail(str(exc))
+        _fail(str(exc), _exit_code(exc))
     if docs:
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k)
     elif qa_set.contexts:
         knowledge_base = KnowledgeBase(kb, model=model, top_k=top_k)
         for context_id, text in qa_set.contexts.items():
-            text_hash = hashlib.sha256(text.encode()).hexdigest()
-            if knowledge_base.store.source_hash(context_id) != text_hash:
-                knowledge_base.store.add(context_id, text_hash, knowledge_base.chunker.split(
-                    Document(context_id, [Page(None, text)])))
+            knowledge_base.add_text(text, context_id, save=False)
         knowledge_base.save()
     else:
         _fail(f"{qa} has no passages; give the documents with --docs PATH")
@@ -280,7 +269,7 @@ def index(
         report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty(),
                                     include=include, exclude=exclude, workers=workers)
     except RagglmError as exc:
-        _fail(str(exc))
+        _fail(str(exc), _exit_code(exc))
     except KeyboardInterrupt:
         _fail(f"interrupted; {kb} is unchanged", 130)
     for error in report.errors:
@@ -317,8 +306,8 @@ def search(
     try:
         knowledge_base = _open_kb(docs, kb, as_json, embedder=embedder, reranker=reranker)
         hits = knowledge_base.search(query, top_k)
-    except (RagglmError, ValueError) as exc:
-        _fail(str(exc))
+    except RagglmError as exc:
+        _fail(str(exc), _exit_code(exc))
     if as_json:
         typer.echo(json.dumps({"hits": [{"source": h.source, "page": h.page, "score": h.score, "text": h.text,
                                          "start": h.chunk.start, "end": h.chunk.end, "heading": h.chunk.heading}
@@ -397,7 +386,7 @@ def serve(
         _fail(str(exc), _exit_code(exc))
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"ragglm: warning: serving on {host} without --api-key", err=True)
-    typer.echo(f"ragglm: serving {len(knowledge_base)} chunk(s) with {knowledge_base.engine.name} "
+    typer.echo(f"ragglm: serving {len(knowledge_base)} chunk(s) with {knowledge_base.generator.name} "
                f"on http://{host}:{port}/v1", err=True)
     run_server(application, host, port, log_level)
 
@@ -433,7 +422,7 @@ def quantize(
     try:
         meta = save_quantized_checkpoint(src, out, quant)
     except RagglmError as exc:
-        _fail(str(exc))
+        _fail(str(exc), _exit_code(exc))
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     summary = {"out": str(out), "scheme": meta["scheme"], "group_size": meta["group_size"], "bytes": size}
     if as_json:

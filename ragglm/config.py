@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from ragglm.config_file import settings_from_file
+
 __all__ = ["Settings"]
 
 
@@ -25,9 +27,7 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         """Defaults, then the config file (ragglm.toml), then RAGGLM_<FIELD> variables, then overrides."""
-        from ragglm.config_file import settings_from_file
-
-        values = settings_from_file()
+        values = settings_from_file({f.name: f.default for f in fields(cls)})
         for f in fields(cls):
             raw = os.environ.get(f"RAGGLM_{f.name.upper()}")
             if raw is not None:

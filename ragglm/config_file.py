@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from ragglm.errors import ConfigError
@@ -52,21 +51,18 @@ def read_config_file(path: Path | None = None) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax or remove the file") from exc
 
 
-def settings_from_file(path: Path | None = None) -> dict:
-    """Settings fields from the file, type-checked against their defaults."""
-    from ragglm.config import Settings
-
+def settings_from_file(defaults: dict, path: Path | None = None) -> dict:
+    """Settings fields from the file, type-checked against their defaults ({field name: default})."""
     path = path or find_config_file()
     data = read_config_file(path)
-    known = {f.name: f for f in fields(Settings)}
     values = {}
     for key, value in data.items():
         if key == "serve" and isinstance(value, dict):
             continue
-        if key not in known:
+        if key not in defaults:
             raise ConfigError(f"{path}: unknown setting {key!r}; the settings are "
-                              f"{', '.join(sorted(known))} and a [serve] table")
-        default = known[key].default
+                              f"{', '.join(sorted(defaults))} and a [serve] table")
+        default = defaults[key]
         values[key] = _checked(path, key, value, default)
     return values
 

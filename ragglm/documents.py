@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["Page", "Document", "Chunk", "Hit", "Citation", "Answer"]
+__all__ = ["Page", "Document", "Chunk", "Hit", "Citation", "ContextPlan", "AnswerPlan", "Answer"]
 
 
 @dataclass
@@ -70,6 +70,53 @@ class Citation:
 
 
 @dataclass
+class ContextPlan:
+    """Stuff the whole documents or retrieve chunks, and the numbers behind the choice."""
+    mode: str  # "stuff" | "retrieve"
+    reason: str
+    document_tokens: int  # all documents, as the generator's tokenizer counts them
+    window: int  # the generator's context length
+    question_tokens: int
+    answer_tokens: int
+    overhead_tokens: int
+    budget_tokens: int  # window - question - answer - overhead: room for sources
+    prefill_tok_s: float  # measured once per generator
+    estimated_prefill_s: float  # uncached document tokens / prefill rate
+    cached_tokens: int  # document tokens whose KV the generator already holds
+    time_budget_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AnswerPlan:
+    """How an answer was reached: the route, the context plan, and the checks it passed or failed."""
+    mode: str  # "stuff" | "retrieve" | "extractive"
+    reason: str = ""
+    language: str = ""
+    context: ContextPlan | None = None  # absent for extracts
+    sources_given: int | None = None
+    relevance: float | None = None  # idf-weighted share of the question found in the best sentence
+    answerable_p: float | None = None  # the calibrated support model's probability, where one applies
+    support: float | None = None  # share of a generated answer's words found in the best sentences
+    refused: str | None = None  # why the answer is the refusal phrase
+    fallback: str | None = None  # why a generated answer was replaced by an extract
+    standalone_question: str | None = None  # a follow-up rewritten to stand alone
+
+    def to_dict(self) -> dict:
+        """Flat, as --json prints it: the context plan's numbers beside the checks; unset fields left out."""
+        data = {"mode": self.mode, "reason": self.reason}
+        if self.context is not None:
+            data.update({k: v for k, v in self.context.to_dict().items() if k not in data})
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("mode", "reason", "context") and value is not None and value != "":
+                data[f.name] = value
+        return data
+
+
+@dataclass
 class Answer:
     text: str
     citations: list[Citation]
@@ -77,10 +124,10 @@ class Answer:
     model: str
     timings: dict = field(default_factory=dict)
     sources: list[Hit] = field(default_factory=list)
-    plan: dict = field(default_factory=dict)  # how the context was chosen, with its numbers
+    plan: AnswerPlan | None = None  # how the context was chosen, with its numbers
 
     def to_dict(self) -> dict:
-        extra = {"plan": self.plan} if self.plan else {}
+        extra = {"plan": self.plan.to_dict()} if self.plan is not None else {}
         return {
             "answer": self.text,
             "citations": [

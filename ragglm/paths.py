@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_root"]
+__all__ = ["cache_root", "kv_cache_dir"]
 
 
 def cache_root() -> Path:
@@ -15,3 +15,8 @@ def cache_root() -> Path:
         return Path(base).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "ragglm"
+
+
+def kv_cache_dir() -> Path:
+    """The prefix KV cache of processes that have no knowledge-base folder of their own."""
+    return cache_root() / "kv"

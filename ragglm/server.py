@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -97,7 +98,7 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
     if knowledge_base is None and generator is None:
         raise ValueError("create_app needs a knowledge base or a generator")
     limits = limits or ServerLimits()
-    generator = generator if generator is not None else knowledge_base.engine
+    generator = generator if generator is not None else knowledge_base.generator
     settings = knowledge_base.settings if knowledge_base is not None else None
     default_tokens = min(settings.max_new_tokens if settings else 256, limits.max_new_tokens)
     default_temperature = settings.temperature if settings else 0.0
@@ -259,10 +260,9 @@ def _as_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, Cancelled):
         return ApiError(499, "the request was cancelled", "cancelled")
-    if isinstance(exc, ValueError):  # e.g. prompt plus max_tokens over the model window
-        return ApiError(400, str(exc), code="context_length_exceeded" if "window" in str(exc) else None)
-    if isinstance(exc, RagglmError):  # e.g. a remote generator that is down
-        return ApiError(502, str(exc), "upstream_error")
+    if isinstance(exc, RagglmError):  # e.g. a prompt over the model window, a remote generator that is down
+        kind = "upstream_error" if exc.http_status >= 500 else "invalid_request_error"
+        return ApiError(exc.http_status, str(exc), kind, code=exc.code)
     return ApiError(500, f"internal error: {exc.__class__.__name__}: {exc}", "server_error")
 
 
@@ -398,6 +398,4 @@ class BackgroundServer:
 
 
 def _version() -> str:
-    from ragglm import __version__
-
-    return __version__
+    return version("ragglm")

@@ -61,7 +61,7 @@ def manuals_kb(smollm2):
     """The example manuals (PDF, Markdown, HTML) in an in-memory KnowledgeBase on the SmolLM2 engine."""
     from ragglm import KnowledgeBase
 
-    knowledge_base = KnowledgeBase(engine=smollm2, top_k=2, max_new_tokens=12)
+    knowledge_base = KnowledgeBase(generator=smollm2, top_k=2, max_new_tokens=12)
     knowledge_base.add(MANUALS)
     return knowledge_base
 

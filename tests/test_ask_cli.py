@@ -50,3 +50,11 @@ def test_unreadable_file_is_reported_and_others_still_answer(manuals, tmp_path):
     assert "broken.pdf" in done.stderr
     payload = json.loads(done.stdout)
     assert any("leak" in c["text"] for c in payload["citations"])
+
+
+def test_a_bad_path_fails_before_torch_or_the_embedder_loads(tmp_path):
+    probe = ("import sys; from typer.testing import CliRunner; from ragglm.cli import app; "
+             f"done = CliRunner().invoke(app, ['ask', '--docs', {str(tmp_path / 'nowhere')!r}, 'x']); "
+             "print(done.exit_code, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False", "False"], done.stderr

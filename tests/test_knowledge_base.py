@@ -2,7 +2,13 @@
 
 import shutil
 
+import pytest
+from langchain_core.vectorstores import InMemoryVectorStore
+
 from ragglm import KnowledgeBase
+from ragglm.errors import IndexMismatchError
+from ragglm.index.embedder import Embedder, resolve_embedder_path
+from ragglm.index.langchain_store import EmbedderEmbeddings, LangChainDenseStore
 
 
 def test_search_finds_the_right_page(manuals):
@@ -43,3 +49,58 @@ def test_add_text_cites_the_given_source():
     assert answer.mode == "extractive"
     assert answer.citations[0].source == "handbook.txt" and answer.citations[0].page == 7
     assert "11:30" in answer.text
+
+
+def test_an_embedder_passed_in_is_the_one_the_index_is_built_and_reopened_with(tmp_path):
+    packaged = resolve_embedder_path("all-MiniLM-L6-v2")
+    kb = KnowledgeBase(tmp_path / "kb", embedder=Embedder(packaged))
+    kb.add_text("The staff canteen opens at 11:30 on weekdays.", source="handbook.txt")
+    with pytest.raises(IndexMismatchError, match="canteen|embedder"):
+        KnowledgeBase(tmp_path / "kb")  # the default embedder's name differs from the folder's
+    reopened = KnowledgeBase(tmp_path / "kb", embedder=Embedder(packaged))
+    assert reopened.search("When does the canteen open?", 1)[0].source == "handbook.txt"
+
+
+class InterruptibleEmbedder(Embedder):
+    """The packaged embedder; once armed, embedding raises as if the user pressed Ctrl-C."""
+
+    armed = False
+
+    def embed(self, texts, *args, **kwargs):
+        if self.armed and texts:
+            raise KeyboardInterrupt
+        return super().embed(texts, *args, **kwargs)
+
+
+class CountingReranker:
+    """Keeps the fused order; counts the searches it was asked to rerank."""
+
+    calls = 0
+
+    def rerank(self, query, hits, k):
+        self.calls += 1
+        return hits[:k]
+
+
+def test_a_failed_add_keeps_the_dense_store_and_reranker(tmp_path):
+    embedder = InterruptibleEmbedder()
+    dense_store = LangChainDenseStore(InMemoryVectorStore(EmbedderEmbeddings(embedder)))
+    reranker = CountingReranker()
+    kb = KnowledgeBase(tmp_path / "kb", embedder=embedder, dense_store=dense_store, reranker=reranker)
+    kb.add_text("The staff canteen opens at 11:30 on weekdays.", source="handbook.txt")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "lift.md").write_text("# Lift\n\nThe lift is serviced in May.", encoding="utf-8")
+    embedder.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        kb.add(tmp_path / "more")
+    embedder.armed = False
+    assert kb.store.dense_store is dense_store and kb.store.reranker is reranker
+    assert kb.sources == ["handbook.txt"]
+    assert kb.search("canteen", 1)[0].source == "handbook.txt" and reranker.calls == 1
+
+
+def test_opening_a_knowledge_base_does_not_load_the_embedder(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb")
+    report = kb.add(tmp_path / "nowhere")
+    assert [e.problem for e in report.errors] == ["no such file or folder"]
+    assert "_model" not in vars(kb.store.embedder)

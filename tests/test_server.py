@@ -149,8 +149,8 @@ def test_remote_backend_against_the_server(server, manuals_kb, monkeypatch):
     monkeypatch.setenv("RAGGLM_REMOTE_API_KEY", KEY)
     remote_kb = KnowledgeBase(model=f"openai:{server.base_url}", top_k=2, max_new_tokens=12)
     remote_kb.store = manuals_kb.store  # the same index, without embedding the manuals twice
-    assert isinstance(remote_kb.engine, RemoteGenerator)
-    assert remote_kb.engine.name == "smollm2" and remote_kb.engine.languages == ("en",)
+    assert isinstance(remote_kb.generator, RemoteGenerator)
+    assert remote_kb.generator.name == "smollm2" and remote_kb.generator.languages == ("en",)
     # the planner cannot size a remote model, so compare both on retrieved chunks
     local = manuals_kb.ask(QUESTION, mode="retrieve")
     answer = remote_kb.ask(QUESTION, mode="retrieve")

@@ -18,8 +18,8 @@ from ragglm.engine.loading.model_loader import load_model
 from ragglm.engine.loading.sources import resolve_model_path
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.tokenizers.chat_format import ChatFormat
-from ragglm.text.stop_strings import StopStringFilter
 from ragglm.engine.tokenizers.tokenizer import Tokenizer
+from ragglm.text.stop_strings import StopStringFilter
 
 __all__ = ["Engine"]
 

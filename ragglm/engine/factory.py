@@ -18,6 +18,6 @@ def load_generator(model: str | Path = "smollm2", quant: str | None = None, devi
     """
     if is_remote_spec(model):
         return RemoteGenerator.from_spec(str(model))
-    from ragglm.engine.engine import Engine
+    from ragglm.engine.engine import Engine  # torch: not imported for a remote generator
 
     return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir, compile=compile)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +30,25 @@ def resolve_embedder_path(name: str) -> str:
 
 
 class Embedder:
-    """Unit-normalised float32 embeddings, so inner product is cosine similarity."""
+    """Unit-normalised float32 embeddings, so inner product is cosine similarity.
+
+    The model loads when first needed (a text to embed, or its dimension): opening a knowledge base,
+    or failing on a bad path, does not wait for it.
+    """
 
     def __init__(self, name: str = "all-MiniLM-L6-v2", device: str = "cpu"):
         self.name = name
-        self._model = _load(resolve_embedder_path(name), device)
-        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        self.dimension = dimension()
+        self.device = device
+
+    @cached_property
+    def _model(self):
+        return _load(resolve_embedder_path(self.name), self.device)
+
+    @cached_property
+    def dimension(self) -> int:
+        model = self._model
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return dimension()
 
     def embed(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if not texts:

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ragglm.documents import Chunk, Hit
+from ragglm.errors import IndexMismatchError
 from ragglm.index.dense import APPROXIMATE_FROM, DenseIndex
-from ragglm.index.embedder import Embedder
 from ragglm.index.fusion import dense_weight, fuse_scores
+from ragglm.index.pages import rebuild_pages
 from ragglm.index.sparse import SparseIndex
+from ragglm.protocols import DenseStore, Embedder
 from ragglm.text.language import detect_language
 
 __all__ = ["IndexStore"]
@@ -30,15 +32,17 @@ CANDIDATES = 50  # per ranking, before fusion: deep enough that fusion can promo
 class IndexStore:
     """Everything the knowledge base retrieves from. Chunk ids are stable across saves.
 
-    dense_store: any object with add(ids, texts), remove(ids), search(query, k) and len() (see
-    LangChainDenseStore) replaces the built-in FAISS index, for corpora that outgrow one machine.
-    reranker: an optional CrossEncoderReranker applied to the fused candidates.
+    dense_store: a DenseStore (see LangChainDenseStore) replaces the built-in FAISS index, for
+    corpora that outgrow one machine. reranker: an optional CrossEncoderReranker applied to the
+    fused candidates. The FAISS index is made when the first vectors arrive, so that opening a
+    store does not load the embedder.
     """
 
-    def __init__(self, embedder: Embedder, *, dense_store=None, reranker=None,
+    def __init__(self, embedder: Embedder, *, dense_store: DenseStore | None = None, reranker=None,
                  approximate_from: int = APPROXIMATE_FROM):
         self.embedder = embedder
-        self.dense = DenseIndex(embedder.dimension, approximate_from) if dense_store is None else None
+        self.approximate_from = approximate_from
+        self._dense: DenseIndex | None = None
         self.dense_store = dense_store
         self.sparse = SparseIndex()
         self.reranker = reranker
@@ -48,6 +52,24 @@ class IndexStore:
 
     def __len__(self) -> int:
         return len(self.chunks)
+
+    @property
+    def dense(self) -> DenseIndex | None:
+        """The FAISS index, None when an external dense store holds the vectors."""
+        if self.dense_store is not None:
+            return None
+        if self._dense is None:
+            self._dense = DenseIndex(self.embedder.dimension, self.approximate_from)
+        return self._dense
+
+    def signature(self) -> tuple:
+        """Changes whenever a source is added, changed or removed."""
+        return tuple(sorted((source, entry.get("hash")) for source, entry in self.sources.items()))
+
+    def whole_pages(self) -> list[Hit]:
+        """One hit per (source, page) with the page's text, sources in name order."""
+        return rebuild_pages(self.chunks[i] for source in sorted(self.sources)
+                             for i in self.sources[source].get("ids", []) if i in self.chunks)
 
     def source_hash(self, source: str) -> str | None:
         entry = self.sources.get(source)
@@ -107,13 +129,13 @@ class IndexStore:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            if self.dense is not None:
+            if self.dense_store is None:
                 self.dense.save(staging / "dense.faiss")
             self.sparse.save(staging)
             meta = {
                 "format": _FORMAT,
                 "embedder": self.embedder.name,
-                "dense": "faiss" if self.dense is not None else "external",
+                "dense": "faiss" if self.dense_store is None else "external",
                 "next_id": self._next_id,
                 "sources": self.sources,
                 "chunks": {str(i): c.to_dict() for i, c in self.chunks.items()},
@@ -125,23 +147,24 @@ class IndexStore:
             raise
 
     @classmethod
-    def load(cls, folder: Path, embedder: Embedder, *, dense_store=None, reranker=None) -> IndexStore:
+    def load(cls, folder: Path, embedder: Embedder, *, dense_store: DenseStore | None = None,
+             reranker=None) -> IndexStore:
         folder = Path(folder)
         meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         if meta.get("embedder") != embedder.name:
-            raise ValueError(
+            raise IndexMismatchError(
                 f"{folder} was built with embedder {meta.get('embedder')!r}, not {embedder.name!r}; "
                 "use the same embedder or rebuild the index in a new folder"
             )
         if meta.get("dense") == "external" and dense_store is None:
-            raise ValueError(f"{folder} keeps its vectors in an external store; pass it as dense_store")
+            raise IndexMismatchError(f"{folder} keeps its vectors in an external store; pass it as dense_store")
         store = cls(embedder, dense_store=dense_store, reranker=reranker)
         if dense_store is None:
-            store.dense = DenseIndex.load(folder / "dense.faiss")
+            store._dense = DenseIndex.load(folder / "dense.faiss")
         store.chunks = {int(i): Chunk.from_dict(c) for i, c in meta["chunks"].items()}
         store.sources = meta["sources"]
         store._next_id = meta["next_id"]
-        if dense_store is not None and hasattr(dense_store, "track"):
+        if dense_store is not None:
             dense_store.track(store.chunks)
         if SparseIndex.exists(folder):
             store.sparse = SparseIndex.load(folder)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from ragglm.engine.exclusive import exclusive
 from ragglm.engine.generate import GenerationResult
-from ragglm.text.stop_strings import StopStringFilter
+from ragglm.protocols import Generator
+from ragglm.text.stop_strings import StopStringFilter, relay
 
 __all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator"]
 
@@ -30,7 +29,7 @@ class Outcome:
     timings: dict = field(default_factory=dict)
 
 
-def chat_generator(generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
+def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
                    stop: list[str] | None = None, seed: int | None = None,
                    on_text: Callable[[str], None] | None = None,
                    cancelled: threading.Event | None = None) -> Outcome:
@@ -38,22 +37,9 @@ def chat_generator(generator, messages: list[dict], *, max_new_tokens: int, temp
     stops = StopStringFilter(stop)
     result = GenerationResult([])
     extra = {"seed": seed} if seed is not None else {}
-    with nullcontext() if getattr(generator, "concurrent", False) else exclusive(generator):
-        pieces = generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                stream=True, result=result, **extra)
-        try:
-            for piece in pieces:
-                _check(cancelled)
-                shown = stops.feed(piece)
-                if shown and on_text:
-                    on_text(shown)
-                if stops.stopped:
-                    break
-        finally:
-            pieces.close()  # ends the decode loop now, rather than when the iterator is collected
-    tail = stops.flush()
-    if tail and on_text:
-        on_text(tail)
+    with nullcontext() if generator.concurrent else generator.lock:
+        relay(generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stream=True,
+                             result=result, **extra), stops, on_text, lambda: _check(cancelled))
     completion_tokens = len(result.token_ids) or int(result.timings.get("completion_tokens", 0))
     finish = "stop" if stops.stopped else result.finish_reason
     timings = {"ttft_s": round(result.ttft_s, 4), "decode_tok_s": round(result.decode_tok_s, 2)}
@@ -63,7 +49,10 @@ def chat_generator(generator, messages: list[dict], *, max_new_tokens: int, temp
 def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,
                        stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
                        cancelled: threading.Event | None = None) -> Outcome:
-    """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations."""
+    """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations.
+
+    Callers take turns: the knowledge base's lock keeps its index still while it answers, and the
+    generator's keeps one KV cache to one prompt."""
     stops = StopStringFilter(stop)
 
     def show(piece: str) -> None:
@@ -72,15 +61,8 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
         if shown and on_text:
             on_text(shown)
 
-    with exclusive(knowledge_base):
-        saved = knowledge_base.settings
-        knowledge_base.settings = dataclasses.replace(saved, max_new_tokens=max_new_tokens,
-                                                      temperature=temperature)
-        try:
-            with exclusive(knowledge_base.engine):
-                answer = knowledge_base.ask(question, on_text=show)
-        finally:
-            knowledge_base.settings = saved
+    with knowledge_base.lock, knowledge_base.generator.lock:
+        answer = knowledge_base.ask(question, on_text=show, max_new_tokens=max_new_tokens, temperature=temperature)
     if not stops.text and not stops.stopped and answer.text:
         show(answer.text)  # answers decided without generating (nothing found) are not streamed
     tail = stops.flush()

@@ -21,7 +21,6 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ragglm.engine.exclusive import exclusive
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
 
 __all__ = ["RagGLM", "RagGLMRetriever"]
@@ -35,7 +34,9 @@ def shared_generator(model: str, quant: str | None, device: str):
     key = (str(model), quant, device)
     with _loading:
         if key not in _loaded:
-            from ragglm.engine.factory import load_generator
+            from ragglm.engine.factory import (
+                load_generator,  # torch: only once a model is asked for
+            )
 
             _loaded[key] = load_generator(model, quant=quant, device=device)
         return _loaded[key]
@@ -117,7 +118,7 @@ class RagGLMRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *,
                                 run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        with exclusive(self.knowledge_base):
+        with self.knowledge_base.lock:
             hits = self.knowledge_base.search(query, self.k)
         return [
             Document(page_content=hit.text, metadata={

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 
-__all__ = ["StopStringFilter", "truncate_at_stop"]
+__all__ = ["StopStringFilter", "relay", "truncate_at_stop"]
 
 
 def truncate_at_stop(text: str, stops: Iterable[str] | None) -> tuple[str, bool]:
@@ -23,15 +23,21 @@ class StopStringFilter:
     piece shows whether it is one, so a stop string never leaks half-printed.
     """
 
-    def __init__(self, stops: Iterable[str] | None = None):
+    def __init__(self, stops: Iterable[str] | None = None, skip_leading_space: bool = False):
+        """skip_leading_space drops white space before the first visible character, so that a stop
+        string such as a line break ends the text only once it has begun."""
         self.stops = [s for s in stops or () if s]
         self.text = ""  # everything released so far
         self.stopped = False
         self._pending = ""
+        self._skip_space = skip_leading_space
 
     def feed(self, piece: str) -> str:
         if self.stopped:
             return ""
+        if self._skip_space:
+            piece = piece.lstrip()
+            self._skip_space = not piece
         if not self.stops:
             self.text += piece
             return piece
@@ -53,6 +59,26 @@ class StopStringFilter:
     def _release(self, text: str) -> str:
         self.text += text
         return text
+
+
+def relay(pieces: Generator[str, None, None], stops: StopStringFilter, on_text: Callable[[str], None] | None = None,
+          check: Callable[[], None] | None = None) -> None:
+    """Stream pieces through stops to on_text until a stop string or the end; check() runs before each
+    piece (it may raise to stop). The stream is closed on the way out, which ends its decode loop."""
+    try:
+        for piece in pieces:
+            if check is not None:
+                check()
+            shown = stops.feed(piece)
+            if shown and on_text:
+                on_text(shown)
+            if stops.stopped:
+                break
+    finally:
+        pieces.close()
+    tail = stops.flush()
+    if tail and on_text:
+        on_text(tail)
 
 
 def _longest_stop_prefix_suffix(text: str, stops: list[str]) -> int:

@@ -9,7 +9,7 @@ import ragglm.engine
 
 ROOT = Path(ragglm.engine.__file__).parent
 # a module may import from its own unit and from units of a lower rank
-RANK = {"model": 0, "exclusive": 0, "linear": 1, "cache": 1, "tokenizers": 1, "kernels": 2, "loading": 2,
+RANK = {"model": 0, "linear": 1, "cache": 1, "tokenizers": 1, "kernels": 2, "loading": 2,
         "generate": 3, "remote": 4, "engine": 5, "factory": 6, "__init__": 7}
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ragglm.documents import Document, Page
+from ragglm.errors import IndexMismatchError
 from ragglm.index.store import IndexStore
 from ragglm.text.chunker import Chunker
 
@@ -89,7 +90,7 @@ def test_loading_with_another_embedder_is_refused(tmp_path, embedder, documents)
     class Other:
         name, dimension = "other-model", embedder.dimension
 
-    with pytest.raises(ValueError, match="other-model"):
+    with pytest.raises(IndexMismatchError, match="other-model"):
         IndexStore.load(tmp_path / "index", Other())
 
 

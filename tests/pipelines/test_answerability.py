@@ -9,8 +9,10 @@ from ragglm.pipelines.answerability import (
     support_features,
     support_model_for,
 )
+from ragglm.pipelines.config import AnswerConfig
+from ragglm.pipelines.extract import rank_sentences
 from ragglm.pipelines.prompts import NOT_FOUND
-from ragglm.pipelines.qa import AnswerConfig, answer_question, rank_sentences
+from ragglm.pipelines.qa import answer_question
 
 MANUAL = ("The AquaPure W3 filter cartridge lasts six months. Replace it when the indicator turns red. "
           "Error code E2 means a leak in the inlet hose. The pump runs at three bar.")
@@ -37,9 +39,10 @@ def manuals_index(manuals):
 ])
 def test_plain_manual_questions_are_answered(manuals_index, question, answered):
     hits = manuals_index.search(question, 4)
-    answer = answer_question(question, hits, None, embedder=manuals_index.store.embedder)
+    answer = answer_question(question, hits, None, "en", config=AnswerConfig(),
+                             embedder=manuals_index.store.embedder)
     assert answered in answer.text and answer.citations, answer.plan
-    assert answer.plan["answerable_p"] >= support_model_for(manuals_index.store.embedder.name, "en").threshold
+    assert answer.plan.answerable_p >= support_model_for(manuals_index.store.embedder.name, "en").threshold
 
 
 @pytest.mark.parametrize("question", [
@@ -48,7 +51,8 @@ def test_plain_manual_questions_are_answered(manuals_index, question, answered):
 ])
 def test_questions_the_manuals_do_not_answer_are_refused(manuals_index, question):
     hits = manuals_index.search(question, 4)
-    answer = answer_question(question, hits, None, embedder=manuals_index.store.embedder)
+    answer = answer_question(question, hits, None, "en", config=AnswerConfig(),
+                             embedder=manuals_index.store.embedder)
     assert answer.text == NOT_FOUND["en"] and answer.citations == []
 
 
@@ -79,17 +83,17 @@ def test_an_answered_question_scores_above_one_the_manual_does_not_answer(embedd
 def test_answer_question_refuses_below_the_threshold_and_extracts_above(embedder):
     hits = _hits()
     calibrated = AnswerConfig(use_support_model=True)
-    kept = answer_question("How long does the filter cartridge last?", hits, None, embedder=embedder,
+    kept = answer_question("How long does the filter cartridge last?", hits, None, "en", embedder=embedder,
                            config=calibrated)
     assert kept.text.startswith("Extract from the documents:") and "six months" in kept.text
-    assert kept.plan["answerable_p"] >= support_model_for(embedder.name, "en").threshold
-    refused = answer_question("Which football club won the cup final in the pump league?", hits, None,
+    assert kept.plan.answerable_p >= support_model_for(embedder.name, "en").threshold
+    refused = answer_question("Which football club won the cup final in the pump league?", hits, None, "en",
                               embedder=embedder, config=calibrated)
     assert refused.text == NOT_FOUND["en"] and refused.citations == []
-    assert refused.plan["answerable_p"] < support_model_for(embedder.name, "en").threshold
-    plain = answer_question("Which football club won the cup final in the pump league?", hits, None,
+    assert refused.plan.answerable_p < support_model_for(embedder.name, "en").threshold
+    plain = answer_question("Which football club won the cup final in the pump league?", hits, None, "en",
                             embedder=embedder, config=AnswerConfig(use_support_model=False))
-    assert "answerable_p" not in plain.plan  # switched off, the overlap threshold decides
+    assert plain.plan.answerable_p is None  # switched off, the overlap threshold decides
 
 
 def test_features_read_the_window_around_the_best_sentence_not_the_whole_chunk(embedder):

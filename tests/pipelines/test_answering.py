@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def kb(smollm2, manuals):
-    knowledge_base = KnowledgeBase(engine=smollm2)
+    knowledge_base = KnowledgeBase(generator=smollm2)
     knowledge_base.add(manuals)
     return knowledge_base
 
@@ -33,7 +33,7 @@ def test_question_about_something_absent_is_refused_in_english(kb):
 def test_question_about_something_absent_is_refused_in_chinese(kb):
     answer = kb.ask("哪支足球队赢得了1998年的冠军决赛？")
     assert answer.text == NOT_FOUND["zh"] and answer.citations == []
-    assert answer.mode == "extractive" and "configure" in answer.plan["reason"]  # SmolLM2 is English-only
+    assert answer.mode == "extractive" and "configure" in answer.plan.reason  # SmolLM2 is English-only
 
 
 def test_extractive_answer_quotes_and_cites_the_supporting_sentence(kb):
@@ -44,17 +44,22 @@ def test_extractive_answer_quotes_and_cites_the_supporting_sentence(kb):
     assert answer.citations[0].source.endswith("aquapure-w3-manual.pdf") and answer.citations[0].page
 
 
-def test_generated_answers_are_checked_against_their_sources(kb):
+def test_a_supported_generated_answer_is_kept_with_its_citation(kb):
     answer = kb.ask("What does error code E2 mean?", mode="retrieve")
     plan = answer.plan
-    assert plan["mode"] == "retrieve" and plan["relevance"] >= 0.5
+    assert plan.mode == "retrieve" and plan.relevance >= 0.5
+    assert answer.mode == "retrieve" and plan.fallback is None and plan.support >= 0.75
+    assert "leak" in answer.text
     cited = {c.id for c in answer.citations}
     assert cited and cited <= set(range(1, len(answer.sources) + 1))
-    if "fallback" in plan:  # an unsupported or empty generation is replaced by the cited extract
-        assert answer.mode == "extractive"
-        assert plan["support"] < 0.75 or "restated" in plan["fallback"]
-    else:
-        assert plan["support"] >= 0.75
+
+
+def test_an_unsupported_generated_answer_is_replaced_by_the_cited_extract(kb):
+    # greedy SmolLM2 answers this one with words the best sentences do not hold
+    answer = kb.ask("How many devices can connect at once?", mode="retrieve")
+    plan = answer.plan
+    assert answer.mode == "extractive" and plan.support < 0.75 and "not supported" in plan.fallback
+    assert "128" in answer.text and answer.citations
 
 
 def test_explain_numbers_add_up(manuals, tmp_path):
@@ -75,9 +80,9 @@ def test_explain_numbers_add_up(manuals, tmp_path):
 
 def test_a_small_model_answers_by_extract_in_auto_mode(kb):
     answer = kb.ask("How long does the filter cartridge last?")
-    assert answer.mode == "extractive" and "billion" in answer.plan["reason"]
+    assert answer.mode == "extractive" and "billion" in answer.plan.reason
     assert "12 months" in answer.text and answer.citations
-    assert answer.plan["answerable_p"] >= support_model_for(kb.store.embedder.name, "en").threshold
+    assert answer.plan.answerable_p >= support_model_for(kb.store.embedder.name, "en").threshold
 
 
 def test_model_size_counts_prepacked_and_quantized_weights(smollm2):
@@ -93,5 +98,5 @@ def test_model_size_counts_prepacked_and_quantized_weights(smollm2):
     glm6b = ModelArgs(family="glm", vocab_size=65024, dim=4096, n_layers=28, n_heads=32, n_kv_heads=2,
                       head_dim=128, intermediate_size=13696, qkv_bias=True)
     assert 6.0e9 < glm6b.parameter_count < 6.5e9
-    assert not _is_small(SimpleNamespace(model=SimpleNamespace(args=glm6b)))
-    assert not _is_small(SimpleNamespace())  # a remote generator: size unknown
+    assert not _is_small(SimpleNamespace(parameter_count=glm6b.parameter_count))
+    assert not _is_small(SimpleNamespace(parameter_count=None))  # a remote generator: size unknown

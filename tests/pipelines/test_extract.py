@@ -1,8 +1,9 @@
 """Extractive answers: sentence ranking, answer-type cues, passages quoted whole across sentence breaks."""
 
 from ragglm.documents import Chunk, Hit
+from ragglm.pipelines.checks import says_something
+from ragglm.pipelines.extract import extractive_answer, rank_sentences
 from ragglm.pipelines.prompts import NOT_FOUND
-from ragglm.pipelines.qa import _claims, extractive_answer, rank_sentences
 
 
 def _hit(text: str, source: str = "notes.md") -> Hit:
@@ -49,5 +50,5 @@ def test_no_shared_word_means_the_refusal_phrase():
 
 
 def test_an_answer_that_only_restates_the_question_claims_nothing():
-    assert not _claims("The colour of the filter is the colour of the filter [1].", "What colour is the filter?")
-    assert _claims("The filter is blue [1].", "What colour is the filter?")
+    assert not says_something("The colour of the filter is the colour of the filter [1].", "What colour is the filter?")
+    assert says_something("The filter is blue [1].", "What colour is the filter?")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ragglm.knowledge_base import KnowledgeBase
-from ragglm.pipelines.answering import choose_context
+from ragglm.pipelines.answering import AnswerPipeline
 from ragglm.pipelines.planner import PlannerConfig, plan_context, prefill_rate
 
 
@@ -32,8 +32,12 @@ class PrefixCachingEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def cached_prefix_length(self, prompt_ids: list[int]) -> int:
-        return min(self.cached, len(prompt_ids))
+    def cached_prompt_tokens(self, messages: list[dict]) -> int:
+        return min(self.cached, len(self._engine.chat_ids(messages)))
+
+
+def choose_context(kb: KnowledgeBase, question: str, generator, mode: str = "auto", planner=None):
+    return AnswerPipeline(kb.store, lambda: generator).choose_context(question, generator, mode, planner)
 
 
 def _folder(tmp_path: Path, name: str, paragraphs: int) -> Path:

@@ -27,10 +27,8 @@ import torch
 from torch import Tensor
 
 from ragglm.engine.cache.kv_store import ROOT, KVFileStore, block_key
-from ragglm.paths import cache_root
 
-__all__ = ["PrefixCache", "ROOT", "block_key", "default_budget_bytes", "default_kv_cache_dir",
-           "model_fingerprint"]
+__all__ = ["PrefixCache", "ROOT", "block_key", "default_budget_bytes", "model_fingerprint"]
 
 DEFAULT_BLOCK_SIZE = 32
 _BUDGET_SHARE = 0.25  # of the memory available when the cache is created
@@ -325,11 +323,6 @@ def _available_ram() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 2 * 2**30
-
-
-def default_kv_cache_dir() -> Path:
-    """The kv folder of ragglm's cache (see ragglm.paths.cache_root)."""
-    return cache_root() / "kv"
 
 
 def model_fingerprint(model, name: str, quant: str | None = None) -> dict:

@@ -1,0 +1,120 @@
+"""Extractive answers: rank the sources' sentences against the question and quote the best, cited."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ragglm.documents import Answer, Citation, Hit
+from ragglm.pipelines.citations import content_words
+from ragglm.pipelines.prompts import EXTRACT_NOTE, NOT_FOUND
+from ragglm.text.language import detect_language, is_cjk
+from ragglm.text.sentences import split_sentences
+from ragglm.text.stopwords import STOP_WORDS
+
+__all__ = ["ScoredSentence", "rank_sentences", "extractive_answer"]
+
+
+@dataclass
+class ScoredSentence:
+    score: float  # idf-weighted share of the question's words found in the sentence (0..1)
+    number: int  # 1-based source number
+    text: str
+    index: int = 0  # position among its source's sentences
+    span: tuple[int, int] = (0, 0)  # characters of its source's text
+
+
+# Words the question shares with a sentence's neighbours count at this weight: a question often names
+# its subject in one sentence and asks about the next. Chinese passages carry the subject further
+# (measured on CMRC 2018 even-numbered passages: 0.7 > 0.5 > 0.3; SQuAD 2.0 prefers 0.5).
+CONTEXT_WEIGHT = {"en": 0.5, "zh": 0.7}
+# A sentence holding what the question asks for (a date for "when", a number for "how many", a
+# cause for "why") ranks this much higher; measured +0.5 to +1 point of containment on both sets.
+ANSWER_TYPE_BONUS = 0.1
+_ANSWER_TYPES = [
+    (re.compile(r"什么时候|何时|哪一?年|哪个年代|日期|\bwhen\b|what year|what century|what decade", re.I),
+     re.compile(r"\d|[年月日]|世纪|century|centuries|decade|\b(january|february|march|april|may|june|july|"
+                r"august|september|october|november|december)\b", re.I)),
+    (re.compile(r"多少|几[个名位次种条座年]|多[大高长重远]|how many|how much|what percentage", re.I),
+     re.compile(r"\d|[一二三四五六七八九十百千万亿两]|\b(one|two|three|four|five|six|seven|eight|nine|ten|"
+                r"dozen|hundred|thousand|million|billion)\b", re.I)),
+    (re.compile(r"为什么|为何|原因|\bwhy\b", re.I), re.compile(r"因为|由于|因此|所以|导致|原因|because|due to|since", re.I)),
+]
+
+
+def rank_sentences(question: str, hits: list[Hit], context_weight: float | None = None,
+                   language: str | None = None) -> list[ScoredSentence]:
+    """Every sentence of the hits, best match to the question first; rarer words weigh more."""
+    if context_weight is None:
+        context_weight = CONTEXT_WEIGHT.get(language or detect_language(question), 0.5)
+    wanted = _match_terms(question)
+    sentences = []
+    for number, hit in enumerate(hits, 1):
+        spans = split_sentences(hit.text)
+        words = [_match_terms(hit.text[start:end]) for start, end in spans]
+        for j, (start, end) in enumerate(spans):
+            around = (words[j - 1] if j > 0 else set()) | (words[j + 1] if j + 1 < len(words) else set())
+            sentences.append((number, j, (start, end), hit.text[start:end], words[j], around))
+    if not wanted or not sentences:
+        return []
+    frequency = {w: sum(w in words for *_, words, _ in sentences) for w in wanted}
+    weight = {w: math.log(1 + (len(sentences) + 1) / (frequency[w] + 0.5)) for w in wanted}
+    total = sum(weight.values())
+    kinds = [answer for asked, answer in _ANSWER_TYPES if asked.search(question)]
+    scored = []
+    for number, j, span, text, words, around in sentences:
+        own = sum(weight[w] for w in wanted & words)
+        nearby = sum(weight[w] for w in (wanted & around) - words)
+        score = (own + context_weight * nearby) / total - 0.01 * (number - 1)
+        if kinds and own and all(kind.search(text) for kind in kinds):
+            score += ANSWER_TYPE_BONUS
+        scored.append(ScoredSentence(score, number, text, j, span))
+    scored.sort(key=lambda s: -s.score)
+    return scored
+
+
+def _match_terms(text: str) -> set[str]:
+    """Content words, plus single Chinese characters: questions often rephrase a word by one character."""
+    return content_words(text) | {c for c in text if is_cjk(c) and c not in _CJK_STOP}
+
+
+_CJK_STOP = {w for w in STOP_WORDS if len(w) == 1 and is_cjk(w)}
+
+
+def extractive_answer(question: str, hits: list[Hit], language: str | None = None,
+                      max_sentences: int = 3, min_relevance: float = 0.0,
+                      ranked: list[ScoredSentence] | None = None) -> Answer:
+    """The sentences that best match the question, each cited; the refusal phrase when none does."""
+    language = language or detect_language(question)
+    ranked = rank_sentences(question, hits, language=language) if ranked is None else ranked
+    if not ranked or ranked[0].score <= max(0.0, min_relevance):
+        return Answer(NOT_FOUND[language], [], "extractive", "", sources=hits)
+    picked = [ranked[0]]
+    for s in ranked[1:]:
+        if len(picked) == max_sentences or s.score < 0.5 * ranked[0].score:
+            break
+        if all(s.text != p.text for p in picked):  # overlapping chunks repeat their edge sentences
+            picked.append(s)
+    lines, citations = [], []
+    for number, text in _passages(picked, hits):
+        lines.append(" ".join(text.split()) + f" [{number}]")
+        if all(c.id != number for c in citations):
+            hit = hits[number - 1]
+            citations.append(Citation(number, hit.source, hit.page, " ".join(text.split())))
+    return Answer(EXTRACT_NOTE[language] + "\n" + "\n".join(lines), citations, "extractive", "", sources=hits)
+
+
+def _passages(picked: list[ScoredSentence], hits: list[Hit]) -> list[tuple[int, str]]:
+    """Picked sentences in reading order; neighbours in one source join into one passage, so that an
+    answer running over a sentence break ("Andrew W. Mellon") is quoted whole."""
+    passages: list[tuple[int, str]] = []
+    previous = None
+    for s in sorted(picked, key=lambda s: (s.number, s.index)):
+        if previous is not None and previous.number == s.number and previous.index == s.index - 1:
+            text = hits[s.number - 1].text
+            passages[-1] = (s.number, passages[-1][1] + text[previous.span[1]:s.span[1]])
+        else:
+            passages.append((s.number, s.text))
+        previous = s
+    return passages
