@@ -49,13 +49,23 @@ class KnowledgeBase:
 
             reranker = CrossEncoderReranker(self.settings.reranker, device=self.settings.device)
         self._reranker = reranker
-        self.store = self._open_store(self._index_folder())
         config = AnswerConfig(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                               top_k=self.settings.top_k)
-        self.pipeline = AnswerPipeline(self.store, lambda: self.generator, self._embedder, config)
+        self._store = self._open_store(self._index_folder())
+        self.pipeline = AnswerPipeline(self._store, lambda: self.generator, self._embedder, config)
 
     def __len__(self) -> int:
         return len(self.store)
+
+    @property
+    def store(self) -> IndexStore:
+        """The index searched and answered from; setting it points the answering pipeline at it too."""
+        return self._store
+
+    @store.setter
+    def store(self, store: IndexStore) -> None:
+        self._store = store
+        self.pipeline.retriever = store
 
     @property
     def sources(self) -> list[str]:
@@ -92,7 +102,7 @@ class KnowledgeBase:
             if report.added or report.removed:
                 self.save()
         except BaseException:
-            self._use_store(self._open_store(snapshot))
+            self.store = self._open_store(snapshot)
             raise
         finally:
             if snapshot is not None and snapshot != self._index_folder():
@@ -156,10 +166,6 @@ class KnowledgeBase:
         if folder is not None and IndexStore.exists(folder):
             return IndexStore.load(folder, self._embedder, **collaborators)
         return IndexStore(self._embedder, **collaborators)
-
-    def _use_store(self, store: IndexStore) -> None:
-        self.store = store
-        self.pipeline.retriever = store
 
     def _snapshot(self) -> Path | None:
         """Where the state before an ingestion can be reloaded from: the saved index, or a copy."""

@@ -213,9 +213,11 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if last_only:
             x = x[:, -1:]
-        # the untied head is called as a module so that a quantized one runs its own kernel
-        logits = F.linear(x, self.tok_embeddings.weight) if self.output is None else self.output(x)
-        return logits.float()
+        if self.output is None or (last_only and self.args.tie_embeddings):
+            # A tied head reads the embedding table, float32 with bf16 linears too: for one row it costs
+            # little, and logits rounded to bf16 tie close candidates (SmolLM2's first answer token).
+            return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()
+        return self.output(x).float()  # called as a module so that a quantized head runs its own kernel
 
 
 def one_query_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

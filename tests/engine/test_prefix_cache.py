@@ -253,7 +253,7 @@ def test_knowledge_base_keeps_the_kv_in_its_folder(tmp_path, manuals):
     second = kb.ask("What does error code E2 mean?", mode="stuff")
     assert first.timings["cached_tokens"] == 0
     assert second.timings["cached_tokens"] > 0
-    kb.engine.prefix_cache.flush()
+    kb.generator.prefix_cache.flush()
     assert list((tmp_path / "kb" / "kv-cache").rglob("*.kv"))
 
 

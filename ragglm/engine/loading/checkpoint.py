@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
 from ragglm.engine.loading.families import family_of
+from ragglm.engine.loading.gguf_loader import read_gguf
 from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
 from ragglm.engine.loading.weight_names import rename_weights
 from ragglm.engine.model import ModelArgs
@@ -35,8 +36,6 @@ def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False)
     """Read a .gguf file or a model folder; dtype None keeps each tensor in the checkpoint's dtype
     (GGUF weights are dequantized to float32)."""
     if path.suffix == ".gguf":
-        from ragglm.engine.loading.gguf_loader import read_gguf
-
         gguf = read_gguf(path, dtype)
         return Checkpoint(gguf.args, gguf.state_dict, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
     if not path.is_dir():
