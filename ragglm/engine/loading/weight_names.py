@@ -126,23 +126,27 @@ def unpermute_rows(weight: Tensor, n_heads: int) -> Tensor:
 
 _QKV = ("attention.wqkv.weight", "attention.wqkv.bias")
 
+
+def _separate_parts(top: dict[str, str], layer_prefix: str, norms: tuple[str, str], attention: str,
+                    q: str, k: str, v: str, o: str, gate: str, up: str, down: str) -> Naming:
+    """A naming that stores q, k, v and gate, up as separate tensors; attention prefixes q, k, v and o."""
+    return Naming(
+        top=top,
+        layer_prefix=layer_prefix,
+        layer={f"{norms[0]}.weight": "attention_norm.weight", f"{norms[1]}.weight": "ffn_norm.weight",
+               f"{attention}{o}.weight": "attention.wo.weight", f"{down}.weight": "feed_forward.w_down.weight"},
+        fused={_QKV[0]: tuple(f"{attention}{part}.weight" for part in (q, k, v)),
+               _QKV[1]: tuple(f"{attention}{part}.bias" for part in (q, k, v)),
+               "feed_forward.w_gate_up.weight": (f"{gate}.weight", f"{up}.weight")},
+    )
+
+
 # Llama, Qwen2, Mistral in transformers' naming: q/k/v and gate/up are separate
-LLAMA_NAMES = Naming(
-    top={"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
-         "lm_head.weight": "output.weight"},
-    layer_prefix="model.layers.",
-    layer={
-        "input_layernorm.weight": "attention_norm.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "self_attn.o_proj.weight": "attention.wo.weight",
-        "mlp.down_proj.weight": "feed_forward.w_down.weight",
-    },
-    fused={
-        _QKV[0]: ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-        _QKV[1]: ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
-        "feed_forward.w_gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-    },
-)
+LLAMA_NAMES = _separate_parts(
+    {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
+     "lm_head.weight": "output.weight"},
+    "model.layers.", ("input_layernorm", "post_attention_layernorm"), "self_attn.",
+    "q_proj", "k_proj", "v_proj", "o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 # GLM in transformers' naming (model_type glm): q/k/v separate, gate_up_proj already [gate | up]
 GLM_NAMES = Naming(
@@ -177,22 +181,10 @@ CHATGLM_NAMES = Naming(
 )
 
 # llama.cpp's GGUF naming (qwen2 files: rows in the halves layout, as in transformers)
-GGUF_NAMES = Naming(
-    top={"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
-         "output.weight": "output.weight"},
-    layer_prefix="blk.",
-    layer={
-        "attn_norm.weight": "attention_norm.weight",
-        "ffn_norm.weight": "ffn_norm.weight",
-        "attn_output.weight": "attention.wo.weight",
-        "ffn_down.weight": "feed_forward.w_down.weight",
-    },
-    fused={
-        _QKV[0]: ("attn_q.weight", "attn_k.weight", "attn_v.weight"),
-        _QKV[1]: ("attn_q.bias", "attn_k.bias", "attn_v.bias"),
-        "feed_forward.w_gate_up.weight": ("ffn_gate.weight", "ffn_up.weight"),
-    },
-)
+GGUF_NAMES = _separate_parts(
+    {"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
+     "output.weight": "output.weight"},
+    "blk.", ("attn_norm", "ffn_norm"), "attn_", "q", "k", "v", "output", "ffn_gate", "ffn_up", "ffn_down")
 
 
 def _unpermute_q(weight: Tensor, args: ModelArgs) -> Tensor:
