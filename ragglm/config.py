@@ -23,6 +23,7 @@ class Settings:
     top_k: int = 4
     max_new_tokens: int = 160
     temperature: float = 0.0
+    allow_private_urls: bool = False  # fetch loopback, private and link-local addresses (intranet pages)
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

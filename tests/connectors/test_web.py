@@ -73,6 +73,11 @@ def server():
     httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _loopback_allowed(monkeypatch):
+    monkeypatch.setenv("RAGGLM_ALLOW_PRIVATE_URLS", "1")  # the test server is on 127.0.0.1
+
+
 def test_utf8_page_keeps_main_content_and_drops_boilerplate(server):
     [document] = load(f"{server}/utf8.html")
     text = document.pages[0].text
