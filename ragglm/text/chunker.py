@@ -28,9 +28,32 @@ def is_heading(line: str) -> bool:
     return "\n" not in line and len(line) <= 80 and bool(_HEADING.match(line))
 
 
+# jieba segments each run of these characters as a whole (its default "han" pattern), and its
+# time grows faster than the run: a megabyte of "a", "-" or "中" with no break took most of a
+# minute. Runs longer than _MAX_RUN are cut every _MAX_RUN characters before jieba sees them.
+# Cutting anywhere else leaves jieba's words unchanged, as it splits text between runs itself.
+_MAX_RUN = 256
+_RUN_CHAR = r"[\u4E00-\u9FD5a-zA-Z0-9+#&._%\-]"
+_LONG_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}{{{_MAX_RUN + 1},}}")
+
+
 def word_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each jieba word, whitespace excluded."""
-    return [(start, end) for word, start, end in jieba.tokenize(text) if not word.isspace()]
+    spans = []
+    start = 0
+    for cut in [*_run_cuts(text), len(text)]:
+        spans.extend((start + s, start + e) for word, s, e in jieba.tokenize(text[start:cut])
+                     if not word.isspace())
+        start = cut
+    return spans
+
+
+def _run_cuts(text: str) -> list[int]:
+    """Offsets that split every run jieba would take whole into pieces of at most _MAX_RUN."""
+    cuts = []
+    for run in _LONG_RUN.finditer(text):
+        cuts.extend(range(run.start() + _MAX_RUN, run.end(), _MAX_RUN))
+    return cuts
 
 
 def count_tokens(text: str) -> int:
