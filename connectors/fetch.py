@@ -217,6 +217,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
     (DNS rebinding); the Host header still carries the name."""
 
     address = ""
+    opened: socket.socket | None = None  # kept: getresponse() drops self.sock when the server will close
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self.address, self.port), self.timeout)
@@ -227,8 +228,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection, _PinnedHTTPConnection)
     against the name."""
 
 
-def _connection(scheme: str, host: str, port: int, address: str,
-                timeout: float) -> http.client.HTTPConnection:
+def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> _PinnedHTTPConnection:
     if scheme == "https":
         connection = _PinnedHTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
     else:
@@ -237,9 +237,10 @@ def _connection(scheme: str, host: str, port: int, address: str,
     return connection
 
 
-def _connect(asked: str, connection: http.client.HTTPConnection) -> None:
+def _connect(asked: str, connection: _PinnedHTTPConnection) -> None:
     try:
         connection.connect()
+        connection.opened = connection.sock  # after the TLS wrap, which replaces the socket
     except ssl.SSLError as exc:
         raise SourceError(asked, f"TLS failed ({exc.reason or exc})",
                           "check the address; the server's certificate may be invalid") from exc
@@ -250,14 +251,14 @@ def _connect(asked: str, connection: http.client.HTTPConnection) -> None:
 
 
 @contextmanager
-def _cut_off(connection: http.client.HTTPConnection, asked: str, deadline: _Deadline) -> Iterator[None]:
+def _cut_off(connection: _PinnedHTTPConnection, asked: str, deadline: _Deadline) -> Iterator[None]:
     """Shut the socket when the deadline passes: a socket timeout bounds each read alone, and a server
     that trickles a byte a second never trips it."""
     fired = threading.Event()
 
     def cut() -> None:
         fired.set()
-        sock = connection.sock
+        sock = connection.opened or connection.sock
         if sock is not None:
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
