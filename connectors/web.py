@@ -7,6 +7,7 @@ main content (<main>, <article>, role="main") only that is kept.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,12 +30,22 @@ _CONTENT_WORDS = {"content", "main", "article", "body", "post", "entry", "text"}
 _MAIN_ROLES = {"main", "article"}
 
 
+# Beyond this depth text is still kept but elements are not followed: their end tags are only
+# counted, and no boilerplate or main content is recognised below it. Browsers stop nesting at a
+# few hundred levels as well; a deeper page is generated or hostile, not written.
+_MAX_DEPTH = 512
+# A page is cut to this many characters, the most a fetch reads (connectors/fetch.py).
+_MAX_HTML_CHARS = 50 * 1024 * 1024
+
+
 class _TextExtractor(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.parts: list[tuple[bool, str]] = []  # (inside main content, text)
         self.title = ""
         self._stack: list[str] = []
+        self._open: Counter[str] = Counter()  # tags on the stack: a stray end tag costs O(1)
+        self._deep: Counter[str] = Counter()  # elements opened below _MAX_DEPTH, by tag
         self._skip_below: int | None = None  # stack depth at which a skipped element opened
         self._main_below: int | None = None
         self._in_title = False
@@ -45,18 +56,29 @@ class _TextExtractor(HTMLParser):
             self.parts.append((self._main_below is not None, text))
 
     def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
         if tag == "title":
             self._in_title = True
             return
-        void = tag in _VOID
-        if not void:
-            self._stack.append(tag)
-        if self._skip_below is None and not void and _is_boilerplate(tag, attrs):
-            self._skip_below = len(self._stack) - 1
-            return
-        if self._main_below is None and not void and (tag in ("main", "article") or attrs.get("role") == "main"):
-            self._main_below = len(self._stack) - 1
+        if tag not in _VOID:
+            if len(self._stack) >= _MAX_DEPTH:
+                self._deep[tag] += 1
+            elif self._push(tag, dict(attrs)):
+                return
+        self._open_element(tag)
+
+    def _push(self, tag: str, attrs: dict) -> bool:
+        """Put tag on the stack; True when it starts an element whose text is skipped."""
+        self._stack.append(tag)
+        self._open[tag] += 1
+        depth = len(self._stack) - 1
+        if self._skip_below is None and _is_boilerplate(tag, attrs):
+            self._skip_below = depth
+            return True
+        if self._main_below is None and (tag in ("main", "article") or attrs.get("role") == "main"):
+            self._main_below = depth
+        return False
+
+    def _open_element(self, tag: str) -> None:
         if tag == "pre":
             self._pre += 1
         if tag in _BLOCK:
@@ -68,23 +90,41 @@ class _TextExtractor(HTMLParser):
         elif tag in ("td", "th"):
             self._emit(" | ")
 
+    def _close_element(self, tag: str, count: int = 1) -> None:
+        if tag == "pre":
+            self._pre = max(0, self._pre - count)
+        if tag in _BLOCK:
+            self._emit("\n" * count)
+
     def handle_endtag(self, tag):
         if tag == "title":
             self._in_title = False
             return
-        if tag not in self._stack:
-            return  # a stray end tag
+        if self._deep[tag]:
+            self._deep[tag] -= 1
+            self._close_element(tag)
+        elif self._open[tag]:
+            self._close_deep()
+            self._pop_to(tag)
+        # else a stray end tag: nothing it could close is open
+
+    def _close_deep(self) -> None:
+        """Close everything open below _MAX_DEPTH, as an end tag above it implies."""
+        for tag, count in self._deep.items():
+            if count:
+                self._close_element(tag, count)
+        self._deep.clear()
+
+    def _pop_to(self, tag: str) -> None:
         while self._stack:
             opened = self._stack.pop()
+            self._open[opened] -= 1
             depth = len(self._stack)
             if self._skip_below is not None and depth <= self._skip_below:
                 self._skip_below = None
             if self._main_below is not None and depth <= self._main_below:
                 self._main_below = None
-            if opened == "pre":
-                self._pre = max(0, self._pre - 1)
-            if opened in _BLOCK:
-                self._emit("\n")
+            self._close_element(opened)
             if opened == tag:
                 break
 
@@ -116,7 +156,7 @@ def _is_boilerplate(tag: str, attrs: dict) -> bool:
 def html_to_text(html: str) -> tuple[str, str]:
     """(title, text) of an HTML page; only the marked main content when the page marks it."""
     parser = _TextExtractor()
-    parser.feed(html)
+    parser.feed(html[:_MAX_HTML_CHARS])
     parser.close()
     main = "".join(text for inside, text in parser.parts if inside)
     text = main if len(main.strip()) >= 40 else "".join(text for _, text in parser.parts)
