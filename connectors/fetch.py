@@ -38,7 +38,7 @@ _READABLE = {"text/html", "application/xhtml+xml", "text/plain", "text/markdown"
 _TYPE_OF_SUFFIX = {".html": "text/html", ".htm": "text/html", ".txt": "text/plain", ".text": "text/plain",
                    ".md": "text/markdown", ".markdown": "text/markdown", ".pdf": "application/pdf",
                    ".docx": _DOCX}
-_PRIVATE_FIX = ("set RAGGLM_ALLOW_PRIVATE_URLS=1 (or allow_private_urls = true in ragglm.toml) "
+_PRIVATE_FIX = ("set RAGGLM_ALLOW_PRIVATE_URLS=1, or allow_private_urls = true in ragglm.toml, "
                 "to index intranet pages")
 _TYPE_FIX = ("ragglm reads HTML, plain text, Markdown, PDF and DOCX; if the file is one of those, "
              "download it and index the local copy")
@@ -192,7 +192,8 @@ def _target(parts: SplitResult) -> str:
 
 def _vetted_address(asked: str, url: str, host: str, port: int, allow_private: bool) -> str:
     """The address to connect to. Every address the name resolves to must pass, so that a name with
-    one public and one private answer cannot be used to reach the private one."""
+    one public and one private answer cannot be used to reach the private one. The lookup itself is
+    bounded by the system resolver's timeouts, not by the deadline."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
