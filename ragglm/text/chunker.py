@@ -30,15 +30,15 @@ def is_heading(line: str) -> bool:
 
 # jieba segments each run of these characters as a whole (its default "han" pattern), and its
 # time grows faster than the run: a megabyte of "a", "-" or "中" with no break took most of a
-# minute. Runs longer than _MAX_RUN are cut every _MAX_RUN characters before jieba sees them.
-# Cutting anywhere else leaves jieba's words unchanged, as it splits text between runs itself.
+# minute. Runs longer than _MAX_RUN are cut every _MAX_RUN characters before jieba sees them;
+# only there can a word be split, so text without such runs gets exactly jieba's words.
 _MAX_RUN = 256
 _RUN_CHAR = r"[\u4E00-\u9FD5a-zA-Z0-9+#&._%\-]"
 _LONG_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}{{{_MAX_RUN + 1},}}")
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each jieba word, whitespace excluded."""
+    """(start, end) of each jieba word, whitespace excluded; no word is longer than _MAX_RUN."""
     spans = []
     start = 0
     for cut in [*_run_cuts(text), len(text)]:
