@@ -43,25 +43,26 @@ def _boundaries(text: str):
     western = _WesternRuns(text)
     position = 0
     while (found := _CANDIDATE.search(text, position)) is not None:
-        at = found.start()
-        char = text[at]
-        if char in _CHINESE_TERMINATORS:
-            end = _CHINESE_END.match(text, at).end()
-        elif char == "\n":
-            line_end = _LINE_END.match(text, at)
-            end = line_end.end() if line_end else None
-        else:
-            end = western.end_at(at)
-            if end is None:
-                # every later "." or ";" of this run fails the same way: only a Chinese
-                # terminator inside it can still end a sentence
-                position = western.skip_from(at)
-                continue
-        if end is None:
-            position = at + 1
-        else:
+        end, position = _boundary_at(text, found.start(), western)
+        if end is not None:
             yield end
-            position = end
+
+
+def _boundary_at(text: str, at: int, western: _WesternRuns) -> tuple[int | None, int]:
+    """(end of the boundary starting at at, or None; where scanning goes on)."""
+    char = text[at]
+    if char in _CHINESE_TERMINATORS:
+        end = _CHINESE_END.match(text, at).end()
+        return end, end
+    if char == "\n":
+        line_end = _LINE_END.match(text, at)
+        return (line_end.end(), line_end.end()) if line_end else (None, at + 1)
+    end = western.end_at(at)
+    if end is None:
+        # every later "." or ";" of this run fails the same way: only a "!" or "?" inside it,
+        # which ends a sentence whatever follows, can still end one
+        return None, western.skip_from(at)
+    return end, end
 
 
 class _WesternRuns:
