@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from shared_data import shared_data_dir
 
-from ragglm.documents import Document, Page
 from ragglm.knowledge_base import KnowledgeBase
 from ragglm.pipelines.answerability import (
     FEATURES,
@@ -31,7 +30,7 @@ from ragglm.pipelines.answerability import (
     support_model_for,
 )
 from ragglm.pipelines.eval import contains_answer, load_qa
-from ragglm.pipelines.qa import extractive_answer, rank_sentences
+from ragglm.pipelines.extract import extractive_answer, rank_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARTICLES = (1, 3, 5, 7)
@@ -73,8 +72,7 @@ def squad_rows(cache: Path) -> list[dict]:
     qa_set = load_qa(shared_data_dir(required=True) / "squad2_dev_articles1-8.json")
     kb = KnowledgeBase(cache / "kb")
     for context_id, text in qa_set.contexts.items():
-        if kb.store.source_hash(context_id) is None:
-            kb.store.add(context_id, "-", kb.chunker.split(Document(context_id, [Page(None, text)])))
+        kb.add_text(text, context_id, save=False)
     kb.save()
     titles = list(dict.fromkeys(cid.rsplit("#", 1)[0] for cid in qa_set.contexts))
     embedder = kb.store.embedder

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from ragglm.connectors.fetch import Fetched, fetch_url, is_url
 from ragglm.connectors.formats import LOADERS, parse, supported
@@ -17,7 +18,7 @@ from ragglm.documents import Document
 from ragglm.errors import SourceError
 
 __all__ = ["LOADERS", "Collected", "LoadReport", "collect", "expand_paths", "iter_files", "iter_jobs", "load",
-           "load_file", "load_many", "worker_count"]
+           "load_file", "load_many", "normalise_url", "worker_count"]
 
 
 @dataclass
@@ -99,19 +100,23 @@ def _sample(names: list[str], shown: int = 5) -> str:
 
 
 def collect(paths: Iterable[str | Path], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Collected:
-    """Expand paths into files and URLs; a path that yields nothing is an error naming it."""
+    """Expand paths into files and URLs; a path that yields nothing is an error naming it.
+
+    Files come as resolved paths and URLs normalised, so that one source reached by two spellings
+    (./docs and /abs/docs, a symlink, HTTP://Host:80/a#top) is one source.
+    """
     found = Collected()
     for raw in paths:
         if is_url(str(raw)):
-            found.urls.append(str(raw))
+            found.urls.append(normalise_url(str(raw)))
             continue
         path = Path(raw)
         if not path.exists():
             found.errors.append(SourceError(str(raw), "no such file or folder", "check the path"))
             continue
-        files = list(iter_files(path, include, exclude, found.notes))
+        files = [file.resolve() for file in iter_files(path, include, exclude, found.notes)]
         if path.is_dir():
-            found.folders.append(path)
+            found.folders.append(path.resolve())
         if not files:
             problem = "folder has no supported files" if path.is_dir() else "unsupported file type"
             found.errors.append(SourceError(str(raw), problem, f"ragglm reads {supported()}"))
@@ -119,7 +124,21 @@ def collect(paths: Iterable[str | Path], include: Sequence[str] = (), exclude: S
             found.errors.append(SourceError(str(raw), "unsupported file type", f"ragglm reads {supported()}"))
             continue
         found.files.extend(files)
+    found.files = list(dict.fromkeys(found.files))
+    found.urls = list(dict.fromkeys(found.urls))
     return found
+
+
+def normalise_url(url: str) -> str:
+    """Scheme and host in lower case, no default port, no fragment: the URL as a source's name."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    if parts.port and parts.port != {"http": 80, "https": 443}.get(parts.scheme.lower()):
+        host += f":{parts.port}"
+    if parts.username:
+        host = f"{parts.username}{':' + parts.password if parts.password else ''}@{host}"
+    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[SourceError]]:

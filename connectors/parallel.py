@@ -1,19 +1,25 @@
-"""Parse many sources over the available cores, results in the order the sources were given."""
+"""Parse many sources over the available cores, results in the order the sources were given.
+
+Workers are plain `python -m ragglm.connectors.parse_worker` processes fed over pipes, not
+multiprocessing children: those re-import the caller's `__main__`, which breaks a script that
+indexes at module level (no `if __name__ == "__main__":`) and re-runs it in every worker.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from ragglm.connectors.formats import parse
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
-__all__ = ["ParseJob", "available_cores", "parse_in_order"]
+__all__ = ["ParseJob", "available_cores", "parse_job", "parse_in_order"]
 
 
 @dataclass
@@ -34,37 +40,75 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _parse(job: ParseJob) -> Document | tuple[str, str, str]:
-    """Runs in a worker: errors travel back as plain tuples, which always pickle."""
+def parse_job(job: ParseJob) -> Document | SourceError:
+    """The job's Document, or a SourceError naming it: one bad file must not stop the others."""
     try:
         return parse(job.source, job.data, job.content_type)
     except SourceError as exc:
-        return (exc.source, exc.problem, exc.fix)
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        return (job.source, f"could not be read ({exc.__class__.__name__}: {exc})", "")
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a reader's own exception, reported per file
+        return SourceError(job.source, f"could not be read ({exc.__class__.__name__}: {exc})")
 
 
-def _result(value) -> Document | SourceError:
-    return SourceError(*value) if isinstance(value, tuple) else value
+class _Worker:
+    """One parsing process; it holds at most one job, so neither side can block the other's pipe."""
+
+    def __init__(self):
+        # the child finds ragglm where this process does, installed or not
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.process = subprocess.Popen([sys.executable, "-m", "ragglm.connectors.parse_worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def send(self, job: ParseJob) -> None:
+        pickle.dump((job.source, job.data, job.content_type), self.process.stdin, pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.flush()
+
+    def receive(self, job: ParseJob) -> Document | SourceError:
+        try:
+            return pickle.load(self.process.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError):
+            return SourceError(job.source, "the parser process ended while reading it",
+                               "the file may be damaged or too large to read")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # the worker ends at end of input
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None
                    ) -> Iterator[tuple[ParseJob, Document | SourceError]]:
-    """(job, Document or SourceError) for each job, in order; at most 2 x workers jobs held at once."""
+    """(job, Document or SourceError) for each job, in order; each worker holds one job at a time."""
     workers = workers or available_cores()
     if workers <= 1:
         for job in jobs:
-            yield job, _result(_parse(job))
+            yield job, parse_job(job)
         return
-    # spawn: the parent may hold torch threads, which a forked child must not inherit
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[tuple[ParseJob, Future]] = deque()
+    pool = [_Worker() for _ in range(workers)]
+    pending: deque[tuple[ParseJob, int]] = deque()  # jobs sent, oldest first, with their worker's slot
+    idle = deque(range(workers))
+    try:
         for job in jobs:
-            pending.append((job, pool.submit(_parse, job)))
-            if len(pending) >= 2 * workers:
-                done, future = pending.popleft()
-                yield done, _result(future.result())
+            if not idle:
+                yield _oldest(pending, pool, idle)
+            slot = idle.popleft()
+            pool[slot].send(job)
+            pending.append((job, slot))
         while pending:
-            done, future = pending.popleft()
-            yield done, _result(future.result())
+            yield _oldest(pending, pool, idle)
+    finally:
+        for worker in pool:
+            worker.close()
+
+
+def _oldest(pending: deque, pool: list[_Worker], idle: deque) -> tuple[ParseJob, Document | SourceError]:
+    """Wait for the oldest job's result; its worker becomes idle (replaced first if it died)."""
+    job, slot = pending.popleft()
+    result = pool[slot].receive(job)
+    if pool[slot].process.poll() is not None:
+        pool[slot] = _Worker()
+    idle.append(slot)
+    return job, result

@@ -15,7 +15,7 @@ class Page:
 
 @dataclass
 class Document:
-    source: str  # path or URL, as the user gave it
+    source: str  # resolved path or normalised URL; a name given to add_text as it is
     pages: list[Page]
     title: str | None = None
     metadata: dict = field(default_factory=dict)

@@ -30,6 +30,9 @@ class SourceError(RagglmError):
             message += f" ({fix})"
         super().__init__(message)
 
+    def __reduce__(self):  # pickled by parser processes: rebuilt from its parts, not its message
+        return SourceError, (self.source, self.problem, self.fix)
+
 
 class ModelNotFoundError(RagglmError):
     """A model name or path that resolves to nothing loadable."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ragglm.connectors import collect, is_url, iter_jobs, parse_in_order, worker_count
-from ragglm.connectors.directory import Collected
+from ragglm.connectors.directory import Collected, normalise_url
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 from ragglm.index.store import IndexStore
@@ -55,6 +55,10 @@ class Ingestor:
         paths = list(paths)
         found = collect(paths, include, exclude)
         report = IngestReport(errors=list(found.errors), notes=list(found.notes))
+        merged = self._drop_other_spellings(found)
+        if merged:
+            report.notes.append(f"{len(merged)} source(s) indexed before under another spelling are now kept "
+                                f"once, under their resolved path or normalised URL: {', '.join(merged[:5])}")
 
         def unchanged(source: str, sha256: str) -> bool:
             return self.store.source_hash(source) == self.content_hash(sha256)
@@ -72,7 +76,7 @@ class Ingestor:
                 report.pages += len(result.pages)
                 report.added.append(job.source)
                 report.notes.extend(result.metadata.get("notes", []))
-        report.removed = self._remove_missing(paths, found)
+        report.removed = merged + self._remove_missing(paths, found)
         return report
 
     def index(self, document: Document, content_hash: str) -> int:
@@ -89,6 +93,19 @@ class Ingestor:
     @staticmethod
     def text_hash(text: str, page: int | None) -> str:
         return hashlib.sha256(f"{page}\0{text}".encode()).hexdigest()
+
+    def _drop_other_spellings(self, found: Collected) -> list[str]:
+        """Sources stored under a spelling that is not canonical (a relative path, an unnormalised URL)
+        whose canonical form is being read now or is stored already: knowledge bases written before
+        sources were canonical can hold one file twice."""
+        canonical = {str(f) for f in found.files} | set(found.urls) | set(self.store.sources)
+        dropped = []
+        for source in list(self.store.sources):
+            spelled = normalise_url(source) if is_url(source) else str(Path(source).resolve())
+            if spelled != source and spelled in canonical:
+                self.store.remove(source)
+                dropped.append(source)
+        return dropped
 
     def _remove_missing(self, paths: list, found: Collected) -> list[str]:
         """Sources under a folder read again whose files are gone, and paths that no longer exist."""
