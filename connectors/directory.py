@@ -159,13 +159,14 @@ def load_file(file: Path | str) -> Document:
 
 def iter_jobs(found: Collected, errors: list[SourceError],
               unchanged: Callable[[str, str], bool] | None = None,
-              skipped: list[str] | None = None) -> Iterator[ParseJob]:
+              skipped: list[str] | None = None, allow_private_urls: bool | None = None) -> Iterator[ParseJob]:
     """Read each file (or fetch each URL) when it is its turn, with its sha256; failures go to errors.
 
     unchanged(source, sha256) -> True skips a source (it goes to skipped): the index has it already.
+    allow_private_urls: see fetch_url (None: the RAGGLM_ALLOW_PRIVATE_URLS setting decides).
     """
     readers = [(str(file), file.read_bytes) for file in found.files]
-    readers += [(url, partial(fetch_url, url)) for url in found.urls]
+    readers += [(url, partial(fetch_url, url, allow_private=allow_private_urls)) for url in found.urls]
     for source, read in readers:
         try:
             data = read()

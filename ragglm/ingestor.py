@@ -46,9 +46,10 @@ class IngestReport:
 class Ingestor:
     """Reads sources, chunks them and puts them in one IndexStore."""
 
-    def __init__(self, store: IndexStore, chunker: Chunker):
+    def __init__(self, store: IndexStore, chunker: Chunker, allow_private_urls: bool | None = None):
         self.store = store
         self.chunker = chunker
+        self.allow_private_urls = allow_private_urls  # fetch intranet URLs (see fetch_url)
 
     def ingest(self, paths: Iterable[str | Path], *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                workers: int | None = None, progress: bool = False) -> IngestReport:
@@ -64,7 +65,7 @@ class Ingestor:
             return self.store.source_hash(source) == self.content_hash(sha256)
 
         total = len(found.files) + len(found.urls)
-        jobs = iter_jobs(found, report.errors, unchanged, report.unchanged)
+        jobs = iter_jobs(found, report.errors, unchanged, report.unchanged, self.allow_private_urls)
         with tqdm(total=total, desc="indexing", unit="file", disable=not progress or total < 2, leave=False) as bar:
             for done, (job, result) in enumerate(parse_in_order(jobs, worker_count(found, workers)), 1):
                 bar.n = done + len(report.unchanged)

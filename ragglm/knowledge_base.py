@@ -97,8 +97,8 @@ class KnowledgeBase:
             paths = [paths]
         snapshot = self._snapshot()
         try:
-            report = Ingestor(self.store, self.chunker).ingest(paths, include=include, exclude=exclude,
-                                                               workers=workers, progress=progress)
+            ingestor = Ingestor(self.store, self.chunker, self.settings.allow_private_urls)
+            report = ingestor.ingest(paths, include=include, exclude=exclude, workers=workers, progress=progress)
             if report.added or report.removed:
                 self.save()
         except BaseException:
