@@ -1,15 +1,21 @@
 """Chunks, their sparse and dense indexes and per-source content hashes, persisted to one folder.
 
 Both indexes are keyed by the same chunk ids, and every add and remove goes through this class,
-so they always hold the same chunks; `save` writes both into a staging folder and swaps it in.
+so they always hold the same chunks. `save` writes both into a new version folder and then
+replaces the one pointer file that names the current version, so a reader or a crash sees either
+the old index or the new one, never a mix or none.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,11 @@ from ragglm.index.pages import rebuild_pages
 from ragglm.index.sparse import SparseIndex
 from ragglm.protocols import DenseStore, Embedder
 from ragglm.text.language import detect_language
+
+try:
+    import fcntl
+except ImportError:  # Windows: saves in one folder are then serialized only within a process
+    fcntl = None
 
 __all__ = ["IndexStore"]
 
@@ -124,33 +135,64 @@ class IndexStore:
         return self.dense.search(self.embedder.embed([query])[0], k)
 
     def save(self, folder: Path) -> None:
-        """Write to a sibling temporary folder, then swap it in: a crash leaves the old index."""
+        """Write a new version beside the current one, then switch the pointer to it in one rename.
+
+        A crash at any point leaves the pointer naming either the old version or the new one; the
+        unused one is removed by the next save or load.
+        """
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            if self.dense_store is None:
-                self.dense.save(staging / "dense.faiss")
-            self.sparse.save(staging)
-            meta = {
-                "format": _FORMAT,
-                "embedder": self.embedder.name,
-                "dense": "faiss" if self.dense_store is None else "external",
-                "next_id": self._next_id,
-                "sources": self.sources,
-                "chunks": {str(i): c.to_dict() for i, c in self.chunks.items()},
-            }
-            (staging / "index.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-            _swap(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        _make_folder(folder)
+        version = _version_name(_next_generation(folder))
+        with _claimed(folder / version) as target:
+            try:
+                target.mkdir()
+                self._write_version(target)
+                _sync_version(target)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            with _folder_lock(folder) as locked:
+                _publish(folder, version)
+                if locked:
+                    _tidy(folder)
+
+    def _write_version(self, target: Path) -> None:
+        if self.dense_store is None:
+            self.dense.save(target / "dense.faiss")
+        self.sparse.save(target)
+        meta = {
+            "format": _FORMAT,
+            "embedder": self.embedder.name,
+            "dense": "faiss" if self.dense_store is None else "external",
+            "next_id": self._next_id,
+            "sources": self.sources,
+            "chunks": {str(i): c.to_dict() for i, c in self.chunks.items()},
+        }
+        (target / _META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path, embedder: Embedder, *, dense_store: DenseStore | None = None,
              reranker=None) -> IndexStore:
         folder = Path(folder)
-        meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        for attempt in range(_LOAD_ATTEMPTS):
+            version = _pointed(folder)
+            try:
+                store = cls._load_version(folder, _version_folder(folder, version), embedder,
+                                          dense_store=dense_store, reranker=reranker)
+                break
+            except Exception:
+                # a writer may have replaced and removed this version while it was being read
+                if attempt + 1 == _LOAD_ATTEMPTS or _pointed(folder) == version:
+                    raise
+        with _folder_lock(folder, wait=False) as locked:
+            if locked:
+                _tidy(folder)
+        return store
+
+    @classmethod
+    def _load_version(cls, folder: Path, files: Path, embedder: Embedder, *, dense_store: DenseStore | None,
+                      reranker) -> IndexStore:
+        meta = json.loads((files / _META).read_text(encoding="utf-8"))
         if meta.get("embedder") != embedder.name:
             raise IndexMismatchError(
                 f"{folder} was built with embedder {meta.get('embedder')!r}, not {embedder.name!r}; "
@@ -160,30 +202,226 @@ class IndexStore:
             raise IndexMismatchError(f"{folder} keeps its vectors in an external store; pass it as dense_store")
         store = cls(embedder, dense_store=dense_store, reranker=reranker)
         if dense_store is None:
-            store._dense = DenseIndex.load(folder / "dense.faiss")
+            store._dense = DenseIndex.load(files / "dense.faiss")
         store.chunks = {int(i): Chunk.from_dict(c) for i, c in meta["chunks"].items()}
         store.sources = meta["sources"]
         store._next_id = meta["next_id"]
-        if dense_store is not None:
-            dense_store.track(store.chunks)
-        if SparseIndex.exists(folder):
-            store.sparse = SparseIndex.load(folder)
+        if SparseIndex.exists(files):
+            store.sparse = SparseIndex.load(files)
         else:  # an older folder (no sparse index, or another tokenizer): rebuild from the texts
             ids = np.array(sorted(store.chunks), dtype=np.int64)
             store.sparse.add(ids, [store.chunks[i].text for i in ids.tolist()])
+        if dense_store is not None:
+            dense_store.track(store.chunks)
         return store
 
     @staticmethod
     def exists(folder: Path) -> bool:
-        return (Path(folder) / "index.json").is_file()
+        folder = Path(folder)
+        try:
+            return (_version_folder(folder, _pointed(folder)) / _META).is_file()
+        except (OSError, ValueError):
+            return False
 
 
-def _swap(staging: Path, folder: Path) -> None:
-    """Replace folder by staging with renames only; the old copy is removed last."""
-    if not folder.exists():
-        os.replace(staging, folder)
+# -- versions on disk ------------------------------------------------------------------------------
+#
+# folder/index.json   the pointer {"format": 3, "current": "<version>"}, replaced with os.replace;
+#                     in folders written before versions existed it is the metadata itself
+# folder/<version>/   index.json, dense.faiss, sparse.json, sparse.npz of one save
+# folder/.lock        serializes switching the pointer and removing versions, across processes
+#
+# A version or temporary pointer not named by the pointer is removed once no live process can be
+# writing it: its name carries the writer's pid.
+
+_META = "index.json"
+_POINTER_FORMAT = 3
+_LOCK = ".lock"
+_LEGACY_FILES = ("dense.faiss", "sparse.json", "sparse.npz")
+_STALE_S = 3600.0  # a writer this old is taken for dead even if its pid is in use again
+_LOAD_ATTEMPTS = 3
+_VERSION = re.compile(r"v(\d+)-(\d+)-[0-9a-f]+")
+_TEMPORARY = re.compile(r"\.index\.json\.(\d+)-[0-9a-f]+\.tmp")
+
+_writing: set[str] = set()  # names of the versions this process is writing now
+_writing_lock = threading.Lock()
+_switching = threading.Lock()  # the lock file's stand-in between threads where there is no flock
+
+
+def _version_name(generation: int) -> str:
+    return f"v{generation:06d}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _next_generation(folder: Path) -> int:
+    """One more than the current version's; generations only order the folders for people."""
+    try:
+        match = _VERSION.fullmatch(_pointed(folder) or "")
+    except ValueError:  # an unreadable pointer must not stop the save that replaces it
+        match = None
+    return int(match.group(1)) + 1 if match else 1
+
+
+def _pointed(folder: Path) -> str | None:
+    """The current version's name; "" when folder holds the files itself; None when there is no index."""
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if "current" not in meta:
+        return ""
+    if not isinstance(meta["current"], str) or not _VERSION.fullmatch(meta["current"]):
+        raise ValueError(f"{folder / _META} names no version of an index: {meta['current']!r}")
+    return meta["current"]
+
+
+def _version_folder(folder: Path, version: str | None) -> Path:
+    if version is None:
+        raise FileNotFoundError(f"no index in {folder}: {folder / _META} is missing")
+    return folder / version
+
+
+@contextmanager
+def _claimed(target: Path):
+    """Mark target as being written by this process, so that tidying in another thread spares it."""
+    with _writing_lock:
+        _writing.add(target.name)
+    try:
+        yield target
+    finally:
+        with _writing_lock:
+            _writing.discard(target.name)
+
+
+@contextmanager
+def _folder_lock(folder: Path, *, wait: bool = True):
+    """Hold folder's lock file; yields False when it is busy (wait=False) or cannot be opened."""
+    if not _switching.acquire(blocking=wait):
+        yield False
         return
-    retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    os.replace(folder, retired)
-    os.replace(staging, folder)
-    shutil.rmtree(retired, ignore_errors=True)
+    try:
+        descriptor = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only folder: nothing can be switched or removed there anyway
+        _switching.release()
+        yield False
+        return
+    try:
+        yield _acquire(descriptor, wait)
+    finally:
+        os.close(descriptor)  # closing releases the lock
+        _switching.release()
+
+
+def _acquire(descriptor: int, wait: bool) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _make_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        _fsync_directory(folder.parent)
+
+
+def _publish(folder: Path, version: str) -> None:
+    """Point folder's index.json at version, durably, with a single rename."""
+    pointer = json.dumps({"format": _POINTER_FORMAT, "current": version}).encode()
+    temporary = folder / f".{_META}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(temporary, "wb") as file:
+            file.write(pointer)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, folder / _META)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(folder)
+
+
+def _sync_version(target: Path) -> None:
+    """Make the version's files and its entry in the parent durable before the pointer names it."""
+    for path in target.iterdir():
+        _fsync_path(path, os.O_RDONLY)
+    _fsync_directory(target)
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    if os.name != "nt":  # directories cannot be opened on Windows; its renames are durable anyway
+        _fsync_path(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync_path(path: Path, flags: int) -> None:
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _tidy(folder: Path) -> None:
+    """Remove what no save will use again: older versions, abandoned ones, files of the old layout."""
+    try:
+        current = _pointed(folder)
+    except (OSError, ValueError):
+        return
+    if not current:  # no index, or one in the old layout that the next save converts
+        return
+    for entry in folder.iterdir():
+        if entry.name in _LEGACY_FILES or (entry.name != current and _abandoned(entry)):
+            _remove(entry)
+    _tidy_old_staging(folder)
+
+
+def _abandoned(entry: Path) -> bool:
+    """True for a version or temporary pointer that no live process is still writing."""
+    match = _VERSION.fullmatch(entry.name) or _TEMPORARY.fullmatch(entry.name)
+    if match is None:
+        return False
+    pid = int(match.group(match.lastindex))
+    if pid == os.getpid():
+        with _writing_lock:
+            return entry.name not in _writing
+    return not _alive(pid) or _age(entry) > _STALE_S
+
+
+def _tidy_old_staging(folder: Path) -> None:
+    """Staging and retired folders that saves before versions existed left beside folder."""
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.(old-\d+|[a-z0-9_]{{8}})")
+    for entry in folder.parent.iterdir():
+        if pattern.fullmatch(entry.name) and entry.is_dir() and _age(entry) > _STALE_S:
+            _remove(entry)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate it; rely on the age instead
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _age(entry: Path) -> float:
+    try:
+        return time.time() - entry.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove(entry: Path) -> None:
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    except OSError:  # tidying is best effort; the next save or load tries again
+        pass
