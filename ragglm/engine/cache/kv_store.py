@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,8 @@ MAGIC = b"RAGGLMKV"
 FORMAT_VERSION = 1
 _ALIGN = 64  # payload offset alignment, so the bytes can be viewed as any dtype in place
 _MAX_HEADER = 1 << 22
-_STALE_TMP_S = 3600.0
+_STALE_TMP_S = 600.0  # a block is written in well under a second; older temporaries are abandoned
+_TEMPORARY = re.compile(r"\.tmp-(\d+)-.*\.kv")
 
 
 def block_key(parent: bytes, tokens: Sequence[int]) -> bytes:
@@ -62,7 +64,8 @@ class KVFileStore:
     def __init__(self, folder: str | Path, fingerprint: dict, layout: tuple[int, int, int],
                  dtype: torch.dtype, budget_bytes: int | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        _make_private_folder(self.folder)
+        _remove_abandoned_temporaries(self.folder)
         self.fingerprint = fingerprint
         self.model_id = self.fingerprint_id(fingerprint)
         self.layout = layout  # n_layers, n_kv_heads, head_dim
@@ -187,7 +190,7 @@ class KVFileStore:
             except FileNotFoundError:
                 continue
             if path.name.startswith(".tmp-") and now - stat.st_mtime > _STALE_TMP_S:
-                path.unlink(missing_ok=True)  # left by a writer that died
+                path.unlink(missing_ok=True)  # left by a writer that hung or died
             elif path.suffix == ".kv":
                 entries.append((stat.st_mtime, stat.st_size, path))
         entries.sort()
@@ -256,7 +259,7 @@ def _checksum(payload) -> int:
 
 def _atomic_write(folder: Path, path: Path, parts: list) -> None:
     """Write parts to a temporary file beside path, then rename it over path in one step."""
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".kv")
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}-", suffix=".kv")
     try:
         with os.fdopen(descriptor, "wb") as file:
             for part in parts:
@@ -265,3 +268,43 @@ def _atomic_write(folder: Path, path: Path, parts: list) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create folder and any missing parents readable by this user only: the blocks hold prompt text."""
+    missing = []
+    for level in (folder, *folder.parents):
+        if level.is_dir():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:  # created meanwhile by another process, which chose its mode
+            continue
+        os.chmod(level, 0o700)  # mkdir's mode passes through the umask, which may strip even the owner's bits
+
+
+def _remove_abandoned_temporaries(folder: Path) -> None:
+    """Remove temporary files of writers that died (or hung) before renaming them into place."""
+    now = time.time()
+    for path in folder.glob(".tmp-*.kv"):
+        match = _TEMPORARY.fullmatch(path.name)
+        try:
+            age = now - path.stat().st_mtime
+            if age > _STALE_TMP_S or (match is not None and not _alive(int(match.group(1)))):
+                path.unlink(missing_ok=True)
+        except OSError:  # gone already, or not ours to remove: it costs disk space, not correctness
+            continue
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
