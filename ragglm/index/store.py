@@ -26,6 +26,7 @@ from ragglm.index.dense import APPROXIMATE_FROM, DenseIndex
 from ragglm.index.fusion import dense_weight, fuse_scores
 from ragglm.index.pages import rebuild_pages
 from ragglm.index.sparse import SparseIndex
+from ragglm.processes import process_alive
 from ragglm.protocols import DenseStore, Embedder
 from ragglm.text.language import detect_language
 
@@ -387,7 +388,7 @@ def _abandoned(entry: Path) -> bool:
     if pid == os.getpid():
         with _writing_lock:
             return entry.name not in _writing
-    return not _alive(pid) or _age(entry) > _STALE_S
+    return not process_alive(pid) or _age(entry) > _STALE_S
 
 
 def _tidy_old_staging(folder: Path) -> None:
@@ -397,17 +398,6 @@ def _tidy_old_staging(folder: Path) -> None:
         if pattern.fullmatch(entry.name) and entry.is_dir() and _age(entry) > _STALE_S:
             _remove(entry)
 
-
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate it; rely on the age instead
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _age(entry: Path) -> float:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ragglm.processes import process_alive
+
 __all__ = ["KVFileStore", "ROOT", "block_key", "default_disk_budget_bytes"]
 
 log = logging.getLogger("ragglm.engine")
@@ -287,24 +289,18 @@ def _make_private_folder(folder: Path) -> None:
 
 def _remove_abandoned_temporaries(folder: Path) -> None:
     """Remove temporary files of writers that died (or hung) before renaming them into place."""
-    now = time.time()
     for path in folder.glob(".tmp-*.kv"):
-        match = _TEMPORARY.fullmatch(path.name)
         try:
-            age = now - path.stat().st_mtime
-            if age > _STALE_TMP_S or (match is not None and not _alive(int(match.group(1)))):
+            if _abandoned(path):
                 path.unlink(missing_ok=True)
         except OSError:  # gone already, or not ours to remove: it costs disk space, not correctness
             continue
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill would end the process
+def _abandoned(temporary: Path) -> bool:
+    """Old enough that no writer can still be busy with it, or named after a process that has ended."""
+    if time.time() - temporary.stat().st_mtime > _STALE_TMP_S:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    match = _TEMPORARY.fullmatch(temporary.name)  # names without a pid come from older versions
+    pid = int(match.group(1)) if match else os.getpid()
+    return pid != os.getpid() and not process_alive(pid)
