@@ -203,11 +203,12 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
 
 
 def worker_count(found: Collected, workers: int | None = None) -> int:
-    """Processes to parse with: starting them pays off only for several files that are slow to parse."""
+    """Parser processes: PDF and DOCX files are read in processes, where a file that takes too long or
+    too much memory is stopped and reported; light files alone are read here (0)."""
     if workers is not None:
         return workers
     heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx"))
-    return min(available_cores(), heavy) if heavy >= 2 else 1
+    return min(available_cores(), heavy)
 
 
 def load(path_or_url: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Document]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import subprocess
 import sys
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,10 @@ from ragglm.connectors.formats import parse
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
-__all__ = ["ParseJob", "available_cores", "parse_job", "parse_in_order"]
+__all__ = ["ParseJob", "available_cores", "parse_budget_s", "parse_job", "parse_in_order"]
+
+DEFAULT_PARSE_TIMEOUT_S = 120.0
+DEFAULT_PARSE_MEMORY_MB = 4096  # address space of one parser process: a decompression bomb fails there
 
 
 @dataclass
@@ -40,6 +45,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# Reader failures that mean "too large or too deeply nested to read safely", not "damaged"
+_TOO_COMPLEX = (MemoryError, RecursionError, zlib.error)
+
+
+def parse_budget_s() -> float:
+    """Seconds a parser process may spend on one file: $RAGGLM_PARSE_TIMEOUT, else 120."""
+    return float(os.environ.get("RAGGLM_PARSE_TIMEOUT") or DEFAULT_PARSE_TIMEOUT_S)
+
+
 def parse_job(job: ParseJob) -> Document | SourceError:
     """The job's Document, or a SourceError naming it: one bad file must not stop the others."""
     try:
@@ -47,7 +61,13 @@ def parse_job(job: ParseJob) -> Document | SourceError:
     except SourceError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - a reader's own exception, reported per file
-        return SourceError(job.source, f"could not be read ({exc.__class__.__name__}: {exc})")
+        detail = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        if isinstance(exc, _TOO_COMPLEX) or "limit" in exc.__class__.__name__.lower():
+            return SourceError(job.source, f"is too large or too deeply nested to read safely ({detail})",
+                               "split it into smaller files, or export it again from the program that made it")
+        return SourceError(job.source, f"could not be read ({detail})",
+                           "the file may be damaged: open it and save or export it again "
+                           "(a PDF can be printed to a new PDF)")
 
 
 class _Worker:
@@ -63,7 +83,13 @@ class _Worker:
         pickle.dump((job.source, job.data, job.content_type), self.process.stdin, pickle.HIGHEST_PROTOCOL)
         self.process.stdin.flush()
 
-    def receive(self, job: ParseJob) -> Document | SourceError:
+    def receive(self, job: ParseJob, budget_s: float) -> Document | SourceError:
+        ready, _, _ = select.select([self.process.stdout], [], [], budget_s)
+        if not ready:
+            self.process.kill()
+            self.process.wait()
+            return SourceError(job.source, f"took more than {budget_s:g} s to read and was skipped",
+                               "split it into smaller files, or raise RAGGLM_PARSE_TIMEOUT (seconds)")
         try:
             return pickle.load(self.process.stdout)
         except (EOFError, pickle.UnpicklingError, OSError):
@@ -81,9 +107,12 @@ class _Worker:
 
 def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None
                    ) -> Iterator[tuple[ParseJob, Document | SourceError]]:
-    """(job, Document or SourceError) for each job, in order; each worker holds one job at a time."""
-    workers = workers or available_cores()
-    if workers <= 1:
+    """(job, Document or SourceError) for each job, in order; each worker holds one job at a time.
+
+    workers=0 parses in this process, with no time or memory bound: for light files only."""
+    if workers is None:
+        workers = available_cores()
+    if workers == 0:
         for job in jobs:
             yield job, parse_job(job)
         return
@@ -107,7 +136,7 @@ def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None
 def _oldest(pending: deque, pool: list[_Worker], idle: deque) -> tuple[ParseJob, Document | SourceError]:
     """Wait for the oldest job's result; its worker becomes idle (replaced first if it died)."""
     job, slot = pending.popleft()
-    result = pool[slot].receive(job)
+    result = pool[slot].receive(job, parse_budget_s())
     if pool[slot].process.poll() is not None:
         pool[slot] = _Worker()
     idle.append(slot)

@@ -3,15 +3,19 @@ Documents or SourceErrors on stdout, one at a time, until its input ends."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import resource
 import sys
 
-from ragglm.connectors.parallel import ParseJob, parse_job
+from ragglm.connectors.parallel import DEFAULT_PARSE_MEMORY_MB, ParseJob, parse_job
 
 __all__ = ["main"]
 
 
 def main() -> None:
+    limit_mb = int(os.environ.get("RAGGLM_PARSE_MEMORY_MB") or DEFAULT_PARSE_MEMORY_MB)
+    resource.setrlimit(resource.RLIMIT_AS, (limit_mb * 2**20, resource.RLIM_INFINITY))
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a reader that prints must not corrupt the results stream
     while True:

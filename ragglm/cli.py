@@ -28,7 +28,8 @@ RAGGLM_DEVICE, RAGGLM_TOP_K, ...), then the options given.
 \b
 Exit codes: 0 done; 1 nothing could be read from the documents; 2 bad input or
 configuration; 3 the model could not be loaded; 4 the generation server could not
-be used; 5 the server could not listen; 130 interrupted.
+be used; 5 the server could not listen; 6 (index) some inputs could not be read, the
+others were indexed and saved; 130 interrupted.
 """
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
 EXIT_REMOTE = 4
 EXIT_LISTEN = 5
+EXIT_SOME_UNREADABLE = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -285,6 +287,8 @@ def index(
                    f"{len(report.errors)} error(s)")
     if not report.added and not report.unchanged and not report.removed:
         raise typer.Exit(EXIT_NOTHING_READ)
+    if report.errors:
+        raise typer.Exit(EXIT_SOME_UNREADABLE)
 
 
 @app.command()
@@ -321,7 +325,12 @@ def search(
 @app.command()
 def serve(
     docs: list[str] = typer.Option([], "--docs", "-d", help="File, folder or http(s) URL to read (repeatable)."),
-    kb: Path | None = typer.Option(None, "--kb", help="Knowledge-base folder to load and update."),
+    kb: list[Path] = typer.Option([], "--kb", help="Knowledge-base folder to load and update (repeatable: "
+                                                   "each is model ragglm:NAME, NAME its folder's name)."),
+    kb_root: Path | None = typer.Option(None, "--kb-root",
+                                        help="Folder whose sub-folders are knowledge bases, one each."),
+    max_upload_mb: float | None = typer.Option(None, "--max-upload-mb", min=0.001,
+                                               help="Largest document upload on the web page [default: 50]."),
     model: str | None = typer.Option(None, "--model", "-m",
                                      help="Alias (smollm2), .gguf file, model folder or openai:URL."),
     quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
@@ -346,7 +355,8 @@ def serve(
     """Serve an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health.
 
     Model "ragglm" answers from the documents with citations (in an extra "citations" field);
-    the generator's own name (e.g. "smollm2") is plain chat.
+    the generator's own name (e.g. "smollm2") is plain chat. With --kb, --kb-root or --docs a web
+    page at / asks questions and manages documents (API under /v1/knowledge-bases).
 
     \b
     Example:
@@ -369,19 +379,31 @@ def serve(
     limits.max_new_tokens = max_tokens_limit or options.get("max_tokens_limit", limits.max_new_tokens)
     limits.max_body_bytes = max_body_bytes or options.get("max_body_bytes", limits.max_body_bytes)
     limits.max_pending = max_pending or options.get("max_pending", limits.max_pending)
+    if max_upload_mb is not None:
+        limits.max_upload_bytes = int(max_upload_mb * 2**20)
     problem = _cannot_listen(host, port)
     if problem:
         _fail(f"cannot listen on {host}:{port}: {problem} (choose another --port)", EXIT_LISTEN)
     try:
         from ragglm.knowledge_base import KnowledgeBase
 
-        if docs or kb is not None:
-            knowledge_base = _open_kb(docs, kb, False, model=model, quant=quant, device=device, top_k=top_k,
-                                      compile=compile_decode or None)
+        settings = {"model": model, "quant": quant, "device": device, "top_k": top_k,
+                    "compile": compile_decode or None}
+        if docs or kb or kb_root is not None:
+            from ragglm.web import open_knowledge_bases
+
+            # an empty knowledge base is fine here: documents can be added on the web page
+            libraries = open_knowledge_bases(kb, kb_root, **settings)
+            knowledge_base = libraries.first
+            if docs:
+                for error in knowledge_base.add(docs, progress=sys.stderr.isatty()).errors:
+                    typer.echo(f"ragglm: warning: {error}", err=True)
+            application = create_app(api_key=api_key, limits=limits, knowledge_bases=libraries)
+            typer.echo(f"ragglm: knowledge bases {', '.join(libraries.names())}; web page at "
+                       f"http://{host}:{port}/", err=True)
         else:  # no documents: a plain OpenAI-compatible model server
-            knowledge_base = KnowledgeBase(model=model, quant=quant, device=device, top_k=top_k,
-                                           compile=compile_decode or None)
-        application = create_app(knowledge_base, api_key=api_key, limits=limits)
+            knowledge_base = KnowledgeBase(**settings)
+            application = create_app(knowledge_base, api_key=api_key, limits=limits)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):

@@ -73,7 +73,14 @@ class Ingestor:
                 if isinstance(result, SourceError):
                     report.errors.append(result)
                     continue
-                report.chunks += self.index(result, self.content_hash(job.sha256))
+                chunks = self.chunker.split(result)
+                if not chunks:
+                    report.errors.append(SourceError(
+                        job.source, "no text could be read from it",
+                        "an empty file has nothing to index; a scanned PDF needs its text layer (OCR it first)"))
+                    continue
+                self.store.add(result.source, self.content_hash(job.sha256), chunks)
+                report.chunks += len(chunks)
                 report.pages += len(result.pages)
                 report.added.append(job.source)
                 report.notes.extend(result.metadata.get("notes", []))
