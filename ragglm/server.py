@@ -14,19 +14,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib.metadata import version
 from typing import Literal
 
+import h11
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ragglm.errors import RagglmError
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
@@ -42,6 +47,17 @@ class ServerLimits:
     max_body_bytes: int = 1 << 20  # a request body larger than this is refused with 413
     max_new_tokens: int = 1024  # the most a request may ask for; more is refused with 400
     max_pending: int = 64  # requests waiting for the generator; more are refused with 503
+    max_message_parts: int = 4096  # messages plus content parts in one request; more is refused with 413
+    max_headers: int = 100  # header lines in one request; more are refused with 431
+    max_header_bytes: int = 16 * 1024  # the request line and headers; more is refused with 431
+    header_timeout_s: float = 10.0  # from connecting (or the previous response) to the end of the headers: 408
+    body_timeout_s: float = 30.0  # from the end of the headers to the end of the body: 408
+    max_connections: int | None = None  # open connections; more are answered 503 (None: 2 * max_pending + 16)
+    max_upload_bytes: int = 50 << 20  # the body limit of a document upload, in place of max_body_bytes
+
+    def connection_limit(self) -> int:
+        # every waiting request holds a connection, and idle keep-alive ones need some room too
+        return self.max_connections or 2 * self.max_pending + 16
 
 
 class ContentPart(BaseModel):
@@ -74,6 +90,46 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        # JSON may spell a lone surrogate ("\ud800"); no tokenizer, nor UTF-8, can take one
+        where = _lone_surrogate(data)
+        if where is not None:
+            raise PydanticCustomError("lone_surrogate", "holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                                      "which is not text; send valid Unicode", {"param": where or "body"})
+        return data
+
+    def parts(self) -> int:
+        return sum(1 + (len(m.content) if isinstance(m.content, list) else 0) for m in self.messages)
+
+
+def _lone_surrogate(data) -> str | None:
+    """The dotted path of a string in data (keys included) that UTF-8 cannot encode, if any.
+
+    A walk with its own stack, as a body may nest deeper than Python's recursion limit allows."""
+    stack = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path
+        elif isinstance(value, (dict, list)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and not _encodable(key):
+                    return path
+                stack.append((f"{path}.{key}" if path else str(key), item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ApiError(Exception):
@@ -112,8 +168,11 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         worker.stop()
 
     app = FastAPI(title="ragglm", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(_Gate, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(_Gate, api_key=api_key, max_body_bytes=limits.max_body_bytes,
+                       max_upload_bytes=limits.max_upload_bytes, max_headers=limits.max_headers,
+                       max_header_bytes=limits.max_header_bytes, body_timeout_s=limits.body_timeout_s)
     app.state.worker = worker
+    app.state.limits = limits  # serve() and BackgroundServer size the connection handling from these
     _install_error_handlers(app)
 
     def with_documents() -> bool:
@@ -135,7 +194,8 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
     async def health() -> dict:
         kb = None if knowledge_base is None else {"sources": len(knowledge_base.sources),
                                                   "chunks": len(knowledge_base)}
-        return {"status": "ok", "model": generator_id, "knowledge_base": kb, "pending": worker.pending}
+        return {"status": "ok", "model": generator_id, "knowledge_base": kb, "pending": worker.pending,
+                "cancelled": worker.cancelled}
 
     @app.get("/v1/models")
     async def list_models() -> dict:
@@ -148,7 +208,11 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         return model_card(model_id)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest):
+    async def chat_completions(request: ChatCompletionRequest, http: Request):
+        if request.parts() > limits.max_message_parts:
+            raise ApiError(413, f"the request holds {request.parts()} messages and content parts, over this "
+                                f"server's limit of {limits.max_message_parts}", param="messages",
+                           code="request_too_large")
         max_new_tokens = request.max_completion_tokens or request.max_tokens or default_tokens
         if max_new_tokens > limits.max_new_tokens:
             raise ApiError(400, f"max_tokens is {max_new_tokens}, over this server's limit of "
@@ -185,15 +249,29 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
             return StreamingResponse(reply.events(job), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
-            outcome = await job.outcome()
-        except asyncio.CancelledError:
-            job.cancel()  # the server is stopping, or the client left
-            raise
+            outcome = await _outcome_unless_client_leaves(job, http)
         except Exception as exc:
             raise _as_api_error(exc) from exc
         return reply.completion(outcome)
 
     return app
+
+
+async def _outcome_unless_client_leaves(job, http: Request, poll_s: float = 0.2) -> Outcome:
+    """The job's outcome; a client that disconnects first cancels it, so an abandoned request
+    stops generating at its next token instead of delaying every request queued behind it."""
+    waiting = asyncio.ensure_future(job.outcome())
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=poll_s)
+            if done:
+                return waiting.result()
+            if await http.is_disconnected():
+                raise Cancelled()
+    finally:
+        if not waiting.done():  # the client left, or the server is stopping
+            job.cancel()
+            waiting.cancel()
 
 
 class _Reply:
@@ -275,7 +353,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems, param = [], None
         for error in exc.errors()[:5]:
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            # a check on the whole body names the field it found at fault in its context
+            where = (error.get("ctx") or {}).get("param") or ".".join(
+                str(p) for p in error.get("loc", ()) if p != "body")
             if error.get("type") == "json_invalid":
                 problems.append("the request body is not valid JSON")
                 continue
@@ -293,17 +373,34 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _as_api_error(exc).response()
 
 
-class _Gate:
-    """ASGI middleware: API key on /v1/ routes, then the body size limit, before any parsing."""
+# Document uploads carry files, so they get their own, larger body limit.
+_UPLOAD_PATH = re.compile(r"^/v1/knowledge-bases/[^/]+/documents$")
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+
+class _Gate:
+    """ASGI middleware: the header count, the API key on /v1/ routes, then the body's size and
+    arrival time, before any parsing."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, max_upload_bytes: int | None = None,
+                 max_headers: int = 100, max_header_bytes: int = 16 * 1024, body_timeout_s: float = 30.0):
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes or max_body_bytes
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
+
+    def _limit(self, scope) -> int:
+        return self.max_upload_bytes if _UPLOAD_PATH.match(scope["path"]) else self.max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        problem = self._header_problem(scope)
+        if problem:
+            error = ApiError(431, problem, code="request_header_fields_too_large")
+            return await error.response()(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.api_key is not None and scope["path"].startswith("/v1/"):
             scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -312,21 +409,18 @@ class _Gate:
                                  "authentication_error", code="invalid_api_key",
                                  headers={"WWW-Authenticate": "Bearer"})
                 return await error.response()(scope, receive, send)
+        limit = self._limit(scope)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self._too_large(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            return await self._too_large(scope, receive, send, limit)
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        # Read the whole body here (a chunked upload has no length to check), then hand it on.
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                return await self._too_large(scope, receive, send)
+        try:
+            body = await self._read_body(receive, limit)
+        except ApiError as error:
+            return await error.response()(scope, receive, send)
+        if body is None:  # the client left
+            return
         replayed = False
 
         async def replay():
@@ -338,17 +432,172 @@ class _Gate:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope, receive, send):
-        error = ApiError(413, f"the request body is over this server's limit of {self.max_body_bytes} bytes",
-                         code="request_too_large")
-        await error.response()(scope, receive, send)
+    def _header_problem(self, scope) -> str | None:
+        # h11 bounds only headers still incomplete; ones that arrive whole in one read are measured here
+        count = len(scope["headers"])
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if count > self.max_headers:
+            return f"the request has {count} header lines, over this server's limit of {self.max_headers}"
+        if size > self.max_header_bytes:
+            return f"the request headers hold {size} bytes, over this server's limit of {self.max_header_bytes}"
+        return None
+
+    async def _too_large(self, scope, receive, send, limit: int):
+        await _body_too_large(limit).response()(scope, receive, send)
+
+    async def _read_body(self, receive, limit: int) -> bytes | None:
+        """The whole body, counted as it arrives: a chunked upload has no length to check up front,
+        and a client that trickles it must not hold the connection for ever."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        pieces, size, more = [], 0, True
+        while more:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except TimeoutError:
+                raise ApiError(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                               code="request_timeout") from None
+            if message["type"] == "http.disconnect":
+                return None
+            pieces.append(message.get("body", b""))
+            size += len(pieces[-1])
+            more = message.get("more_body", False)
+            if size > limit:
+                raise _body_too_large(limit)
+        return b"".join(pieces)
+
+
+def _body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is over this server's limit of {limit} bytes",
+                    code="request_too_large")
+
+
+def _uvicorn_options(app: FastAPI) -> dict:
+    """uvicorn settings that carry this app's connection limits (see _HardenedH11)."""
+    limits = getattr(app.state, "limits", None) or ServerLimits()
+    return {"http": _protocol_class(limits), "timeout_keep_alive": 5}
+
+
+def _protocol_class(limits: ServerLimits) -> type:
+    return type("RagglmH11Protocol", (_HardenedH11,), {"limits": limits})
+
+
+class _H11Connection(h11.Connection):
+    """An h11 server connection that keeps its last parse error: uvicorn drops the status h11
+    suggests for it (431 for headers over the size limit) and answers every such error 400."""
+
+    last_error: h11.RemoteProtocolError | None = None
+
+    def __init__(self, max_header_bytes: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+
+    def next_event(self):
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.last_error = exc
+            raise
+
+
+class _HardenedH11(H11Protocol):
+    """uvicorn's h11 protocol, for clients that misbehave below the ASGI app:
+
+    - a request line or headers h11 cannot parse are answered with the JSON error body (431 for
+      headers over max_header_bytes) instead of uvicorn's plain-text 400;
+    - the request line and headers must arrive within header_timeout_s of connecting, or of the
+      previous response on a kept-alive connection (408), so a trickling client cannot hold one;
+    - past connection_limit() open connections, a new one is answered 503;
+    - after an answer sent while the client is still sending (413, 408, a parse error), the rest is
+      read and dropped for linger_s: closing with unread data would reset the connection, and the
+      client would lose the answer."""
+
+    limits: ServerLimits
+    linger_s = 2.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conn = _H11Connection(self.limits.max_header_bytes)
+        self._header_timer = None
+        self._lingering = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.connection_limit():
+            self._refuse(ApiError(503, f"this server holds {self.limits.connection_limit()} connections "
+                                       "already; retry shortly", "server_busy", headers={"Retry-After": "1"}))
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the answer is out and the connection closing: what the client still sends is dropped
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_header_timer()  # the headers are in: the app's body timeout takes over
+
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self.server_state.total_requests += 1
+            self._linger()  # answered before the body was all in: the connection cannot be reused
+            return
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def send_400_response(self, msg: str) -> None:
+        error = self.conn.last_error
+        if error is not None and error.error_status_hint == 431:
+            self._refuse(ApiError(431, f"the request line and headers are over this server's limit of "
+                                       f"{self.limits.max_header_bytes} bytes",
+                                  code="request_header_fields_too_large"))
+        else:
+            self._refuse(ApiError(400, f"malformed HTTP request: {error or msg}", code="malformed_request"))
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._refuse(ApiError(408, f"the request line and headers did not arrive within "
+                                       f"{self.limits.header_timeout_s:g} s", code="request_timeout"))
+
+    def _refuse(self, error: ApiError) -> None:
+        """Answer outside any request cycle (h11 has no usable state here), then close."""
+        body = json.dumps(error.body()).encode()
+        phrase = HTTPStatus(error.status).phrase
+        lines = [f"HTTP/1.1 {error.status} {phrase}", "content-type: application/json",
+                 f"content-length: {len(body)}", "connection: close",
+                 *(f"{name}: {value}" for name, value in (error.headers or {}).items())]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self._linger()
+
+    def _linger(self) -> None:
+        self._lingering = True
+        self._disarm_header_timer()
+        self._unset_keepalive_if_required()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # sent once the answer is flushed: the client sees the end
+        self.flow.resume_reading()
+        self.loop.call_later(self.linger_s, self.transport.close)
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                **_uvicorn_options(app))
 
 
 class BackgroundServer:
@@ -361,7 +610,8 @@ class BackgroundServer:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
         import uvicorn
 
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2,
+                                **_uvicorn_options(app))
         self._server = uvicorn.Server(config)
         self._thread = None
         self.host = host

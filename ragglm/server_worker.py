@@ -36,19 +36,17 @@ class Job:
     def cancel(self) -> None:
         self.cancelled.set()
 
-    def run(self) -> None:
-        """Called on the worker thread."""
+    def run(self) -> str:
+        """Called on the worker thread; returns how the job ended: done, error or cancelled."""
         if self.cancelled.is_set():  # its client left while it waited
-            self._post("cancelled", None)
-            return
+            return self._post("cancelled", None)
         try:
             outcome = self._work(self._piece if self._stream else None, self.cancelled)
         except Cancelled:
-            self._post("cancelled", None)
+            return self._post("cancelled", None)
         except BaseException as exc:  # handed to the request, which answers with an error
-            self._post("error", exc)
-        else:
-            self._post("done", outcome)
+            return self._post("error", exc)
+        return self._post("done", outcome)
 
     async def events(self) -> AsyncIterator[tuple[str, object]]:
         while True:
@@ -70,16 +68,18 @@ class Job:
     def _piece(self, text: str) -> None:
         self._post("piece", text)
 
-    def _post(self, kind: str, value) -> None:
+    def _post(self, kind: str, value) -> str:
         try:
             self._loop.call_soon_threadsafe(self._events.put_nowait, (kind, value))
         except RuntimeError:  # the event loop is closed: the server is shutting down
             self.cancelled.set()
+        return kind
 
 
 class EngineWorker:
     def __init__(self, max_pending: int = 64):
         self._jobs: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.cancelled = 0  # jobs whose client left before or during their generation
         self._thread = threading.Thread(target=self._serve, name="ragglm-engine", daemon=True)
         self._thread.start()
 
@@ -110,4 +110,5 @@ class EngineWorker:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job.run()
+            if job.run() == "cancelled":
+                self.cancelled += 1
