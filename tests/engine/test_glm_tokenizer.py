@@ -79,7 +79,7 @@ def test_format_is_chosen_from_the_checkpoint(tmp_path, sp_model):
     (chatglm3_dir / "tokenizer.model").write_bytes(sp_model)
     (chatglm2_dir / "tokenizer.model").write_bytes(sp_model)
     glm4_tokenizer_json(glm4_dir / "tokenizer.json")
-    (tiktoken_dir / "tokenizer.model").write_bytes(_tiktoken_ranks())
+    (tiktoken_dir / "tokenizer.model").write_bytes(tiktoken_ranks())
     assert isinstance(load_glm_tokenizer(chatglm3_dir, {"_name_or_path": "THUDM/chatglm3-6b"})[1], ChatGLM3Format)
     assert isinstance(load_glm_tokenizer(chatglm2_dir, {"_name_or_path": "THUDM/chatglm2-6b"})[1], ChatGLM2Format)
     assert isinstance(load_glm_tokenizer(glm4_dir, {})[1], GLM4Format)
@@ -100,7 +100,7 @@ def test_glm4_tokenizer_json_format_ids(tmp_path):
     assert len(tokenizer.eos_token_ids) == 3
 
 
-def _tiktoken_ranks() -> bytes:
+def tiktoken_ranks() -> bytes:
     """Ranks: the 256 bytes, then a few merges, in tiktoken's file format."""
     tokens = [bytes([b]) for b in range(256)]
     for merge in (b"th", b"the", b" the", b"\xe6\xbb", b"\xe6\xbb\xa4", "滤芯".encode(), b"in", b"ing"):
@@ -109,7 +109,7 @@ def _tiktoken_ranks() -> bytes:
 
 
 def test_tiktoken_tokenizer_merges_and_round_trips():
-    tokenizer = TiktokenTokenizer.from_bytes(_tiktoken_ranks())
+    tokenizer = TiktokenTokenizer.from_bytes(tiktoken_ranks())
     assert tokenizer.token_id("<|endoftext|>") == 264 and tokenizer.token_id("[gMASK]") == 266
     assert tokenizer.encode(" the") == [258]
     assert tokenizer.encode("滤芯") == [261]

@@ -1,11 +1,23 @@
-"""Turn chat messages into the exact prompt string a checkpoint was trained on."""
+"""Turn chat messages into the exact prompt a checkpoint was trained on, as token ids.
+
+The Jinja template writes the markup; the markers it writes ("<|im_start|>", bos_token) become
+control ids, while message contents are encoded as plain text, so a document that spells
+"<|im_end|>" cannot end its turn. To tell the two apart, control strings inside contents are
+swapped for private-use characters while the template renders, and swapped back before the text
+between the template's markers is encoded.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
 
+from ragglm.engine.tokenizers.specials import SpecialTokens
+
 __all__ = ["ChatFormat"]
+
+# Supplementary Private Use Area-A: characters no tokenizer gives a meaning to
+_FIRST_SENTINEL, _LAST_SENTINEL = 0xF0000, 0xFFFFD
 
 
 @dataclass
@@ -29,7 +41,74 @@ class ChatFormat:
         )
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
-        return tokenizer.encode(self.render(messages, add_generation_prompt))
+        """Contents without control strings give the ids of encoding the rendered text whole."""
+        masks = _ContentMasks(tokenizer.specials, messages, self._fixed_text())
+        text = self.render(masks.hide_in(messages), add_generation_prompt)
+        ids: list[int] = []
+        for part in tokenizer.specials.split(text):
+            ids += tokenizer.encode_plain(masks.restore(part)) if isinstance(part, str) else [part]
+        return ids
+
+    def _fixed_text(self) -> str:
+        return self.template + (self.bos_token or "") + (self.eos_token or "")
+
+
+class _ContentMasks:
+    """Stand-in characters for the pieces of message contents that could read as markers.
+
+    Besides every control string, the characters at a content's edges are hidden: the template's
+    text next to a content could otherwise complete a control string the content begins or ends.
+    """
+
+    def __init__(self, specials: SpecialTokens, messages: list[dict], fixed_text: str):
+        self.specials = specials
+        self.marker_chars = set("".join(specials.ids))
+        taken = set(fixed_text).union(self.marker_chars, *map(set, _contents(messages)), *map(set, _roles(messages)))
+        self.free = (chr(c) for c in range(_FIRST_SENTINEL, _LAST_SENTINEL + 1) if chr(c) not in taken)
+        self.sentinel: dict[str, str] = {}
+        self.original: dict[int, str] = {}
+
+    def hide_in(self, messages: list[dict]) -> list[dict]:
+        if not self.specials:
+            return messages
+        return [{**m, "content": self._hide(m["content"])} if isinstance(m.get("content"), str) else m
+                for m in messages]
+
+    def _hide(self, content: str) -> str:
+        parts, position = [], 0
+        for match in self.specials.occurrences(content):
+            parts += [content[position:match.start()], self._stand_in(match.group())]
+            position = match.end()
+        hidden = list("".join(parts) + content[position:])
+        for index in _edge_indexes(hidden):
+            if hidden[index] in self.marker_chars:
+                hidden[index] = self._stand_in(hidden[index])
+        return "".join(hidden)
+
+    def _stand_in(self, piece: str) -> str:
+        if piece not in self.sentinel:
+            self.sentinel[piece] = next(self.free)
+            self.original[ord(self.sentinel[piece])] = piece
+        return self.sentinel[piece]
+
+    def restore(self, text: str) -> str:
+        return text.translate(self.original) if self.original else text
+
+
+def _contents(messages: list[dict]) -> list[str]:
+    return [m["content"] for m in messages if isinstance(m.get("content"), str)]
+
+
+def _roles(messages: list[dict]) -> list[str]:
+    return [str(m.get("role", "")) for m in messages]
+
+
+def _edge_indexes(chars: list[str]) -> set[int]:
+    """First and last characters, and first and last non-whitespace ones (a template may trim)."""
+    ends = [i for i in (0, len(chars) - 1) if chars]
+    start = next((i for i, c in enumerate(chars) if not c.isspace()), None)
+    end = next((i for i in reversed(range(len(chars))) if not chars[i].isspace()), None)
+    return set(ends) | {i for i in (start, end) if i is not None}
 
 
 def _raise(message: str):

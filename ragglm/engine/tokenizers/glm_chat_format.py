@@ -2,7 +2,11 @@
 
 ChatGLM3: [gMASK] sop, then per message <|role|> + encode("\\n") + encode(content), then <|assistant|>.
 ChatGLM2: [gMASK] sop + encode("[Round 1]\\n\\n问：...\\n\\n答：").
-GLM-4:    encode("[gMASK]<sop><|user|>\\n...<|assistant|>") with its special tokens recognised in text.
+GLM-4:    [gMASK] <sop>, then per message <|role|> + encode("\\n" + content), then <|assistant|>.
+
+Markers are placed by id and contents go through `encode_plain`, so a document that spells
+"<|user|>" or "[gMASK]" stays text. ChatGLM2's rounds are plain text by design: nothing there
+is a control id to forge.
 """
 
 from __future__ import annotations
@@ -11,27 +15,34 @@ __all__ = ["ChatGLM3Format", "ChatGLM2Format", "GLM4Format"]
 
 
 class _RoleTurns:
-    """<|role|>\ncontent turns after a fixed prefix: the layout ChatGLM3 and GLM-4 share."""
+    """<|role|>\ncontent turns after fixed markers: the layout ChatGLM3 and GLM-4 share."""
 
     roles = ("system", "user", "assistant", "observation")
-    prefix = ""
+    start: tuple[str, ...] = ()  # the markers before the first turn
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = self.prefix + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        text = "".join(self.start) + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
         return text + ("<|assistant|>" if add_generation_prompt else "")
 
-
-class ChatGLM3Format(_RoleTurns):
-    prefix = "[gMASK]sop"
-
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
-        ids = [_command(tokenizer, "[gMASK]"), _command(tokenizer, "sop")]
+        ids = [_command(tokenizer, marker) for marker in self.start]
         for message in messages:
             ids.append(_command(tokenizer, f"<|{_role(message, self.roles)}|>"))
-            ids += tokenizer.encode("\n") + tokenizer.encode(message["content"])
+            ids += self.turn_text(message["content"], tokenizer)
         if add_generation_prompt:
             ids.append(_command(tokenizer, "<|assistant|>"))
         return ids
+
+    def turn_text(self, content: str, tokenizer) -> list[int]:
+        raise NotImplementedError
+
+
+class ChatGLM3Format(_RoleTurns):
+    start = ("[gMASK]", "sop")
+
+    def turn_text(self, content: str, tokenizer) -> list[int]:
+        # ChatGLM3's own tokenizer encodes the newline apart from the content
+        return tokenizer.encode_plain("\n") + tokenizer.encode_plain(content)
 
 
 class ChatGLM2Format:
@@ -55,14 +66,15 @@ class ChatGLM2Format:
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
         prefix = [_command(tokenizer, "[gMASK]"), _command(tokenizer, "sop")]
-        return prefix + tokenizer.encode(self.render(messages, add_generation_prompt))
+        return prefix + tokenizer.encode_plain(self.render(messages, add_generation_prompt))
 
 
 class GLM4Format(_RoleTurns):
-    prefix = "[gMASK]<sop>"
+    start = ("[gMASK]", "<sop>")
 
-    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
-        return tokenizer.encode(self.render(messages, add_generation_prompt))
+    def turn_text(self, content: str, tokenizer) -> list[int]:
+        # together: the ids of the rendered text, which GLM-4's tokenizer splits at the markers
+        return tokenizer.encode_plain("\n" + content)
 
 
 def _role(message: dict, roles: tuple[str, ...]) -> str:

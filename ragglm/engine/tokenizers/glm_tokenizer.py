@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ragglm.engine.tokenizers.glm_chat_format import ChatGLM2Format, ChatGLM3Format, GLM4Format
+from ragglm.engine.tokenizers.specials import SpecialTokens
 from ragglm.engine.tokenizers.tokenizer import BPETokenizer, SentencePieceTokenizer
 from ragglm.errors import ModelNotFoundError
 
@@ -84,9 +85,8 @@ class TiktokenTokenizer:
         self.by_id = {rank: token for token, rank in ranks.items()}
         base = max(ranks.values()) + 1 if ranks else 0
         self.special = {name: base + i for i, name in enumerate(special_tokens)}
-        self.special_by_id = {i: name for name, i in self.special.items()}
+        self.specials = SpecialTokens(self.special)
         self.pattern = regex.compile(pattern)
-        self.special_pattern = regex.compile("|".join(regex.escape(t) for t in special_tokens))
         self.eos_token_ids = [self.special[t] for t in stop_tokens if t in self.special]
         self.bos_token = None
         self.eos_token = stop_tokens[0] if stop_tokens else None
@@ -106,16 +106,14 @@ class TiktokenTokenizer:
         return len(self.ranks) + len(self.special)
 
     def encode(self, text: str) -> list[int]:
-        """Special tokens written in the text become their single ids (prompts are built that way)."""
+        """Special tokens written in the text become their single ids."""
         ids: list[int] = []
-        position = 0
-        for match in self.special_pattern.finditer(text):
-            ids += self._encode_ordinary(text[position:match.start()])
-            ids.append(self.special[match.group()])
-            position = match.end()
-        return ids + self._encode_ordinary(text[position:])
+        for part in self.specials.split(text):
+            ids += self.encode_plain(part) if isinstance(part, str) else [part]
+        return ids
 
-    def _encode_ordinary(self, text: str) -> list[int]:
+    def encode_plain(self, text: str) -> list[int]:
+        """Special ids are numbered after the ranks, so byte-pair merges never reach one."""
         ids: list[int] = []
         for piece in self.pattern.findall(text):
             ids += self._encode_piece(piece.encode("utf-8"))

@@ -1,17 +1,27 @@
-"""Tokenizers behind one small interface: encode, decode, special token ids."""
+"""Tokenizers behind one small interface: encode, decode, special token ids.
+
+`encode` reads control strings written in the text ("<|im_start|>") as their single ids: that is
+how chat markup is spelled. `encode_plain` reads all text as text and never yields a control id:
+message contents (documents, questions) go through it, so they cannot open or close a turn.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
+from ragglm.engine.tokenizers.specials import SpecialTokens
+
 __all__ = ["Tokenizer", "BPETokenizer", "SentencePieceTokenizer", "bpe_from_gguf"]
 
 
 class Tokenizer(Protocol):
     eos_token_ids: list[int]
+    specials: SpecialTokens  # the control strings `encode` turns into single ids
 
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_plain(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
 
@@ -26,6 +36,11 @@ class BPETokenizer:
         self.eos_token_ids = eos_token_ids
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.specials = SpecialTokens.from_backend(backend)
+        # a copy that leaves special strings to the model's ordinary pieces; a copy rather than a
+        # toggled flag, so concurrent encodes never see the other mode
+        self.plain_backend = type(backend).from_str(backend.to_str())
+        self.plain_backend.encode_special_tokens = True
 
     @classmethod
     def from_file(cls, path: Path, eos_tokens: list[str]) -> BPETokenizer:
@@ -41,6 +56,26 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_plain(self, text: str) -> list[int]:
+        ids = self._plain(text)
+        if self.specials.all_ids.isdisjoint(ids):
+            return ids
+        return self._encode_breaking_specials(text)
+
+    def _plain(self, text: str) -> list[int]:
+        return self.plain_backend.encode(text, add_special_tokens=False).ids
+
+    def _encode_breaking_specials(self, text: str) -> list[int]:
+        """For vocabularies whose merges can rebuild a control token from its characters: encode
+        each control string character by character, so no merge spans it."""
+        ids: list[int] = []
+        position = 0
+        for match in self.specials.occurrences(text):
+            ids += self._plain(text[position:match.start()])
+            ids += [i for char in match.group() for i in self._plain(char)]
+            position = match.end()
+        return ids + self._plain(text[position:])
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=True)
@@ -90,6 +125,8 @@ class SentencePieceTokenizer:
     they never come out of `encode` and are placed by the chat format by id.
     """
 
+    specials = SpecialTokens({})  # no text becomes a command: `encode` is already plain
+
     CHATGLM2_COMMANDS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
     CHATGLM3_COMMANDS = CHATGLM2_COMMANDS + ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 
@@ -112,6 +149,9 @@ class SentencePieceTokenizer:
         return self.sp.vocab_size() + len(self.commands)
 
     def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_plain(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
     def decode(self, ids: list[int]) -> str:
