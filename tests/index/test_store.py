@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
@@ -102,7 +104,8 @@ def test_empty_store_returns_nothing(embedder):
 def test_folder_without_sparse_index_is_rebuilt_on_load(tmp_path, embedder, documents):
     store = _build(embedder, documents)
     store.save(tmp_path / "index")
-    (tmp_path / "index" / "sparse.npz").unlink()
+    current = json.loads((tmp_path / "index" / "index.json").read_text(encoding="utf-8"))["current"]
+    (tmp_path / "index" / current / "sparse.npz").unlink()
     loaded = IndexStore.load(tmp_path / "index", embedder)
     _in_step(loaded)
     for query in QUERIES:
