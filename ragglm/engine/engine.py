@@ -62,7 +62,8 @@ class Engine:
         return self.args.parameter_count
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+        # as chat_ids will encode it inside a message: control strings count as the text they are
+        return len(self.tokenizer.encode_plain(text))
 
     @classmethod
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,

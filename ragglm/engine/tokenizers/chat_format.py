@@ -63,7 +63,8 @@ class _ContentMasks:
     def __init__(self, specials: SpecialTokens, messages: list[dict], fixed_text: str):
         self.specials = specials
         self.marker_chars = set("".join(specials.ids))
-        taken = set(fixed_text).union(self.marker_chars, *map(set, _contents(messages)), *map(set, _roles(messages)))
+        texts = [fixed_text, *_contents(messages), *_roles(messages)]
+        taken = self.marker_chars.union(*map(set, texts))
         self.free = (chr(c) for c in range(_FIRST_SENTINEL, _LAST_SENTINEL + 1) if chr(c) not in taken)
         self.sentinel: dict[str, str] = {}
         self.original: dict[int, str] = {}
