@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ragglm ask --docs examples/manuals "How long does the filter cartridge last?"
 
-test: $(STAMP)
+# The page's browser tests drive Debian's chromium (Playwright's own browser builds cannot be fetched).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else echo "no /usr/bin/chromium: the browser tests will skip; install it with" \
+	          "'sudo apt-get install -y chromium'"; fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

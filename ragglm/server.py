@@ -149,8 +149,13 @@ class ApiError(Exception):
 
 
 def create_app(knowledge_base=None, *, generator=None, api_key: str | None = None,
-               limits: ServerLimits | None = None) -> FastAPI:
-    """The ASGI app. Give a KnowledgeBase (its engine is loaded now), a generator, or both."""
+               limits: ServerLimits | None = None, knowledge_bases=None) -> FastAPI:
+    """The ASGI app. Give a KnowledgeBase (its engine is loaded now), a generator, or both.
+
+    knowledge_bases (a ragglm.web.KnowledgeBases) serves several, as models "ragglm:NAME", with the
+    web page at / and the document API under /v1/knowledge-bases."""
+    if knowledge_bases is not None and knowledge_base is None:
+        knowledge_base = knowledge_bases.first
     if knowledge_base is None and generator is None:
         raise ValueError("create_app needs a knowledge base or a generator")
     limits = limits or ServerLimits()
@@ -178,17 +183,29 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
     def with_documents() -> bool:
         return knowledge_base is not None and len(knowledge_base) > 0
 
+    def kb_model_ids() -> list[str]:
+        if knowledge_bases is not None:
+            return knowledge_bases.model_ids()
+        return [KB_MODEL_ID] if with_documents() else []
+
+    def kb_for(model_id: str):
+        """The knowledge base a model id answers from, None for the plain generator."""
+        if knowledge_bases is not None:
+            return knowledge_bases.for_model(model_id)
+        return knowledge_base if model_id == KB_MODEL_ID and with_documents() else None
+
     def model_card(model_id: str) -> dict:
         card = {"id": model_id, "object": "model", "created": started, "owned_by": "ragglm"}
-        if model_id == KB_MODEL_ID:
-            card.update(knowledge_base=True, sources=len(knowledge_base.sources), chunks=len(knowledge_base))
+        if model_id in kb_model_ids():
+            target = kb_for(model_id)
+            card.update(knowledge_base=True, sources=len(target.sources), chunks=len(target))
         else:
             card.update(knowledge_base=False, languages=list(generator.languages))
         return card
 
     def model_ids() -> list[str]:
         # the plain generator first: clients that take the first listed model expect plain chat
-        return [generator_id] + ([KB_MODEL_ID] if with_documents() else [])
+        return [generator_id] + kb_model_ids()
 
     @app.get("/health")
     async def health() -> dict:
@@ -222,15 +239,21 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         temperature = default_temperature if request.temperature is None else request.temperature
         stop = [request.stop] if isinstance(request.stop, str) else request.stop
         budget = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}
-        if request.model == KB_MODEL_ID and with_documents():
+        target = kb_for(request.model)
+        if target is not None:
             question = next((m.text() for m in reversed(request.messages) if m.role == "user"), "").strip()
             if not question:
-                raise ApiError(400, f"model {KB_MODEL_ID!r} answers the last user message, and there is none",
+                raise ApiError(400, f"model {request.model!r} answers the last user message, and there is none",
                                param="messages")
+            if len(target) == 0:
+                raise ApiError(400, f"model {request.model!r} has no documents yet; add some first",
+                               param="model", code="empty_knowledge_base")
+            history = [{"role": m.role, "content": m.text()} for m in request.messages
+                       if m.role in ("user", "assistant")]
 
             def work(on_text, cancelled) -> Outcome:
-                return ask_knowledge_base(knowledge_base, question, on_text=on_text, cancelled=cancelled,
-                                          **budget)
+                return ask_knowledge_base(target, question, on_text=on_text, cancelled=cancelled,
+                                          history=history, **budget)
         elif request.model == generator_id:
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in request.messages]
@@ -254,6 +277,10 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
             raise _as_api_error(exc) from exc
         return reply.completion(outcome)
 
+    if knowledge_bases is not None:
+        from ragglm.web import install_web
+
+        install_web(app, knowledge_bases, limits.max_upload_bytes)
     return app
 
 
@@ -289,7 +316,7 @@ class _Reply:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome.text},
                          "finish_reason": outcome.finish_reason}],
             "usage": _usage(outcome), "citations": outcome.citations,
-            "ragglm": {"mode": outcome.mode, "timings": outcome.timings},
+            "ragglm": {"mode": outcome.mode, "timings": outcome.timings, "plan": outcome.plan},
         }
 
     def chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> str:
@@ -306,7 +333,7 @@ class _Reply:
                     yield self.chunk({"content": value})
                 elif kind == "done":
                     yield self.chunk({}, value.finish_reason, citations=value.citations,
-                                     ragglm={"mode": value.mode, "timings": value.timings})
+                                     ragglm={"mode": value.mode, "timings": value.timings, "plan": value.plan})
                     if self.include_usage:
                         yield _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                                     "model": self.model, "choices": [], "usage": _usage(value)})

@@ -27,6 +27,7 @@ class Outcome:
     citations: list[dict] = field(default_factory=list)
     mode: str = "generate"  # "generate" for plain chat, else the Answer's mode
     timings: dict = field(default_factory=dict)
+    plan: dict = field(default_factory=dict)  # the Answer's plan (route, refusal, standalone question)
 
 
 def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
@@ -48,10 +49,11 @@ def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens
 
 def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,
                        stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
-                       cancelled: threading.Event | None = None) -> Outcome:
+                       cancelled: threading.Event | None = None, history: list[dict] | None = None) -> Outcome:
     """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations.
 
-    Callers take turns: the knowledge base's lock keeps its index still while it answers, and the
+    With a history holding earlier user turns the question is a follow-up: KnowledgeBase.chat rewrites
+    it to stand alone first. Callers take turns: the knowledge base's lock keeps its index still while it answers, and the
     generator's keeps one KV cache to one prompt."""
     stops = StopStringFilter(stop)
 
@@ -61,8 +63,14 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
         if shown and on_text:
             on_text(shown)
 
+    follow_up = history is not None and sum(1 for m in history if m.get("role") == "user") > 1
     with knowledge_base.lock, knowledge_base.generator.lock:
-        answer = knowledge_base.ask(question, on_text=show, max_new_tokens=max_new_tokens, temperature=temperature)
+        if follow_up:
+            answer = knowledge_base.chat(history, on_text=show, max_new_tokens=max_new_tokens,
+                                         temperature=temperature)
+        else:
+            answer = knowledge_base.ask(question, on_text=show, max_new_tokens=max_new_tokens,
+                                        temperature=temperature)
     if not stops.text and not stops.stopped and answer.text:
         show(answer.text)  # answers decided without generating (nothing found) are not streamed
     tail = stops.flush()
@@ -71,8 +79,9 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
     timings = dict(answer.timings)
     generated = int(timings.get("generated_tokens", 0))
     finish = "stop" if stops.stopped or generated < max_new_tokens else "length"
+    summary = answer.to_dict()
     return Outcome(stops.text.strip(), finish, int(timings.get("prompt_tokens", 0)), generated,
-                   answer.to_dict()["citations"], answer.mode, timings)
+                   summary["citations"], answer.mode, timings, summary.get("plan", {}))
 
 
 def _check(cancelled: threading.Event | None) -> None:
