@@ -38,6 +38,9 @@ def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False)
     if path.suffix == ".gguf":
         gguf = read_gguf(path, dtype)
         return Checkpoint(gguf.args, gguf.state_dict, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
+    if path.suffix == ".safetensors" and path.is_file():
+        raise ModelNotFoundError(f"{path}: a weights file alone is not a model; point --model at the folder "
+                                 "that holds it with its config.json and tokenizer files")
     if not path.is_dir():
         raise ModelNotFoundError(f"{path}: expected a .gguf file or a model folder")
     config = read_config(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ragglm.engine.loading.gguf_header import check_gguf
 from ragglm.engine.loading.quant_loader import drain
 from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, rename_weights
 from ragglm.engine.model import ModelArgs
@@ -25,27 +26,41 @@ class GGUFCheckpoint:
 
 def read_gguf(path: Path, dtype: torch.dtype | None = torch.float32) -> GGUFCheckpoint:
     """The weights are dequantized to float32; dtype None keeps them so."""
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
-
-    try:
-        reader = GGUFReader(str(path))
-    except (ValueError, OSError) as exc:
-        raise ModelNotFoundError(f"{path}: not a readable GGUF file ({exc})") from exc
+    reader = _open_reader(path)
     meta = {name: _field_value(field) for name, field in reader.fields.items()}
     arch = meta.get("general.architecture")
     if arch not in ("llama", "qwen2"):
         raise ModelNotFoundError(f"{path}: GGUF architecture {arch!r} is not supported (llama, qwen2 are)")
-    args = _args_from_meta(meta, arch)
+    args = _args_from_meta(meta, arch, path)
 
-    raw = {}
-    for tensor in reader.tensors:
-        shape = tuple(reversed([int(n) for n in tensor.shape]))  # GGML lists dims innermost first
-        values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-        raw[tensor.name] = torch.from_numpy(np.array(values, dtype=np.float32))
+    raw = {tensor.name: _dequantized(tensor, path) for tensor in reader.tensors}
     args.tie_embeddings = "output.weight" not in raw
     naming = GGUF_LLAMA_NAMES if arch == "llama" else GGUF_NAMES
     return GGUFCheckpoint(args, dict(rename_weights(drain(raw), naming, args, dtype)), meta)
+
+
+def _open_reader(path: Path):
+    """A GGUFReader over the file, once its header has been walked within bounds."""
+    from gguf import GGML_QUANT_SIZES, GGUFReader
+
+    check_gguf(path, {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()})
+    try:
+        return GGUFReader(str(path))
+    except Exception as exc:  # the file passed the walk; whatever the reader still refuses is unreadable
+        raise ModelNotFoundError(f"{path}: not a readable GGUF file ({exc.__class__.__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def _dequantized(tensor, path: Path) -> torch.Tensor:
+    from gguf.quants import dequantize
+
+    shape = tuple(reversed([int(n) for n in tensor.shape]))  # GGML lists dims innermost first
+    try:
+        values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+    except NotImplementedError as exc:
+        raise ModelNotFoundError(f"{path}: tensor {tensor.name!r} is stored as {tensor.tensor_type.name}, "
+                                 "which cannot be dequantized here; convert the model to F16 or Q8_0") from exc
+    return torch.from_numpy(np.array(values, dtype=np.float32))
 
 
 def _field_value(field):
@@ -55,7 +70,21 @@ def _field_value(field):
         return None
 
 
-def _args_from_meta(meta: dict, arch: str) -> ModelArgs:
+def _args_from_meta(meta: dict, arch: str, path: Path) -> ModelArgs:
+    try:
+        args = _args_from_fields(meta, arch)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelNotFoundError(f"{path}: its {arch} metadata is incomplete or malformed ({exc!r}); "
+                                 "download or convert the model again") from exc
+    sizes = (args.dim, args.n_layers, args.n_heads, args.n_kv_heads, args.head_dim, args.intermediate_size,
+             args.vocab_size)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ModelNotFoundError(f"{path}: its {arch} metadata gives a size that is not a positive whole number; "
+                                 "download or convert the model again")
+    return args
+
+
+def _args_from_fields(meta: dict, arch: str) -> ModelArgs:
     n_heads = meta[f"{arch}.attention.head_count"]
     dim = meta[f"{arch}.embedding_length"]
     return ModelArgs(

@@ -78,7 +78,13 @@ def _build(args: ModelArgs, state_dict: dict, device: str) -> Transformer:
     missing = set(model.state_dict()) - set(state_dict)
     if missing:
         raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
-    model.load_state_dict(state_dict, assign=True, strict=True)
+    try:
+        model.load_state_dict(state_dict, assign=True, strict=True)
+    except RuntimeError as exc:  # tensors whose shapes disagree with the config
+        first = str(exc).strip().splitlines()
+        raise ModelNotFoundError(f"checkpoint tensors do not fit its configuration "
+                                 f"({first[-1].strip() if first else exc.__class__.__name__}); "
+                                 "download or convert the model again") from exc
     return model.to(device).eval()
 
 

@@ -10,6 +10,7 @@ serialized copy of them, as `safetensors.torch.save_file` makes).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ragglm.engine.loading.safetensors_header import read_header
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["SafetensorsFile", "iter_safetensors", "write_safetensors"]
@@ -27,7 +29,6 @@ _DTYPES = {
     "BOOL": torch.bool,
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
-_MAX_HEADER = 100 * 2**20
 
 
 class SafetensorsFile:
@@ -37,16 +38,11 @@ class SafetensorsFile:
         self.path = Path(path)
         self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close() / __exit__)
         try:
-            (size,) = struct.unpack("<Q", self._file.read(8))
-            if size > _MAX_HEADER:
-                raise ModelNotFoundError(f"{self.path}: not a safetensors file (header of {size} bytes)")
-            header = json.loads(self._file.read(size))
-        except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            size = os.fstat(self._file.fileno()).st_size
+            self._data_start, self._entries, self.metadata = read_header(self._file, size, str(self.path))
+        except BaseException:
             self._file.close()
-            raise ModelNotFoundError(f"{self.path}: not a readable safetensors file ({exc})") from exc
-        self._data_start = 8 + size
-        self.metadata = header.pop("__metadata__", None) or {}
-        self._entries = header
+            raise
 
     def __enter__(self) -> SafetensorsFile:
         return self
