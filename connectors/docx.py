@@ -9,7 +9,11 @@ from pathlib import Path
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 
-__all__ = ["load_docx"]
+__all__ = ["MAX_UNPACKED_BYTES", "MAX_PARAGRAPHS", "load_docx"]
+
+# Bounds far above real documents: a zip bomb or a crafted body fails here, before python-docx
+MAX_UNPACKED_BYTES = 256 * 2**20
+MAX_PARAGRAPHS = 200_000
 
 
 def load_docx(path: Path, data: bytes | None = None) -> Document:
@@ -18,6 +22,7 @@ def load_docx(path: Path, data: bytes | None = None) -> Document:
     except ImportError as exc:
         raise SourceError(str(path), "reading .docx needs python-docx", "pip install python-docx") from exc
     data = Path(path).read_bytes() if data is None else data
+    _check_size(str(path), data)
     try:
         document = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -26,6 +31,24 @@ def load_docx(path: Path, data: bytes | None = None) -> Document:
     blocks = [text for text in _blocks(document) if text.strip()]
     title = (document.core_properties.title or "").strip() or Path(path).stem
     return Document(str(path), [Page(None, "\n".join(blocks))], title=title)
+
+
+def _check_size(source: str, data: bytes) -> None:
+    """Refuse what would unpack past MAX_UNPACKED_BYTES or hold more than MAX_PARAGRAPHS paragraphs."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise SourceError(source, f"unpacks to {unpacked / 2**20:.0f} MB, more than ragglm reads "
+                                          f"({MAX_UNPACKED_BYTES // 2**20} MB)", "split it into smaller files")
+            body = archive.read("word/document.xml") if "word/document.xml" in archive.namelist() else b""
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as exc:
+        raise SourceError(source, f"not a readable .docx file ({exc})",
+                          "open it in Word or LibreOffice and save it again as .docx") from exc
+    paragraphs = body.count(b"<w:p>") + body.count(b"<w:p ")
+    if paragraphs > MAX_PARAGRAPHS:
+        raise SourceError(source, f"has {paragraphs} paragraphs, more than the {MAX_PARAGRAPHS} ragglm reads",
+                          "split it into smaller files")
 
 
 def _blocks(document):

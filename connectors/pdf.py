@@ -10,7 +10,7 @@ from ragglm.connectors.pdf_cleanup import clean_pages
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 
-__all__ = ["load_pdf", "read_pdf_pages"]
+__all__ = ["MAX_PAGES", "load_pdf", "read_pdf_pages"]
 
 _PASSWORD_FIX = ("remove the password (for example: qpdf --decrypt --password=PASSWORD in.pdf out.pdf) "
                  "or export an unprotected copy")
@@ -19,6 +19,8 @@ _OCR_FIX = "run OCR on it first, for example: ocrmypdf in.pdf out.pdf"
 
 
 _EDGE_BAND = 0.08  # running headers and footers sit in the top and bottom 8% of a page
+# More pages than any manual has: a crafted page tree can list one page a hundred thousand times
+MAX_PAGES = 5000
 
 
 def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str | None, list[set[str]]]:
@@ -36,6 +38,9 @@ def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise SourceError(source, "the PDF is protected by a password", _PASSWORD_FIX)
+        if len(reader.pages) > MAX_PAGES:
+            raise SourceError(source, f"has {len(reader.pages)} pages, more than the {MAX_PAGES} ragglm reads",
+                              "split it into smaller PDFs")
         texts, images, edges = [], [], []
         for number, page in enumerate(reader.pages, 1):
             try:
