@@ -9,16 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.web.conftest import (
-    CORRUPT_PDF,
-    KEY,
-    MARKDOWN,
-    PDF,
-    QUESTION,
-    client_for,
-    documents,
-    served,
-)
+from tests.web import conftest as web
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium") if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
@@ -31,7 +22,7 @@ def browser_page(tmp_path_factory, smollm2, embedder):
     if not CHROMIUM:
         pytest.skip("no chromium: `apt-get install -y chromium` (Debian's build; Playwright's own cannot be fetched)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extras")
-    with served(tmp_path_factory.mktemp("page-kbs"), smollm2, embedder) as (server, libraries), \
+    with web.served(tmp_path_factory.mktemp("page-kbs"), smollm2, embedder) as (server, libraries), \
             sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
@@ -65,16 +56,16 @@ def test_the_page_end_to_end(browser_page, tmp_path):
     page.get_by_test_id("api-key").fill("not-the-key")
     page.get_by_test_id("api-key").press("Enter")
     expect(page.locator("#key-error")).to_contain_text("rejected")
-    page.get_by_test_id("api-key").fill(KEY)
+    page.get_by_test_id("api-key").fill(web.KEY)
     page.get_by_test_id("api-key").press("Enter")
     expect(page.locator("#app")).to_be_visible()
-    assert page.evaluate("sessionStorage.getItem('ragglm-key')") == KEY
+    assert page.evaluate("sessionStorage.getItem('ragglm-key')") == web.KEY
 
     # several files at once; the corrupt one fails on its own while the others index
     broken = tmp_path / "broken.pdf"
-    broken.write_bytes(CORRUPT_PDF)
-    page.get_by_test_id("upload").set_input_files([str(PDF), str(MARKDOWN), str(broken)])
-    for name in (PDF.name, MARKDOWN.name):
+    broken.write_bytes(web.CORRUPT_PDF)
+    page.get_by_test_id("upload").set_input_files([str(web.PDF), str(web.MARKDOWN), str(broken)])
+    for name in (web.PDF.name, web.MARKDOWN.name):
         expect(row(page, name).get_by_test_id("doc-status")).to_have_text("indexed")
     failed = page.locator('[data-testid=upload-item][data-name="broken.pdf"]')
     expect(failed).to_have_class("failed")
@@ -82,9 +73,9 @@ def test_the_page_end_to_end(browser_page, tmp_path):
     expect(row(page, "broken.pdf")).to_have_count(0)
 
     # the streamed answer, its citation, and the passage in context
-    ask(page, expect, QUESTION)
+    ask(page, expect, web.QUESTION)
     expect(page.get_by_test_id("answer")).to_contain_text("12 months")
-    citation = page.locator(f'[data-testid=citation][data-name="{PDF.name}"][data-page="3"]')
+    citation = page.locator(f'[data-testid=citation][data-name="{web.PDF.name}"][data-page="3"]')
     expect(citation).to_be_visible()
     expect(citation.locator("mark").first).to_be_visible()
     citation.click()
@@ -104,16 +95,16 @@ def test_the_page_end_to_end(browser_page, tmp_path):
     expect(page.locator("[data-testid=search-hit]").first).to_contain_text("score")
 
     # delete: gone from the list and from the API
-    row(page, MARKDOWN.name).get_by_test_id("delete").click()
-    expect(row(page, MARKDOWN.name)).to_have_count(0)
-    with client_for(server.port) as http:
-        assert MARKDOWN.name not in documents(http, "alpha") and PDF.name in documents(http, "alpha")
+    row(page, web.MARKDOWN.name).get_by_test_id("delete").click()
+    expect(row(page, web.MARKDOWN.name)).to_have_count(0)
+    with web.client_for(server.port) as http:
+        assert web.MARKDOWN.name not in web.documents(http, "alpha") and web.PDF.name in web.documents(http, "alpha")
 
     # another knowledge base has its own (empty) list
     page.get_by_test_id("kb-select").select_option("beta")
     expect(page.get_by_test_id("document-row")).to_have_count(0)
     page.get_by_test_id("kb-select").select_option("alpha")
-    expect(row(page, PDF.name)).to_have_count(1)
+    expect(row(page, web.PDF.name)).to_have_count(1)
 
     # nothing was asked of any other origin: no CDN, font or script from elsewhere
     assert requested and all(url.startswith(origin + "/") for url in requested), requested
