@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragglm.pipelines.citations import content_words, stem
-from ragglm.text.sentences import split_sentences
+from ragglm.pipelines.units import answer_units
 
 __all__ = ["SupportModel", "SUPPORT_MODELS", "support_model_for", "support_features", "answer_probability",
            "sentence_window", "FEATURES"]
@@ -39,8 +39,21 @@ _ANSWER_KINDS = [
                 r"dozen|hundred|thousand|million|billion|half|once|twice|several|few|many|every|each)\b", re.I)),
 ]
 
+# Chinese has no capitals and no spaces: its names are Latin words, numbers, 《titles》 and quoted terms.
+_NEGATION_ZH = re.compile(r"不是|不能|不会|不可|不属于|不包括|没有|并非|未|除了")
+_NAME_ZH = re.compile(r"[A-Za-z0-9][\w.+-]*|《[^》]+》|“[^”]+”|「[^」]+」")
+# Question words: they name what is asked, not what the passage must share with the question.
+_QUESTION_ZH = re.compile(r"为什么|为何|什么时候|什么|多少|哪一|哪些|哪个|哪里|哪儿|哪|谁|几|怎么样|怎么|怎样|如何|是否|请问|吗|呢")
+_ANSWER_KINDS_ZH = [
+    (re.compile(r"什么时候|何时|哪一?年|哪个年代|哪天|几月|几号|日期|什么时间"),
+     re.compile(r"\d|[年月日]|世纪|时期|年代|朝|春|夏|秋|冬|之前|之后|期间")),
+    (re.compile(r"多少|几[个名位次种条座年天岁件人只台分秒小周月度倍]|多[大高长重远久宽深]"),
+     re.compile(r"\d|[一二三四五六七八九十百千万亿两半双]|[%％]")),
+    (re.compile(r"为什么|为何|原因"), re.compile(r"因为|由于|因此|所以|导致|原因|为了|以免|以防")),
+]
+
 FEATURES = ("overlap", "negation", "sentence_cosine", "window_cosine", "best_cosine", "coverage",
-            "missing_names", "missing_names_anywhere", "kind_missing")
+            "missing_names", "missing_names_anywhere", "kind_missing", "char_coverage")
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,7 @@ def answer_probability(features: dict, model: SupportModel) -> float:
 def sentence_window(text: str, index: int) -> str:
     """The sentence at index in text with its neighbours: a question often names its subject in one
     sentence and asks about the next."""
-    spans = split_sentences(text)
+    spans = answer_units(text)
     if not spans:
         return text
     index = min(max(index, 0), len(spans) - 1)
