@@ -575,6 +575,12 @@ class _HardenedH11(H11Protocol):
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._arm_header_timer()
 
+    def shutdown(self) -> None:
+        if self._lingering:  # h11 may be in its error state, where uvicorn's own shutdown would raise
+            self.transport.close()
+            return
+        super().shutdown()
+
     def send_400_response(self, msg: str) -> None:
         error = self.conn.last_error
         if error is not None and error.error_status_hint == 431:
