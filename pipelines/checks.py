@@ -3,6 +3,8 @@ anything the best sentences do not back."""
 
 from __future__ import annotations
 
+import re
+
 from ragglm.documents import Citation, Hit
 from ragglm.pipelines.answerability import answer_probability, support_features, support_model_for
 from ragglm.pipelines.citations import best_sentence, content_words, strip_citation_marks
@@ -11,7 +13,7 @@ from ragglm.pipelines.extract import ScoredSentence
 from ragglm.pipelines.prompts import NOT_FOUND
 from ragglm.protocols import Embedder
 
-__all__ = ["is_refusal", "unanswerable", "says_something", "support_citation"]
+__all__ = ["is_refusal", "unanswerable", "says_something", "support_citation", "unbacked_facts"]
 
 # The models' own ways of saying the sources do not tell, beside the fixed phrase.
 _REFUSALS = {
@@ -59,3 +61,22 @@ def support_citation(answer: str, hits: list[Hit], ranked: list[ScoredSentence])
             hit = hits[sentence.number - 1]
             return [Citation(sentence.number, hit.source, hit.page, best_sentence(hit.text, answer), inferred=True)]
     return []
+
+
+# Key facts: anything holding a digit (numbers with units, part and version codes, "D8C.S"), names in
+# capitals or with underscores (registers, pins), file names. A small model that copies a neighbouring
+# part number still shares most words with the page, so these are checked one by one.
+_FACT = re.compile(r"[\w\-./]*\d[\w\-./]*|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[A-Z]{2,}[0-9A-Z]*\b|\b\w+\.[A-Za-z]{1,4}\b")
+
+
+def unbacked_facts(answer: str, evidence: str, question: str = "") -> list[str]:
+    """The key facts of an answer (numbers, codes, register and file names) that neither the evidence
+    nor the question holds."""
+    held = _folded(evidence) + " " + _folded(question)
+    facts = dict.fromkeys(_folded(m.group(0)) for m in _FACT.finditer(strip_citation_marks(answer)))
+    # whole tokens: "1" is not backed by "128"
+    return [fact for fact in facts if fact and not re.search(rf"(?<![\w]){re.escape(fact)}(?![\w])", held)]
+
+
+def _folded(text: str) -> str:
+    return text.lower().replace(",", "").strip(".-/ ")

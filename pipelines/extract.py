@@ -36,7 +36,7 @@ _ANSWER_TYPES = [
     (re.compile(r"什么时候|何时|哪一?年|哪个年代|日期|\bwhen\b|what year|what century|what decade", re.I),
      re.compile(r"\d|[年月日]|世纪|century|centuries|decade|\b(january|february|march|april|may|june|july|"
                 r"august|september|october|november|december)\b", re.I)),
-    (re.compile(r"多少|几[个名位次种条座年]|多[大高长重远]|how many|how much|what percentage", re.I),
+    (re.compile(r"多少|几[个名位次种条座年]|多[大高长重远久]|how many|how much|how long|what percentage", re.I),
      re.compile(r"\d|[一二三四五六七八九十百千万亿两]|\b(one|two|three|four|five|six|seven|eight|nine|ten|"
                 r"dozen|hundred|thousand|million|billion)\b", re.I)),
     (re.compile(r"为什么|为何|原因|\bwhy\b", re.I), re.compile(r"因为|由于|因此|所以|导致|原因|because|due to|since", re.I)),
@@ -98,19 +98,20 @@ def extractive_answer(question: str, hits: list[Hit], language: str | None = Non
         return Answer(NOT_FOUND[language], [], "extractive", "", sources=hits)
     best = ranked[0]
     picked, length = [best], len(best.text)
-    for s in ranked[1:]:
+    # a table row answers alone: other rows of the table are noise beside it
+    seconds = [] if table_header(hits[best.number - 1].text, best.span) else ranked[1:]
+    for s in seconds:
         if len(picked) == max_sentences or s.score < 0.5 * best.score:
             break
         same_document = hits[s.number - 1].source == hits[best.number - 1].source
         if same_document and all(s.text != p.text for p in picked) and length + len(s.text) <= EXTRACT_CHARS:
             picked.append(s)  # overlapping chunks repeat their edge sentences: a repeat is skipped
             length += len(s.text)
-    passages = _passages(picked, hits)
+    passages = _passages(picked, hits, best)
     passages.sort(key=lambda passage: passage[2] != best.span or passage[0] != best.number)
     order = list(dict.fromkeys(number for number, _, _ in passages))  # source numbers, first cited first
     lines, citations = [], []
-    for number, text, _ in passages:
-        quoted = _quoted(text)
+    for number, quoted, _ in passages:
         lines.append(f"{quoted} [{order.index(number) + 1}]")
         if len(citations) < order.index(number) + 1:
             hit = hits[number - 1]
@@ -119,25 +120,28 @@ def extractive_answer(question: str, hits: list[Hit], language: str | None = Non
     return Answer(EXTRACT_NOTE[language] + "\n" + "\n".join(lines), citations, "extractive", "", sources=sources)
 
 
-def _quoted(text: str) -> str:
-    """One line, or for a table row its header line and the row."""
-    return "\n".join(" ".join(line.split()) for line in text.split("\n") if line.strip())
-
-
-def _passages(picked: list[ScoredSentence], hits: list[Hit]) -> list[tuple[int, str, tuple[int, int]]]:
-    """(source number, text, span of the first sentence) in reading order; neighbours in one source
-    join into one passage, so that an answer running over a sentence break ("Andrew W. Mellon") is
-    quoted whole; a table row comes with its table's header."""
+def _passages(picked: list[ScoredSentence], hits: list[Hit], best: ScoredSentence
+              ) -> list[tuple[int, str, tuple[int, int]]]:
+    """(source number, text, span of the first sentence) in reading order; a sentence joins the one
+    before it in its source into one passage, so that an answer running over a sentence break
+    ("Andrew W. Mellon") is quoted whole, on one line, except the best, which starts its own; a table
+    row comes on a second line under its table's header."""
     passages: list[tuple[int, str, tuple[int, int]]] = []
     previous = None
     for s in sorted(picked, key=lambda s: (s.number, s.index)):
         text = hits[s.number - 1].text
         header = table_header(text, s.span)
-        joins = previous is not None and previous.number == s.number and previous.index == s.index - 1
-        if joins and header is None:
+        if header:
+            passages.append((s.number, _one_line(header) + "\n" + _one_line(s.text), s.span))
+        elif previous is not None and previous.number == s.number and previous.index == s.index - 1 \
+                and s is not best and not passages[-1][1].count("\n"):
             number, quoted, first = passages[-1]
-            passages[-1] = (number, quoted + text[previous.span[1]:s.span[1]], first)
+            passages[-1] = (number, _one_line(quoted + text[previous.span[1]:s.span[1]]), first)
         else:
-            passages.append((s.number, f"{header}\n{s.text}" if header else s.text, s.span))
+            passages.append((s.number, _one_line(s.text), s.span))
         previous = s
     return passages
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

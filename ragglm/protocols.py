@@ -7,7 +7,8 @@ Each Protocol names what a caller uses, no more; `Engine` and `RemoteGenerator` 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Generator as Generator_
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -78,7 +79,9 @@ class Generator(Protocol):
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
              stream: bool = False, result: Any = None, use_prefix_cache: bool = True,
-             **sampling: Any) -> Any | Iterator[str]: ...
+             **sampling: Any) -> Any | Generator_[str, None, None]:
+        """A result, or with stream=True a generator of text pieces (closing it ends decoding) that
+        fills `result`."""
 
 
 TextCallback = Callable[[str], None]  # receives the answer's text as it is produced

@@ -54,11 +54,11 @@ def test_a_supported_generated_answer_is_kept_with_its_citation(kb):
     assert cited and cited <= set(range(1, len(answer.sources) + 1))
 
 
-def test_an_unsupported_generated_answer_is_replaced_by_the_cited_extract(kb):
-    # greedy SmolLM2 answers this one with words the best sentences do not hold
+def test_a_generated_answer_with_a_wrong_number_is_replaced_by_the_cited_extract(kb):
+    # greedy SmolLM2 answers "The answer is: 1"; the manual says 128
     answer = kb.ask("How many devices can connect at once?", mode="retrieve")
     plan = answer.plan
-    assert answer.mode == "extractive" and plan.support < 0.75 and "not supported" in plan.fallback
+    assert answer.mode == "extractive" and plan.fallback.startswith("the generated answer states 1,")
     assert "128" in answer.text and answer.citations
 
 

@@ -52,3 +52,38 @@ def test_no_shared_word_means_the_refusal_phrase():
 def test_an_answer_that_only_restates_the_question_claims_nothing():
     assert not says_something("The colour of the filter is the colour of the filter [1].", "What colour is the filter?")
     assert says_something("The filter is blue [1].", "What colour is the filter?")
+
+
+def test_a_numbered_item_is_quoted_with_its_number():
+    hit = _hit("Boards: main board - CH32V003EVT 1. Connect the board to the WCH-Link with the SWD cable. "
+               "2. Open MounRiver Studio and choose the project.")
+    answer = extractive_answer("How do I connect the board to the WCH-Link?", [hit], "en")
+    line = answer.text.split("\n")[1]
+    assert line.startswith("1. Connect the board to the WCH-Link") and not line.endswith(" 1. [1]")
+    assert "CH32V003EVT" not in line  # the item before is not dragged along
+
+
+def test_a_register_question_is_answered_by_its_row_under_the_header():
+    rows = "\n".join(f"R{n}_GPIO{n}_CFG | 0x4001{n:04X} | 0x{n:08X}" for n in range(40))
+    table = f"Register | Address | Reset value\n{rows}"
+    answer = extractive_answer("What is the reset value of R17_GPIO17_CFG?", [_hit(table, "regs.pdf")], "en")
+    body = answer.text.split("\n")[1:]
+    assert body[0] == "Register | Address | Reset value"
+    assert body[1].startswith("R17_GPIO17_CFG | 0x40010011 | 0x00000011")
+    assert len(answer.text) < 200  # the row, not the table
+
+
+def test_citations_are_numbered_from_one_in_the_order_they_appear():
+    hits = [_hit("The lobby opens at eight.", "a.md"), _hit("The pump P3 delivers 40 litres a minute.", "b.md")]
+    answer = extractive_answer("How many litres a minute does pump P3 deliver?", hits, "en")
+    assert [c.id for c in answer.citations] == [1] and answer.citations[0].source == "b.md"
+    assert answer.text.endswith("[1]") and answer.sources[0].source == "b.md"
+
+
+def test_an_extract_stays_short_and_in_the_best_sentence_s_document():
+    long_page = " ".join(f"The valve V{n} is checked every {n + 2} weeks by the night shift." for n in range(30))
+    hits = [_hit(long_page, "valves.md"), _hit("The valve V7 is painted green in the other building.", "paint.md")]
+    answer = extractive_answer("How often is the valve V7 checked?", hits, "en")
+    body = "\n".join(answer.text.split("\n")[1:])
+    assert "V7 is checked every 9 weeks" in body.split("\n")[0]
+    assert len(body) <= 200 and {c.source for c in answer.citations} == {"valves.md"}
