@@ -23,6 +23,11 @@ from ragglm.text.chunker import Chunker
 __all__ = ["KnowledgeBase"]
 
 
+# A knowledge base's own KV folder holds its documents' prefixes; questions' tails beyond that are
+# re-computed cheaply, so it stays small beside the index (RAGGLM_DISK_CACHE_MB overrides it).
+KB_KV_CACHE_MB = 512
+
+
 class KnowledgeBase:
     """In memory with KnowledgeBase(), persisted to a folder with KnowledgeBase("./kb").
 
@@ -81,7 +86,8 @@ class KnowledgeBase:
 
             self._generator = load_generator(self.settings.model, quant=self.settings.quant,
                                              device=self.settings.device, cache_dir=self._kv_cache_folder(),
-                                             compile=self.settings.compile)
+                                             compile=self.settings.compile,
+                                             disk_cache_limit_mb=None if self.path is None else KB_KV_CACHE_MB)
         return self._generator
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ragglm.engine.cache.kv_store import default_disk_budget_bytes
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
@@ -69,7 +70,7 @@ class Engine:
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
                         device: str = "cpu", dtype: str | torch.dtype | None = "auto", *,
                         cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None,
-                        compile: bool = False) -> Engine:
+                        disk_cache_limit_mb: int | None = None, compile: bool = False) -> Engine:
         """Load a model.
 
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
@@ -77,7 +78,8 @@ class Engine:
         CUDA, float32 with bf16 linear layers on CPUs with bf16 units (see resolve_dtype), float32
         elsewhere; "fp32" | "bf16" | "fp16" ask for one dtype throughout. Unquantized "auto" models
         on CPU decode through a native step built with the system's C++ compiler (see fused_decode).
-        cache_dir keeps prefix KV on disk for later processes (see enable_disk_cache). compile=True
+        cache_dir keeps prefix KV on disk for later processes (see enable_disk_cache), pruned above
+        disk_cache_limit_mb (RAGGLM_DISK_CACHE_MB wins; default 8 GiB or a quarter of the free disk). compile=True
         compiles the decode step with torch.compile instead (tens of seconds at load, then faster
         tokens for the dtypes and quantizations the native step does not cover; see compiled_decode).
         """
@@ -93,15 +95,16 @@ class Engine:
         if prefix_cache_bytes is not None:
             engine.prefix_cache = PrefixCache.for_model(engine.model, budget_bytes=prefix_cache_bytes)
         if cache_dir is not None:
-            engine.enable_disk_cache(cache_dir)
+            engine.enable_disk_cache(cache_dir, disk_cache_limit_mb)
         return engine
 
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of linear-layer weights (with their scales) and of everything else (embeddings, norms)."""
         return quantized_bytes(self.model)
 
-    def enable_disk_cache(self, folder: str | Path) -> Path:
-        """Keep prompt-prefix KV as files under folder, shared by every process using this model.
+    def enable_disk_cache(self, folder: str | Path, limit_mb: int | None = None) -> Path:
+        """Keep prompt-prefix KV as files under folder, shared by every process using this model,
+        pruned oldest first above limit_mb (see default_disk_budget_bytes).
 
         Files live in a subfolder named for the model, quantization, dtype and a weight fingerprint,
         which is returned.
@@ -110,7 +113,10 @@ class Engine:
             self.prefix_cache = PrefixCache.for_model(self.model)
         fingerprint = model_fingerprint(self.model, self.name, self.quant)
         fingerprint["linear_paths"] = kernel_paths(self.model)  # bf16 linears give slightly other KV
-        return self.prefix_cache.enable_disk(folder, fingerprint)
+        folder = Path(folder).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        budget = None if limit_mb is None else default_disk_budget_bytes(folder, limit_mb * 2**20)
+        return self.prefix_cache.enable_disk(folder, fingerprint, budget)
 
     def cached_prefix_length(self, prompt_ids: list[int]) -> int:
         """How many leading tokens of this prompt have their KV cached, in memory or on disk."""

@@ -10,7 +10,7 @@ __all__ = ["load_generator"]
 
 
 def load_generator(model: str | Path = "smollm2", quant: str | None = None, device: str = "cpu",
-                   cache_dir: str | Path | None = None, compile: bool = False):
+                   cache_dir: str | Path | None = None, compile: bool = False, disk_cache_limit_mb: int | None = None):
     """`openai:http://host:port/v1[#name]` -> RemoteGenerator; anything else -> Engine.from_pretrained.
 
     A remote server quantizes, places and caches its model itself, so quant, device, cache_dir
@@ -20,4 +20,5 @@ def load_generator(model: str | Path = "smollm2", quant: str | None = None, devi
         return RemoteGenerator.from_spec(str(model))
     from ragglm.engine.engine import Engine  # torch: not imported for a remote generator
 
-    return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir, compile=compile)
+    return Engine.from_pretrained(model, quant=quant, device=device, cache_dir=cache_dir, compile=compile,
+                                  disk_cache_limit_mb=disk_cache_limit_mb)

@@ -245,7 +245,7 @@ def test_engine_reports_cached_tokens_and_reuses_the_context(smollm2, tmp_path):
 
 @pytest.mark.slow
 def test_knowledge_base_keeps_the_kv_in_its_folder(tmp_path, manuals):
-    from ragglm.knowledge_base import KnowledgeBase
+    from ragglm.knowledge_base import KB_KV_CACHE_MB, KnowledgeBase
 
     kb = KnowledgeBase(tmp_path / "kb", max_new_tokens=4)
     kb.add(manuals / "aquapure-w3-manual.pdf")
@@ -255,6 +255,11 @@ def test_knowledge_base_keeps_the_kv_in_its_folder(tmp_path, manuals):
     assert second.timings["cached_tokens"] > 0
     kb.generator.prefix_cache.flush()
     assert list((tmp_path / "kb" / "kv-cache").rglob("*.kv"))
+    # a knowledge base's folder is pruned above its own, smaller budget; memory holds one window's KV
+    assert kb.generator.prefix_cache.disk.budget_bytes <= KB_KV_CACHE_MB * 2**20
+    args = kb.generator.args
+    window_kv = 2 * args.n_layers * args.n_kv_heads * args.head_dim * 4 * args.max_seq_len
+    assert kb.generator.prefix_cache.budget_bytes <= window_kv
 
 
 def test_a_glm_checkpoint_reuses_its_prefix_in_memory_and_from_disk(tmp_path):

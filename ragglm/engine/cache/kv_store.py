@@ -52,12 +52,13 @@ def block_key(parent: bytes, tokens: Sequence[int]) -> bytes:
     return digest.digest()
 
 
-def default_disk_budget_bytes(folder: Path) -> int:
-    """RAGGLM_DISK_CACHE_MB if set, else 8 GiB or a quarter of the free disk, whichever is less."""
+def default_disk_budget_bytes(folder: Path, limit_bytes: int = 8 * 2**30) -> int:
+    """RAGGLM_DISK_CACHE_MB if set, else limit_bytes (8 GiB for the per-user cache) or a quarter of the
+    free disk, whichever is less."""
     configured = os.environ.get("RAGGLM_DISK_CACHE_MB")
     if configured:
         return int(float(configured) * 2**20)
-    return min(8 * 2**30, shutil.disk_usage(folder).free // 4)
+    return min(limit_bytes, shutil.disk_usage(folder).free // 4)
 
 
 class KVFileStore:

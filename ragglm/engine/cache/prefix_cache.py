@@ -94,6 +94,9 @@ class PrefixCache:
                   block_size: int = DEFAULT_BLOCK_SIZE) -> PrefixCache:
         args = model.args
         weight = model.tok_embeddings.weight
+        if budget_bytes is None:
+            window_kv = 2 * args.n_layers * args.n_kv_heads * args.head_dim * weight.element_size() * args.max_seq_len
+            budget_bytes = default_budget_bytes(weight.device, window_kv)
         return cls(args.n_layers, args.n_kv_heads, args.head_dim, weight.dtype, weight.device,
                    budget_bytes, block_size)
 
@@ -299,16 +302,20 @@ def _gather(caches: list, start: int, length: int) -> Tensor:
     return kv
 
 
-def default_budget_bytes(device: torch.device | str = "cpu") -> int:
-    """RAGGLM_PREFIX_CACHE_MB if set, else a quarter of the free GPU memory or available RAM."""
+def default_budget_bytes(device: torch.device | str = "cpu", window_kv_bytes: int | None = None) -> int:
+    """RAGGLM_PREFIX_CACHE_MB if set, else the KV of one full window (documents stuffed into it are
+    what the cache is for; more only holds old questions, and a server's memory would grow with
+    every distinct prompt), at most a quarter of the free GPU memory or available RAM."""
     configured = os.environ.get("RAGGLM_PREFIX_CACHE_MB")
     if configured:
         return int(float(configured) * 2**20)
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * _BUDGET_SHARE)
-    return int(_available_ram() * _BUDGET_SHARE)
+        share = int(free * _BUDGET_SHARE)
+    else:
+        share = int(_available_ram() * _BUDGET_SHARE)
+    return share if window_kv_bytes is None else min(share, window_kv_bytes)
 
 
 def _available_ram() -> int:
