@@ -50,12 +50,15 @@ def rank_sentences(question: str, hits: list[Hit], context_weight: float | None 
         context_weight = CONTEXT_WEIGHT.get(language or detect_language(question), 0.5)
     wanted = _match_terms(question)
     sentences = []
+    headings: set[tuple[int, int]] = set()  # (source, unit): context for their neighbours, never quoted alone
     for number, hit in enumerate(hits, 1):
         spans = answer_units(hit.text)
         words = [_match_terms(hit.text[start:end]) for start, end in spans]
         for j, (start, end) in enumerate(spans):
             around = (words[j - 1] if j > 0 else set()) | (words[j + 1] if j + 1 < len(words) else set())
             sentences.append((number, j, (start, end), hit.text[start:end], words[j], around))
+        headings.update((number, j) for j, (start, end) in enumerate(spans)
+                        if _is_heading(hit.text[start:end], hit.chunk.heading))
     if not wanted or not sentences:
         return []
     frequency = {w: sum(w in words for *_, words, _ in sentences) for w in wanted}
@@ -64,6 +67,8 @@ def rank_sentences(question: str, hits: list[Hit], context_weight: float | None 
     kinds = [answer for asked, answer in _ANSWER_TYPES if asked.search(question)]
     scored = []
     for number, j, span, text, words, around in sentences:
+        if (number, j) in headings:
+            continue
         own = sum(weight[w] for w in wanted & words)
         nearby = sum(weight[w] for w in (wanted & around) - words)
         score = (own + context_weight * nearby) / total - 0.01 * (number - 1)
@@ -72,6 +77,12 @@ def rank_sentences(question: str, hits: list[Hit], context_weight: float | None 
         scored.append(ScoredSentence(score, number, text, j, span))
     scored.sort(key=lambda s: -s.score)
     return scored
+
+
+def _is_heading(unit: str, chunk_heading: str | None) -> bool:
+    """A Markdown heading line, or the heading the chunker carried into the chunk's text."""
+    line = unit.strip()
+    return "\n" not in line and (line.startswith("#") or (chunk_heading is not None and line == chunk_heading.strip()))
 
 
 def _match_terms(text: str) -> set[str]:
