@@ -40,6 +40,32 @@ app = typer.Typer(
     epilog=_EXAMPLES,
 )
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ragglm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from ragglm import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ragglm {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
 _EMBEDDER_HELP = ("sentence-transformers folder or hub id (default all-MiniLM-L6-v2, packaged); "
                   "e.g. BAAI/bge-small-zh-v1.5 for Chinese. A knowledge base keeps the one it was built with.")
 

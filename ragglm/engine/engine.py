@@ -16,7 +16,7 @@ from ragglm.engine.kernels.compiled_decode import compile_decode
 from ragglm.engine.linear.dtypes import resolve_dtype
 from ragglm.engine.linear.quantize import QuantConfig, kernel_paths, quantized_bytes
 from ragglm.engine.loading.model_loader import load_model
-from ragglm.engine.loading.sources import resolve_model_path
+from ragglm.engine.loading.sources import check_device, resolve_model_path
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.tokenizers.chat_format import ChatFormat
 from ragglm.engine.tokenizers.tokenizer import Tokenizer
@@ -84,6 +84,7 @@ class Engine:
         tokens for the dtypes and quantizations the native step does not cover; see compiled_decode).
         """
         config = QuantConfig.parse(quant)
+        check_device(device)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
         loaded = load_model(resolve_model_path(src), config, device, torch_dtype, linears_as_stored=bf16_linears)
         if bf16_linears:

