@@ -45,6 +45,8 @@ class Engine:
         self.compile_seconds: float | None = None  # time spent compiling the decode step, when compiled
         # the model's KV cache serves one generation at a time: every caller takes this around one
         self.lock = threading.RLock()
+        self.window = model.args.max_seq_len  # context length in tokens
+        self.parameter_count = model.args.parameter_count
 
     @property
     def args(self) -> ModelArgs:
@@ -53,14 +55,6 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.model.tok_embeddings.weight.device
-
-    @property
-    def window(self) -> int:
-        return self.args.max_seq_len
-
-    @property
-    def parameter_count(self) -> int:
-        return self.args.parameter_count
 
     def count_tokens(self, text: str) -> int:
         # as chat_ids will encode it inside a message: control strings count as the text they are
