@@ -1,7 +1,9 @@
 """HTML pages (saved files or fetched URLs): title, headings, paragraphs, lists and tables as text.
 
-Navigation, footers, scripts, cookie banners and hidden elements are dropped; when the page marks its
-main content (<main>, <article>, role="main") only that is kept.
+The main content is found by trafilatura (connectors/html_main.py). The reader here is its fallback,
+for pages trafilatura finds nothing in or that are past its bounds: navigation, footers, scripts,
+cookie banners and hidden elements are dropped; when the page marks its main content (<main>,
+<article>, role="main") only that is kept. It also gives every page its <title>.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ragglm.connectors.charset import declared_charset, decode_bytes
+from ragglm.connectors.html_main import main_content
 from ragglm.documents import Document, Page
 
-__all__ = ["load_html", "html_to_text", "decode_html"]
+__all__ = ["load_html", "html_to_text", "tag_filter_text", "decode_html"]
 
 _SKIP = {"script", "style", "nav", "footer", "header", "noscript", "template", "svg", "form", "aside",
          "iframe", "button", "select", "dialog", "menu", "head"}
@@ -36,6 +39,12 @@ _MAIN_ROLES = {"main", "article"}
 _MAX_DEPTH = 512
 # A page is cut to this many characters, the most a fetch reads (connectors/fetch.py).
 _MAX_HTML_CHARS = 50 * 1024 * 1024
+# Marked main content shorter than this is taken for a miss: the whole page is read instead.
+_MIN_MAIN_CHARS = 40
+# trafilatura's own confidence threshold: on a page with less main text than this its scores have
+# little to go on and it keeps nearly every paragraph, banners included. There the tag filter's
+# text is used, unless it found nothing.
+_TRUSTED_MAIN_CHARS = 250
 
 
 class _TextExtractor(HTMLParser):
@@ -154,12 +163,24 @@ def _is_boilerplate(tag: str, attrs: dict) -> bool:
 
 
 def html_to_text(html: str) -> tuple[str, str]:
-    """(title, text) of an HTML page; only the marked main content when the page marks it."""
+    """(title, text) of an HTML page: its main content as trafilatura finds it, else as
+    tag_filter_text reads it."""
+    html = html[:_MAX_HTML_CHARS]
+    title, text = tag_filter_text(html)
+    main = main_content(html)
+    if len(main) >= _TRUSTED_MAIN_CHARS or not text:
+        return title, main or text
+    return title, text
+
+
+def tag_filter_text(html: str) -> tuple[str, str]:
+    """(title, text) by dropping boilerplate tags and classes; only the marked main content
+    when the page marks it."""
     parser = _TextExtractor()
     parser.feed(html[:_MAX_HTML_CHARS])
     parser.close()
     main = "".join(text for inside, text in parser.parts if inside)
-    text = main if len(main.strip()) >= 40 else "".join(text for _, text in parser.parts)
+    text = main if len(main.strip()) >= _MIN_MAIN_CHARS else "".join(text for _, text in parser.parts)
     lines = [line.strip(" ") for line in text.splitlines()]
     lines = [re.sub(r"^\|\s*", "", line).strip() if line.lstrip().startswith("|") else line for line in lines]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
