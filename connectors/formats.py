@@ -8,8 +8,10 @@ from urllib.parse import urlparse
 
 from ragglm.connectors.docx import load_docx
 from ragglm.connectors.pdf import load_pdf
+from ragglm.connectors.pptx import load_pptx
 from ragglm.connectors.text import load_text
 from ragglm.connectors.web import load_html
+from ragglm.connectors.xlsx import load_xlsx
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
@@ -17,11 +19,13 @@ __all__ = ["LOADERS", "parse", "supported"]
 
 LOADERS: dict[str, Callable[..., Document]] = {
     ".pdf": load_pdf, ".md": load_text, ".markdown": load_text, ".txt": load_text, ".text": load_text,
-    ".html": load_html, ".htm": load_html, ".docx": load_docx,
+    ".html": load_html, ".htm": load_html, ".docx": load_docx, ".xlsx": load_xlsx, ".pptx": load_pptx,
 }
 _MIME = {"application/pdf": ".pdf", "text/html": ".html", "application/xhtml+xml": ".html",
          "text/plain": ".txt", "text/markdown": ".md", "text/x-markdown": ".md",
-         "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx"}
+         "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+         "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx"}
 
 
 def supported() -> str:
