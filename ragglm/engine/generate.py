@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ragglm.engine.cache.prefix_cache import PrefixCache
+from ragglm.engine.cache.prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache
 from ragglm.engine.model import Transformer
 from ragglm.errors import ContextLengthError
 
 __all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
            "PREFILL_CHUNK"]
 
-PREFILL_CHUNK = 512  # prompt tokens per prefill block
+# Prompt tokens per prefill piece: the prefix cache's block, so that a prompt is cut at the same
+# absolute positions whether part of it came from the cache or not (see prefill).
+PREFILL_CHUNK = DEFAULT_BLOCK_SIZE
 
 
 @dataclass
@@ -78,15 +80,16 @@ def generate_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
-    prefill_chunk: int = PREFILL_CHUNK,
+    prefill_chunk: int | None = None,
     prefix_cache: PrefixCache | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one; fills stats with timings when given.
 
-    The prompt is prefilled in blocks of `prefill_chunk` tokens, so attention scores never take
-    more than prefill_chunk x prompt length (a 32K prompt needs no 32K x 32K matrix).
-    With a prefix cache, the longest cached prefix of the prompt is copied into the KV cache and only
-    the rest is prefilled; the prompt's KV is then kept for later prompts.
+    The prompt is prefilled in pieces of `prefill_chunk` tokens (default: the prefix cache's block
+    size, else PREFILL_CHUNK) aligned to absolute positions, so attention scores never take more
+    than prefill_chunk x prompt length. With a prefix cache, the longest cached prefix of whole
+    blocks is copied into the KV cache and only the rest is prefilled, in the same pieces a full
+    prefill uses; the prompt's KV is then kept for later prompts.
     """
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
@@ -107,6 +110,8 @@ def generate_tokens(
         return sample(logits, temperature, generator, top_k=top_k, top_p=top_p,
                       repetition_penalty=repetition_penalty, previous=history)
 
+    if prefill_chunk is None:
+        prefill_chunk = prefix_cache.block_size if prefix_cache is not None else PREFILL_CHUNK
     started = time.perf_counter()
     # At least the last prompt token is prefilled: its logits give the first new token.
     cached = prefix_cache.load_into(model, prompt_ids, limit=len(prompt_ids) - 1) if prefix_cache is not None else 0
@@ -144,11 +149,19 @@ def generate_tokens(
 
 @torch.inference_mode()
 def prefill(model: Transformer, prompt_ids: list[int], chunk: int = PREFILL_CHUNK, start: int = 0) -> Tensor:
-    """Write the prompt's KV into the cache from `start`, in blocks; logits [V] of the last token."""
+    """Write the prompt's KV into the cache from `start`; logits [V] of the last token.
+
+    Pieces end at multiples of chunk counted from position 0, not from start: matrix products may
+    round a row differently depending on how many rows they take, so a prompt prefilled after a
+    cached prefix must be cut exactly where a full prefill cuts it to give the same KV and output.
+    """
     device = model.tok_embeddings.weight.device
     tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     chunk = max(1, chunk)
     logits = None
-    for offset in range(0, tokens.shape[1], chunk):
-        logits = model(tokens[:, offset:offset + chunk], start=start + offset, last_only=True)
+    offset = 0
+    while offset < tokens.shape[1]:
+        end = min(tokens.shape[1], (start + offset) // chunk * chunk + chunk - start)
+        logits = model(tokens[:, offset:end], start=start + offset, last_only=True)
+        offset = end
     return logits[0, -1]

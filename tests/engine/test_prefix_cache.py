@@ -1,4 +1,4 @@
-"""Prefix cache: same greedy output with and without it, token-exact reuse, eviction, disk files."""
+"""Prefix cache: same greedy output with and without it, whole-block reuse, eviction, disk files."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def test_greedy_output_is_the_same_with_the_cache(family):
     assert (ids, cached) == (expected[0], 0)
     ids, cached = greedy(model, second, cache)
     assert ids == expected[1]
-    assert cached == 70  # reuse is exact to the token, inside the fifth block too
+    assert cached == 64  # whole blocks only: the fifth is prefilled as a full prefill cuts it
     ids, cached = greedy(model, first, cache)
     assert ids == expected[0]
-    assert cached == len(first) - 1  # the last prompt token is always prefilled for its logits
+    assert cached == 64  # 79 tokens: the last is always prefilled for its logits, so its block too
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -51,7 +51,7 @@ def test_logits_after_a_cached_prefix_match_a_full_prefill(family):
         cache.store(model, first)
         model.setup_cache(1, 256)  # a fresh, zeroed KV cache
         reused = cache.load_into(model, second)
-        assert reused == 45
+        assert reused == 32  # 45 shared tokens: two whole blocks
         cached = model(torch.tensor([second[reused:]]), start=reused)
         full = model(torch.tensor([second]))
     torch.testing.assert_close(cached[0], full[0, reused:], atol=1e-4, rtol=1e-4)
@@ -62,12 +62,12 @@ def test_cached_length_is_the_longest_common_prefix():
     cache = PrefixCache.for_model(model, block_size=BLOCK)
     (prompt,) = prompts(50, 0)
     greedy(model, prompt, cache, new_tokens=1)
-    assert cache.cached_length(prompt) == 50
+    assert cache.cached_length(prompt) == 48
     for cut in (3, 16, 17, 31, 32, 40):  # inside the first block, on a boundary, inside later blocks
         other = prompt[:cut] + [(prompt[cut] + 1) % 512] + prompt[cut + 1:]
-        assert cache.cached_length(other) == cut
+        assert cache.cached_length(other) == cut // BLOCK * BLOCK
     assert cache.cached_length([(prompt[0] + 1) % 512] + prompt[1:]) == 0
-    assert cache.cached_length(prompt + [1, 2, 3]) == 50
+    assert cache.cached_length(prompt + [1, 2, 3]) == 48
 
 
 def test_least_recently_used_blocks_are_evicted_under_a_small_budget():
@@ -117,8 +117,8 @@ def test_a_new_process_reuses_the_disk_cache(family, tmp_path):
                           *map(str, second)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     child = json.loads(run.stdout)
-    assert child["cached_length"] == 70
-    assert child["cached_tokens"] == 70
+    assert child["cached_length"] == 64
+    assert child["cached_tokens"] == 64
     assert child["rejected"] == 0
     assert child["ids"] == greedy(model, second)[0]
 
@@ -162,7 +162,7 @@ def test_a_corrupt_file_is_detected_and_rebuilt(damage, tmp_path):
 
     again = disk_cache(model, tmp_path)
     ids, cached = greedy(model, prompt, again)
-    assert (ids, cached, again.disk.rejected) == (expected, len(prompt) - 1, 0)
+    assert (ids, cached, again.disk.rejected) == (expected, 64, 0)
 
 
 def test_files_of_another_model_are_not_trusted(tmp_path):
@@ -197,7 +197,7 @@ def test_concurrent_writers_leave_whole_files(tmp_path):
     for cache in writers:
         cache.flush()
     reader = disk_cache(model, tmp_path)
-    assert greedy(model, prompt, reader, new_tokens=1)[1] == 95
+    assert greedy(model, prompt, reader, new_tokens=1)[1] == 80  # the block of the last token is prefilled
     assert reader.disk.rejected == 0
     assert not list(tmp_path.rglob(".tmp-*"))
 
@@ -232,6 +232,7 @@ def test_engine_reports_cached_tokens_and_reuses_the_context(smollm2, tmp_path):
     second = engine.chat_ids(build_messages("How do I add a fingerprint?", hits, "en"))
     shared = next(i for i, (x, y) in enumerate(zip(first, second, strict=False)) if x != y)
     assert shared > 100
+    shared -= shared % engine.prefix_cache.block_size  # whole blocks
     assert engine.cached_prefix_length(second) == 0
     plain = [engine.generate(ids, max_new_tokens=12, use_prefix_cache=False).token_ids for ids in (first, second)]
     result = engine.generate(first, max_new_tokens=12)
@@ -278,6 +279,8 @@ def test_a_glm_checkpoint_reuses_its_prefix_in_memory_and_from_disk(tmp_path):
     first, second = engine.chat_ids(messages("滤芯多久更换？")), engine.chat_ids(messages("How long to flush?"))
     shared = next(i for i, (x, y) in enumerate(zip(first, second, strict=False)) if x != y)
     assert shared > 2 * BLOCK
+    block = engine.prefix_cache.block_size
+    shared -= shared % block  # whole blocks
     plain = [engine.generate(ids, max_new_tokens=16, use_prefix_cache=False).token_ids for ids in (first, second)]
     result = engine.generate(first, max_new_tokens=16)
     assert (result.token_ids, result.cached_tokens) == (plain[0], 0)
@@ -286,6 +289,6 @@ def test_a_glm_checkpoint_reuses_its_prefix_in_memory_and_from_disk(tmp_path):
     engine.prefix_cache.flush()
 
     reloaded = Engine.from_pretrained(folder, cache_dir=tmp_path / "kv")
-    assert reloaded.cached_prefix_length(second) == len(second)
+    assert reloaded.cached_prefix_length(second) == len(second) // block * block
     result = reloaded.generate(second, max_new_tokens=16)
-    assert (result.token_ids, result.cached_tokens) == (plain[1], len(second) - 1)
+    assert (result.token_ids, result.cached_tokens) == (plain[1], (len(second) - 1) // block * block)

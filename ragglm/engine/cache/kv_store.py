@@ -1,10 +1,13 @@
-"""KV blocks on disk: one file per block, written atomically, verified before it is trusted.
+"""KV blocks on disk: one file per block, written atomically, checked in full before it is used.
 
-A file is named `<parent key>-<key>.kv` and holds a JSON header (format version, model id, the block's
-token ids, dtype, shape, a checksum of the payload) followed by the raw tensor bytes. Writers go
-through a temporary file and `os.replace`, so a reader (in this process or another) sees either the
-whole old file, the whole new one, or none. A file whose header, size, key, model or checksum does
-not match is removed and counted in `rejected`; the caller recomputes the block and writes it again.
+A file is named `<parent key>-<key>.kv`; its layout and checks are in kv_file.py (a header signed
+with the cache's secret key, the raw KV, a MAC over both). Writers go through a temporary file and
+`os.replace`, so a reader (in this process or another) sees either the whole old file, the whole new
+one, or none. A file that fails any check is removed and counted in `rejected`; the caller recomputes
+the block and writes it again. Nothing a file holds can make a reader raise.
+
+The folders of every model under one cache root share one byte budget: the least recently used
+files go first once the root holds more.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ import logging
 import os
 import re
 import shutil
-import sys
+import stat
 import tempfile
 import threading
 import time
-from array import array
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,29 +29,23 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ragglm.engine.cache.keys import ROOT, block_key
+from ragglm.engine.cache.kv_file import MAGIC, BlockSpec, InvalidBlockFile, encode_block, read_block, read_header
+from ragglm.engine.cache.mac_key import load_or_create_key
 from ragglm.processes import process_alive
 
 __all__ = ["KVFileStore", "ROOT", "block_key", "default_disk_budget_bytes"]
 
 log = logging.getLogger("ragglm.engine")
 
-ROOT = b""  # key of the empty prefix
-MAGIC = b"RAGGLMKV"
-FORMAT_VERSION = 1
-_ALIGN = 64  # payload offset alignment, so the bytes can be viewed as any dtype in place
-_MAX_HEADER = 1 << 22
 _STALE_TMP_S = 600.0  # a block is written in well under a second; older temporaries are abandoned
 _TEMPORARY = re.compile(r"\.tmp-(\d+)-.*\.kv")
-
-
-def block_key(parent: bytes, tokens: Sequence[int]) -> bytes:
-    """16-byte key of the prefix that ends with this block (stable across processes and machines)."""
-    digest = hashlib.blake2b(parent, digest_size=16)
-    ids = array("q", tokens)  # 8-byte signed ints
-    if sys.byteorder != "little":
-        ids.byteswap()
-    digest.update(ids.tobytes())
-    return digest.digest()
+_BLOCK_FILE = re.compile(r"(root|[0-9a-f]{32})-[0-9a-f]{32}\.kv")
+_MODEL_FILE = "model.json"
+_FORMAT_FILE = ".format"
+_RESCAN_SHARE = 0.05  # other processes write too: recount the root after writing this share of the budget
+_PRUNE_TO = 0.9  # of the budget, so that pruning does not run again at the next write
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def default_disk_budget_bytes(folder: Path, limit_bytes: int = 8 * 2**30) -> int:
@@ -57,32 +53,41 @@ def default_disk_budget_bytes(folder: Path, limit_bytes: int = 8 * 2**30) -> int
     free disk, whichever is less."""
     configured = os.environ.get("RAGGLM_DISK_CACHE_MB")
     if configured:
-        return int(float(configured) * 2**20)
+        return max(0, int(float(configured) * 2**20))
     return min(limit_bytes, shutil.disk_usage(folder).free // 4)
 
 
 class KVFileStore:
-    """Files of KV blocks for one model (one folder per model fingerprint)."""
+    """Files of KV blocks for one model (one folder per model fingerprint, under a shared root)."""
 
     def __init__(self, folder: str | Path, fingerprint: dict, layout: tuple[int, int, int],
-                 dtype: torch.dtype, budget_bytes: int | None = None):
+                 dtype: torch.dtype, budget_bytes: int | None = None, *, block_size: int | None = None,
+                 vocab_size: int | None = None, root: str | Path | None = None):
         self.folder = Path(folder)
+        self.root = self.folder.parent if root is None else Path(root)
         _make_private_folder(self.folder)
         _remove_abandoned_temporaries(self.folder)
         self.fingerprint = fingerprint
         self.model_id = self.fingerprint_id(fingerprint)
         self.layout = layout  # n_layers, n_kv_heads, head_dim
         self.dtype = dtype
+        vocab_size = vocab_size if vocab_size is not None else fingerprint.get("args", {}).get("vocab_size")
+        self.spec = BlockSpec(self.model_id, tuple(layout), dtype, load_or_create_key(self.root),
+                              vocab_size, block_size)
         self.budget_bytes = default_disk_budget_bytes(self.folder) if budget_bytes is None else budget_bytes
-        self.rejected = 0  # files found corrupt or stale (and removed)
+        self.rejected = 0  # files that failed a check (and were removed)
         self.written = 0
+        self.pruned = 0  # files removed to keep the root within its budget
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragglm-kv-writer")
         self._pending: list[Future] = []
         self._pending_lock = threading.Lock()
-        self._size: int | None = None  # bytes in the folder, counted at the first write
-        model_file = self.folder / "model.json"
+        self._size: int | None = None  # bytes of block files under the root at the last count
+        self._written_since_count = 0
+        _discard_older_formats(self.folder)
+        model_file = self.folder / _MODEL_FILE
         if not model_file.exists():
             _atomic_write(self.folder, model_file, [json.dumps(fingerprint, indent=1).encode()])
+        self._writer.submit(self._account, 0)  # a lowered budget applies before the first write
 
     @staticmethod
     def fingerprint_id(fingerprint: dict) -> str:
@@ -92,46 +97,20 @@ class KVFileStore:
         return self.folder / f"{_name(parent)}-{key.hex()}.kv"
 
     def contains(self, parent: bytes, key: bytes, tokens: Sequence[int]) -> bool:
-        """True when the block's file exists and its header checks out (the payload is not read)."""
-        header = self._header(self.path(parent, key), parent)
-        return header is not None and tuple(header["tokens"]) == tuple(tokens)
-
-    def children(self, parent: bytes) -> list[tuple[bytes, tuple[int, ...]]]:
-        """(key, token ids) of the blocks stored after parent."""
-        found = []
-        for path in self.folder.glob(f"{_name(parent)}-*.kv"):
-            header = self._header(path, parent)
-            if header is not None:
-                found.append((bytes.fromhex(header["key"]), tuple(header["tokens"])))
-        return found
+        """True when the block's file exists and its signed header checks out (the payload is read,
+        and checked, only by read)."""
+        found = self._checked(parent, key, lambda file, size: self._header_matches(file, size, parent, key, tokens))
+        return bool(found)
 
     def read(self, parent: bytes, key: bytes, tokens: Sequence[int]) -> Tensor | None:
-        """The block's KV [L, 2, H_kv, n, D] on CPU, or None when absent, corrupt or stale."""
-        path = self.path(parent, key)
-        try:
-            with open(path, "rb") as file:
-                header = self._parse_header(file, os.fstat(file.fileno()).st_size, path, parent)
-                if tuple(header["tokens"]) != tuple(tokens):
-                    raise ValueError("its token ids differ from the prompt's")
-                payload = bytearray(header["payload_bytes"])
-                file.seek(header["payload_offset"])
-                if file.readinto(payload) != len(payload):
-                    raise ValueError("it is shorter than its header says")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._reject(path, exc)
-            return None
-        if _checksum(payload) != header["checksum"]:
-            self._reject(path, ValueError("its checksum does not match its contents"))
-            return None
-        shape = header["shape"]
-        count = shape[0] * shape[1] * shape[2] * shape[3] * shape[4]
-        kv = torch.frombuffer(payload, dtype=self.dtype, count=count).reshape(shape)
-        try:
-            os.utime(path)  # recently used files survive pruning
-        except OSError:
-            pass
+        """The block's KV [L, 2, H_kv, n, D] on CPU, or None when absent or failing any check."""
+        kv = self._checked(parent, key, lambda file, size: read_block(file, size, self.spec, parent, key,
+                                                                       tuple(tokens)))
+        if kv is not None:
+            try:
+                os.utime(self.path(parent, key))  # recently used files survive pruning
+            except OSError:
+                pass
         return kv
 
     def write(self, parent: bytes, key: bytes, tokens: Sequence[int], kv: Tensor) -> Future:
@@ -147,99 +126,25 @@ class KVFileStore:
         for future in pending:
             future.result()
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------------
 
-    def _write_now(self, parent: bytes, key: bytes, tokens: tuple[int, ...], kv: Tensor) -> None:
+    def _checked(self, parent: bytes, key: bytes, check):
+        """check(file, size) on the block's file; None when absent, or removed when it fails."""
+        path = self.path(parent, key)
         try:
-            raw = kv.detach().to("cpu").contiguous().view(torch.uint8).reshape(-1)
-            nbytes = raw.numel()
-            pad = -nbytes % 8
-            if pad:
-                raw = torch.cat((raw, torch.zeros(pad, dtype=torch.uint8)))
-            header = {
-                "version": FORMAT_VERSION, "model": self.model_id, "parent": parent.hex(), "key": key.hex(),
-                "tokens": list(tokens), "dtype": str(self.dtype).removeprefix("torch."),
-                "shape": list(kv.shape), "payload_bytes": raw.numel(), "checksum": _checksum(raw),
-            }
-            encoded = json.dumps(header).encode()
-            offset = -(-(16 + len(encoded)) // _ALIGN) * _ALIGN
-            header["payload_offset"] = offset
-            encoded = json.dumps(header).encode()
-            offset = -(-(16 + len(encoded)) // _ALIGN) * _ALIGN
-            if offset != header["payload_offset"]:  # the offset's own digits moved the boundary
-                header["payload_offset"] = offset
-                encoded = json.dumps(header).encode()
-            encoded = encoded.ljust(offset - 16)
-            path = self.path(parent, key)
-            _atomic_write(self.folder, path, [MAGIC, len(encoded).to_bytes(8, "little"), encoded,
-                                               raw.numpy()])
-            self.written += 1
-            if self._size is None:
-                self._size = sum(p.stat().st_size for p in self.folder.glob("*.kv"))
-            else:
-                self._size += offset + raw.numel()
-            if self._size > self.budget_bytes:
-                self._prune()
-        except OSError as exc:
-            log.warning("could not write the KV cache file for %s: %s", key.hex(), exc)
-
-    def _prune(self) -> None:
-        """Remove the least recently used files until the folder is under 90% of its budget."""
-        now = time.time()
-        entries = []
-        for path in self.folder.iterdir():
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            if path.name.startswith(".tmp-") and now - stat.st_mtime > _STALE_TMP_S:
-                path.unlink(missing_ok=True)  # left by a writer that hung or died
-            elif path.suffix == ".kv":
-                entries.append((stat.st_mtime, stat.st_size, path))
-        entries.sort()
-        total = sum(size for _, size, _ in entries)
-        for _, size, path in entries:
-            if total <= 0.9 * self.budget_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
-        self._size = total
-
-    def _header(self, path: Path, parent: bytes) -> dict | None:
-        try:
-            with open(path, "rb") as file:
-                return self._parse_header(file, os.fstat(file.fileno()).st_size, path, parent)
+            with _open_regular(path) as file:
+                return check(file, os.fstat(file.fileno()).st_size)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # whatever a crafted file provokes, it is a bad file, not a crash
             self._reject(path, exc)
             return None
 
-    def _parse_header(self, file, size: int, path: Path, parent: bytes) -> dict:
-        """The header of an open block file, checked against its name, this model and its size."""
-        prefix = file.read(16)
-        if len(prefix) != 16 or prefix[:8] != MAGIC:
-            raise ValueError("it is not a KV block file")
-        length = int.from_bytes(prefix[8:], "little")
-        if length > _MAX_HEADER:
-            raise ValueError("its header length is implausible")
-        header = json.loads(file.read(length))
-        if header["version"] != FORMAT_VERSION:
-            raise ValueError(f"it has format version {header['version']}, not {FORMAT_VERSION}")
-        if header["model"] != self.model_id:
-            raise ValueError("it was written for another model, quantization or dtype")
-        tokens = header["tokens"]
-        key = block_key(parent, tokens).hex()
-        if header["parent"] != parent.hex() or header["key"] != key or path.name != f"{_name(parent)}-{key}.kv":
-            raise ValueError("its token ids do not hash to its name")
-        n_layers, n_kv_heads, head_dim = self.layout
-        if header["shape"] != [n_layers, 2, n_kv_heads, len(tokens), head_dim]:
-            raise ValueError(f"its shape {header['shape']} does not fit this model")
-        if header["dtype"] != str(self.dtype).removeprefix("torch."):
-            raise ValueError(f"it holds {header['dtype']}, not {self.dtype}")
-        if header["payload_offset"] + header["payload_bytes"] != size:
-            raise ValueError(f"it is {size} bytes, not the {header['payload_offset'] + header['payload_bytes']} its header says")
-        return header
+    def _header_matches(self, file, size: int, parent: bytes, key: bytes, tokens: Sequence[int]) -> bool:
+        header, _, _ = read_header(file, size, self.spec, parent, key)
+        if tuple(header["tokens"]) != tuple(tokens):
+            raise InvalidBlockFile("its token ids differ from the prompt's")
+        return True
 
     def _reject(self, path: Path, reason: Exception) -> None:
         log.warning("ignoring KV cache file %s: %s; it will be rebuilt", path, reason)
@@ -249,15 +154,124 @@ class KVFileStore:
         except OSError:
             pass
 
+    # -- writing and the budget ----------------------------------------------------------------
+
+    def _write_now(self, parent: bytes, key: bytes, tokens: tuple[int, ...], kv: Tensor) -> None:
+        try:
+            parts = encode_block(self.spec, parent, key, tokens, kv)
+            nbytes = sum(len(part) for part in parts)
+            if nbytes > self.budget_bytes:
+                return  # one block would already exceed the budget
+            _atomic_write(self.folder, self.path(parent, key), parts)
+            self.written += 1
+            self._account(nbytes)
+        except InvalidBlockFile as exc:
+            log.warning("not caching the KV of block %s: %s", key.hex(), exc)
+        except OSError as exc:
+            log.warning("could not write the KV cache file for %s: %s", key.hex(), exc)
+
+    def _account(self, nbytes: int) -> None:
+        """Count a written file; recount the root when other writers may have added files, and prune."""
+        self._written_since_count += nbytes
+        estimate = None if self._size is None else self._size + self._written_since_count
+        if estimate is not None and estimate <= self.budget_bytes \
+                and self._written_since_count < _RESCAN_SHARE * self.budget_bytes:
+            return
+        entries = _block_files(self.root)
+        self._size = sum(size for _, size, _ in entries)
+        self._written_since_count = 0
+        if self._size > self.budget_bytes:
+            self._prune(entries)
+
+    def _prune(self, entries: list[tuple[float, int, Path]]) -> None:
+        """Remove the least recently used files until the root is under 90% of its budget."""
+        total = self._size
+        for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+            if total <= _PRUNE_TO * self.budget_bytes:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:  # pruned meanwhile by another process
+                pass
+            except OSError:
+                continue
+            total -= size
+            self.pruned += 1
+        self._size = total
+
 
 def _name(key: bytes) -> str:
     return key.hex() if key else "root"
 
 
-def _checksum(payload) -> int:
-    """Wrapping 64-bit sum of the payload's 8-byte words: catches truncation, zeroed or flipped bytes."""
-    words = payload.view(torch.int64) if isinstance(payload, Tensor) else torch.frombuffer(payload, dtype=torch.int64)
-    return int(words.sum())
+def _open_regular(path: Path):
+    """The file open for reading; a link, folder or pipe planted under a block's name is refused
+    (opening a pipe without O_NONBLOCK would wait forever)."""
+    descriptor = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise InvalidBlockFile("it is not a regular file")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _block_files(root: Path) -> list[tuple[float, int, Path]]:
+    """(mtime, size, path) of the block files of every model folder under root; temporaries of
+    writers that hung or died are removed on the way. Only folders with a model.json are looked at,
+    and only files named like blocks: root may be a folder the user keeps other things in."""
+    entries = []
+    now = time.time()
+    for folder in _model_folders(root):
+        for path in folder.iterdir():
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if path.name.startswith(".tmp-") and now - info.st_mtime > _STALE_TMP_S:
+                path.unlink(missing_ok=True)
+            elif _BLOCK_FILE.fullmatch(path.name) and stat.S_ISREG(info.st_mode):
+                entries.append((info.st_mtime, info.st_size, path))
+    return entries
+
+
+def _model_folders(root: Path) -> list[Path]:
+    try:
+        children = list(root.iterdir())
+    except OSError:
+        return []
+    return [child for child in children
+            if not child.is_symlink() and child.is_dir() and (child / _MODEL_FILE).is_file()]
+
+
+def _discard_older_formats(folder: Path) -> None:
+    """Remove block files of earlier formats once per folder (they would never be read again: their
+    MAC is missing, so lookups reject them one by one, and pruning would count them meanwhile)."""
+    marker = folder / _FORMAT_FILE
+    try:
+        if marker.read_bytes() == MAGIC:
+            return
+    except OSError:
+        pass
+    for path in folder.iterdir():
+        if _BLOCK_FILE.fullmatch(path.name) and not _has_magic(path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a folder under a block's name: reads reject it, pruning skips it
+                continue
+    try:
+        _atomic_write(folder, marker, [MAGIC])
+    except OSError:
+        pass
+
+
+def _has_magic(path: Path) -> bool:
+    try:
+        with _open_regular(path) as file:
+            return file.read(len(MAGIC)) == MAGIC
+    except (OSError, InvalidBlockFile):
+        return False
 
 
 def _atomic_write(folder: Path, path: Path, parts: list) -> None:

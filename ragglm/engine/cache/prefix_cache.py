@@ -2,8 +2,11 @@
 
 Prompts are cut into blocks of `block_size` tokens. A block is keyed by a hash of its parent's key and
 its own token ids, so one key names a whole prefix (the vLLM scheme) and a lookup walks the prompt
-block by block. Where a prompt leaves the cached path inside a block (the question starts mid-block),
-the cached child sharing the most leading tokens lends those tokens too: reuse is exact to the token.
+block by block. Only whole blocks are kept and reused: generation prefills every prompt in pieces of
+one block aligned to absolute positions (see generate.py), so a block's KV is computed by the same
+kernel calls on the same inputs whether the block is prefilled now or came from the cache, and greedy
+output is identical token for token at every cached length. Reusing part of a block would prefill
+the rest of it in a shorter piece, whose matrix products may round differently.
 
 Memory is bounded by a byte budget with least-recently-used eviction of leaf blocks that no generation
 holds; an inner block is never evicted before its descendants, so every cached block stays reachable.
@@ -26,9 +29,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.cache.kv_store import ROOT, KVFileStore, block_key
+from ragglm.engine.cache.keys import ROOT, block_key
+from ragglm.engine.cache.kv_store import KVFileStore
 
-__all__ = ["PrefixCache", "ROOT", "block_key", "default_budget_bytes", "model_fingerprint"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "PrefixCache", "ROOT", "block_key", "common_prefix_length", "default_budget_bytes",
+           "model_fingerprint"]
 
 DEFAULT_BLOCK_SIZE = 32
 _BUDGET_SHARE = 0.25  # of the memory available when the cache is created
@@ -105,9 +110,12 @@ class PrefixCache:
 
     def enable_disk(self, folder: str | Path, fingerprint: dict,
                     budget_bytes: int | None = None) -> Path:
-        """Also keep blocks as files under folder/<model id>/; returns that folder."""
-        subfolder = Path(folder).expanduser() / _folder_name(fingerprint)
-        self.disk = KVFileStore(subfolder, fingerprint, self.layout, self.dtype, budget_bytes)
+        """Also keep blocks as files under folder/<model id>/; returns that folder. budget_bytes bounds
+        the files of every model under folder together."""
+        root = Path(folder).expanduser()
+        subfolder = root / _folder_name(fingerprint)
+        self.disk = KVFileStore(subfolder, fingerprint, self.layout, self.dtype, budget_bytes,
+                                block_size=self.block_size, root=root)
         return subfolder
 
     def flush(self) -> None:
@@ -123,14 +131,17 @@ class PrefixCache:
             self.budget_bytes = budget
 
     def cached_length(self, tokens: Sequence[int]) -> int:
-        """How many leading tokens have their KV in memory or on disk (nothing is loaded)."""
+        """How many leading tokens have their KV in memory or on disk, in whole blocks (nothing is
+        loaded; a file whose payload turns out bad when loaded is rebuilt then)."""
         with self._lock:
             return sum(used for _, used in self._walk(list(tokens), load=False))
 
     def load_into(self, model, tokens: Sequence[int], limit: int | None = None) -> int:
-        """Copy the KV of the longest cached prefix (at most limit tokens) into the model's KV cache.
+        """Copy the KV of the longest cached prefix of whole blocks (at most limit tokens) into the
+        model's KV cache.
 
-        Returns its length: the model then prefills tokens[length:] at start=length.
+        Returns its length, a multiple of block_size: the model then prefills tokens[length:] at
+        start=length.
         """
         tokens = list(tokens if limit is None else tokens[:max(limit, 0)])
         with self._lock:
@@ -149,7 +160,8 @@ class PrefixCache:
                 self._release([block for block, _ in steps])
 
     def store(self, model, tokens: Sequence[int]) -> int:
-        """Keep the KV of tokens, which the model's KV cache holds at positions 0..len-1.
+        """Keep the KV of the whole blocks of tokens, which the model's KV cache holds at positions
+        0..len-1 (a trailing partial block is never reused, so it is not kept).
 
         Blocks already cached are only marked as used; returns the number of new blocks.
         """
@@ -160,7 +172,7 @@ class PrefixCache:
             held: list[_Block] = []
             parent = ROOT
             try:
-                for start in range(0, len(tokens), self.block_size):
+                for start in range(0, len(tokens) - self.block_size + 1, self.block_size):
                     chunk = tuple(tokens[start:start + self.block_size])
                     key = block_key(parent, chunk)
                     block = self._blocks.get(key)
@@ -191,52 +203,26 @@ class PrefixCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _walk(self, tokens: list[int], load: bool) -> list[tuple[_Block | _OnDisk, int]]:
-        """The cached blocks covering the longest prefix of tokens, with how many tokens each gives.
+        """The cached whole blocks covering the longest prefix of tokens, with the tokens each gives.
 
         With load=True, blocks found only on disk are read into memory, and every returned block
         is held (refs + 1) until _release.
         """
         steps: list[tuple[_Block | _OnDisk, int]] = []
         parent = ROOT
-        for start in range(0, len(tokens), self.block_size):
+        for start in range(0, len(tokens) - self.block_size + 1, self.block_size):
             chunk = tuple(tokens[start:start + self.block_size])
-            block, key = None, None
-            if len(chunk) == self.block_size:
-                key = block_key(parent, chunk)
-                block = self._blocks.get(key) or self._from_disk(parent, key, chunk, load)
-            if block is not None:
-                used = len(chunk)
-            else:
-                block, used = self._best_child(parent, chunk, load)
-            if block is None or used == 0:
+            key = block_key(parent, chunk)
+            block = self._blocks.get(key) or self._from_disk(parent, key, chunk, load)
+            if block is None:
                 break
             if load:
                 block.refs += 1
-            steps.append((block, used))
-            if used < self.block_size:
-                break
+            steps.append((block, len(chunk)))
             parent = key
         if load:
             self._touch([block for block, _ in steps])
         return steps
-
-    def _best_child(self, parent: bytes, chunk: tuple[int, ...], load: bool):
-        """The child of parent (memory or disk) sharing the most leading tokens with chunk."""
-        best, best_used = None, 0
-        for key in self._children.get(parent, ()):
-            block = self._blocks[key]
-            used = common_prefix_length(block.tokens, chunk)
-            if used > best_used:
-                best, best_used = block, used
-        if self.disk is not None and best_used < len(chunk):
-            on_disk = [(common_prefix_length(tokens, chunk), key, tokens) for key, tokens in self.disk.children(parent)
-                       if key not in self._blocks]
-            used, key, tokens = max(on_disk, default=(0, None, None), key=lambda c: c[0])
-            if used > best_used:
-                block = self._from_disk(parent, key, tokens, load)
-                if block is not None:
-                    best, best_used = block, used
-        return best, best_used
 
     def _from_disk(self, parent: bytes, key: bytes, tokens: tuple[int, ...], load: bool):
         if self.disk is None:
