@@ -373,6 +373,10 @@ def serve(
                                               help="Largest request body [default: 1 MiB]."),
     max_pending: int | None = typer.Option(None, "--max-pending", min=1,
                                            help="Requests that may wait for the model [default: 64]."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin",
+                                          help="Let pages from this origin call the API from a browser, e.g. "
+                                               "https://app.example.com, or * for any (repeatable; off by "
+                                               "default)."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
     compile_decode: bool = typer.Option(False, "--compile",
                                         help="Compile the decode step with torch.compile (tens of seconds at "
@@ -424,12 +428,13 @@ def serve(
             if docs:
                 for error in knowledge_base.add(docs, progress=sys.stderr.isatty()).errors:
                     typer.echo(f"ragglm: warning: {error}", err=True)
-            application = create_app(api_key=api_key, limits=limits, knowledge_bases=libraries)
+            application = create_app(api_key=api_key, limits=limits, knowledge_bases=libraries,
+                                     cors_origins=cors_origin)
             typer.echo(f"ragglm: knowledge bases {', '.join(libraries.names())}; web page at "
                        f"http://{host}:{port}/", err=True)
         else:  # no documents: a plain OpenAI-compatible model server
             knowledge_base = KnowledgeBase(**settings)
-            application = create_app(knowledge_base, api_key=api_key, limits=limits)
+            application = create_app(knowledge_base, api_key=api_key, limits=limits, cors_origins=cors_origin)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):

@@ -17,24 +17,39 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import version
-from typing import Literal
+from pathlib import Path
 
 import h11
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ragglm.errors import RagglmError
-from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
+from ragglm.integrations.answering import (
+    Cancelled,
+    Outcome,
+    ask_knowledge_base,
+    chat_generator,
+    is_remote,
+)
+from ragglm.integrations.openai_api import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ParameterError,
+    check_chat_request,
+    embedding_response,
+    embedding_texts,
+    relative_sources,
+    sampling_options,
+)
 from ragglm.server_worker import EngineWorker, ServerBusy
 
 __all__ = ["KB_MODEL_ID", "BackgroundServer", "ChatCompletionRequest", "ServerLimits", "create_app", "serve"]
@@ -60,78 +75,6 @@ class ServerLimits:
         return self.max_connections or 2 * self.max_pending + 16
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content if part.type == "text")
-        return self.content or ""
-
-
-class ChatCompletionRequest(BaseModel):
-    # Fields OpenAI clients send that do not apply here (top_p, user, ...) are accepted and ignored.
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    stream: bool = False
-    stream_options: dict | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data):
-        # JSON may spell a lone surrogate ("\ud800"); no tokenizer, nor UTF-8, can take one
-        where = _lone_surrogate(data)
-        if where is not None:
-            raise PydanticCustomError("lone_surrogate", "holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
-                                      "which is not text; send valid Unicode", {"param": where or "body"})
-        return data
-
-    def parts(self) -> int:
-        return sum(1 + (len(m.content) if isinstance(m.content, list) else 0) for m in self.messages)
-
-
-def _lone_surrogate(data) -> str | None:
-    """The dotted path of a string in data (keys included) that UTF-8 cannot encode, if any.
-
-    A walk with its own stack, as a body may nest deeper than Python's recursion limit allows."""
-    stack = [("", data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if not _encodable(value):
-                return path
-        elif isinstance(value, (dict, list)):
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str) and not _encodable(key):
-                    return path
-                stack.append((f"{path}.{key}" if path else str(key), item))
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class ApiError(Exception):
     """An error answered as OpenAI does: {"error": {"message", "type", "param", "code"}}."""
 
@@ -149,11 +92,13 @@ class ApiError(Exception):
 
 
 def create_app(knowledge_base=None, *, generator=None, api_key: str | None = None,
-               limits: ServerLimits | None = None, knowledge_bases=None) -> FastAPI:
+               limits: ServerLimits | None = None, knowledge_bases=None,
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """The ASGI app. Give a KnowledgeBase (its engine is loaded now), a generator, or both.
 
     knowledge_bases (a ragglm.web.KnowledgeBases) serves several, as models "ragglm:NAME", with the
-    web page at / and the document API under /v1/knowledge-bases."""
+    web page at / and the document API under /v1/knowledge-bases. cors_origins lets pages from those
+    origins call the API from a browser ("*" for any); without them no CORS header is sent."""
     if knowledge_bases is not None and knowledge_base is None:
         knowledge_base = knowledge_bases.first
     if knowledge_base is None and generator is None:
@@ -176,6 +121,10 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
     app.add_middleware(_Gate, api_key=api_key, max_body_bytes=limits.max_body_bytes,
                        max_upload_bytes=limits.max_upload_bytes, max_headers=limits.max_headers,
                        max_header_bytes=limits.max_header_bytes, body_timeout_s=limits.body_timeout_s)
+    if cors_origins:
+        # added last, so outermost: a preflight carries no API key and must not meet the gate
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
     app.state.worker = worker
     app.state.limits = limits  # serve() and BackgroundServer size the connection handling from these
     _install_error_handlers(app)
@@ -199,13 +148,23 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         if model_id in kb_model_ids():
             target = kb_for(model_id)
             card.update(knowledge_base=True, sources=len(target.sources), chunks=len(target))
+        elif model_id in embedding_ids():
+            card.update(knowledge_base=False, embeddings=True)
         else:
             card.update(knowledge_base=False, languages=list(generator.languages))
         return card
 
+    def current_embedder():
+        """The knowledge base's embedder, which the embeddings endpoint serves as a model of its own."""
+        return None if knowledge_base is None else knowledge_base.store.embedder
+
+    def embedding_ids() -> list[str]:
+        embedder = current_embedder()
+        return [] if embedder is None else [_embedding_id(embedder)]
+
     def model_ids() -> list[str]:
         # the plain generator first: clients that take the first listed model expect plain chat
-        return [generator_id] + kb_model_ids()
+        return [generator_id] + kb_model_ids() + embedding_ids()
 
     @app.get("/health")
     async def health() -> dict:
@@ -224,43 +183,71 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
             raise _unknown_model(model_id, model_ids())
         return model_card(model_id)
 
+    def budget_for(request: ChatCompletionRequest) -> tuple[dict, dict]:
+        """The generation arguments every model takes, and the sampling ones only the plain model does."""
+        max_new_tokens = request.max_completion_tokens or request.max_tokens or default_tokens
+        if max_new_tokens > limits.max_new_tokens:
+            name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise ApiError(400, f"{name} is {max_new_tokens}, over this server's limit of "
+                                f"{limits.max_new_tokens}; ask for fewer", param=name)
+        temperature = default_temperature if request.temperature is None else request.temperature
+        temperature, sampling = sampling_options(request, temperature)
+        return {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": request.stops()}, sampling
+
+    def answer_from(target, request: ChatCompletionRequest, budget: dict, sampling: dict):
+        if sampling:
+            name = next(iter(sampling))
+            raise ApiError(400, f"{name} applies to the plain model {generator_id!r}; model {request.model!r} "
+                                "answers from the documents, which it decodes its own way", param=name)
+        if request.seed is not None and is_remote(target.generator):
+            raise ApiError(400, f"seed applies to the plain model {generator_id!r} when generation is remote",
+                           param="seed")
+        question = next((m.text() for m in reversed(request.messages) if m.role == "user"), "").strip()
+        if not question:
+            raise ApiError(400, f"model {request.model!r} answers the last user message, and there is none",
+                           param="messages")
+        if len(target) == 0:
+            raise ApiError(400, f"model {request.model!r} has no documents yet; add some first",
+                           param="model", code="empty_knowledge_base")
+        history = [{"role": m.role, "content": m.text()} for m in request.messages
+                   if m.role in ("user", "assistant")]
+
+        def work(on_text, cancelled) -> Outcome:
+            outcome = ask_knowledge_base(target, question, on_text=on_text, cancelled=cancelled,
+                                         history=history, seed=request.seed, **budget)
+            with target.lock:  # the sources as they were when answered
+                outcome.citations = relative_sources(outcome.citations, target.sources, _files_folder(target))
+            return outcome
+        return work
+
+    def chat_with_generator(request: ChatCompletionRequest, budget: dict, sampling: dict):
+        if sampling and is_remote(generator):
+            name = next(iter(sampling))
+            raise ApiError(400, f"{name} cannot be sent on to the remote generator {generator_id!r}", param=name)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in request.messages]
+
+        def work(on_text, cancelled) -> Outcome:
+            return chat_generator(generator, messages, seed=request.seed, on_text=on_text, cancelled=cancelled,
+                                  sampling=sampling, **budget)
+        return work
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, http: Request):
         if request.parts() > limits.max_message_parts:
             raise ApiError(413, f"the request holds {request.parts()} messages and content parts, over this "
                                 f"server's limit of {limits.max_message_parts}", param="messages",
                            code="request_too_large")
-        max_new_tokens = request.max_completion_tokens or request.max_tokens or default_tokens
-        if max_new_tokens > limits.max_new_tokens:
-            raise ApiError(400, f"max_tokens is {max_new_tokens}, over this server's limit of "
-                                f"{limits.max_new_tokens}; ask for fewer", param="max_tokens")
-        if request.n != 1:
-            raise ApiError(400, "only n=1 is supported", param="n")
-        temperature = default_temperature if request.temperature is None else request.temperature
-        stop = [request.stop] if isinstance(request.stop, str) else request.stop
-        budget = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}
+        try:
+            check_chat_request(request)
+        except ParameterError as exc:
+            raise _refused(exc) from exc
+        budget, sampling = budget_for(request)
         target = kb_for(request.model)
         if target is not None:
-            question = next((m.text() for m in reversed(request.messages) if m.role == "user"), "").strip()
-            if not question:
-                raise ApiError(400, f"model {request.model!r} answers the last user message, and there is none",
-                               param="messages")
-            if len(target) == 0:
-                raise ApiError(400, f"model {request.model!r} has no documents yet; add some first",
-                               param="model", code="empty_knowledge_base")
-            history = [{"role": m.role, "content": m.text()} for m in request.messages
-                       if m.role in ("user", "assistant")]
-
-            def work(on_text, cancelled) -> Outcome:
-                return ask_knowledge_base(target, question, on_text=on_text, cancelled=cancelled,
-                                          history=history, **budget)
+            work = answer_from(target, request, budget, sampling)
         elif request.model == generator_id:
-            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                        for m in request.messages]
-
-            def work(on_text, cancelled) -> Outcome:
-                return chat_generator(generator, messages, seed=request.seed, on_text=on_text,
-                                      cancelled=cancelled, **budget)
+            work = chat_with_generator(request, budget, sampling)
         else:
             raise _unknown_model(request.model, model_ids())
         try:
@@ -276,6 +263,23 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         except Exception as exc:
             raise _as_api_error(exc) from exc
         return reply.completion(outcome)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: EmbeddingRequest) -> dict:
+        embedder = current_embedder()
+        if embedder is None or request.model != _embedding_id(embedder):
+            raise _unknown_model(request.model, model_ids())
+        try:
+            texts = embedding_texts(request)
+        except ParameterError as exc:
+            raise _refused(exc) from exc
+        dimension = await asyncio.to_thread(lambda: embedder.dimension)  # the first use loads the model
+        if request.dimensions not in (None, dimension):
+            raise ApiError(400, f"model {request.model!r} embeds in {dimension} dimensions only",
+                           param="dimensions")
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+        tokens = await asyncio.to_thread(_embedding_tokens, embedder, texts)
+        return embedding_response(vectors, request.model, request.encoding_format, tokens)
 
     if knowledge_bases is not None:
         from ragglm.web import install_web
@@ -353,6 +357,29 @@ def _sse(body: dict) -> str:
 def _usage(outcome: Outcome) -> dict:
     return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+
+
+def _refused(exc: ParameterError) -> ApiError:
+    return ApiError(400, str(exc), param=exc.param, code="unsupported_parameter")
+
+
+def _embedding_id(embedder) -> str:
+    return str(getattr(embedder, "name", "embeddings"))
+
+
+def _files_folder(knowledge_base) -> Path | None:
+    """Where a knowledge base keeps the files uploaded to it; their names are relative to it."""
+    return None if knowledge_base.path is None else Path(knowledge_base.path) / "files"
+
+
+def _embedding_tokens(embedder, texts: list[str]) -> int:
+    """The inputs' tokens as the embedding model reads them, else a count of their words."""
+    tokenizer = getattr(getattr(embedder, "_model", None), "tokenizer", None)
+    if tokenizer is None:
+        from ragglm.text.chunker import count_tokens
+
+        return sum(count_tokens(text) for text in texts)
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 
 
 def _unknown_model(model: str, available: list[str]) -> ApiError:

@@ -11,7 +11,7 @@ from ragglm.engine.generate import GenerationResult
 from ragglm.protocols import Generator
 from ragglm.text.stop_strings import StopStringFilter, relay
 
-__all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator"]
+__all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator", "is_remote"]
 
 
 class Cancelled(Exception):
@@ -33,11 +33,15 @@ class Outcome:
 def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
                    stop: list[str] | None = None, seed: int | None = None,
                    on_text: Callable[[str], None] | None = None,
-                   cancelled: threading.Event | None = None) -> Outcome:
-    """Plain chat completion on an Engine or RemoteGenerator, one caller at a time."""
+                   cancelled: threading.Event | None = None, sampling: dict | None = None) -> Outcome:
+    """Plain chat completion on an Engine or RemoteGenerator, one caller at a time.
+
+    sampling: the Engine's top_p, top_k and repetition_penalty; a RemoteGenerator takes none of them."""
+    if sampling and is_remote(generator):
+        raise ValueError(f"{', '.join(sampling)} cannot be sent on to a remote generator")
     stops = StopStringFilter(stop)
     result = GenerationResult([])
-    extra = {"seed": seed} if seed is not None else {}
+    extra = {**({"seed": seed} if seed is not None else {}), **(sampling or {})}
     with nullcontext() if generator.concurrent else generator.lock:
         relay(generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stream=True,
                              result=result, **extra), stops, on_text, lambda: _check(cancelled))
@@ -49,7 +53,8 @@ def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens
 
 def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,
                        stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
-                       cancelled: threading.Event | None = None, history: list[dict] | None = None) -> Outcome:
+                       cancelled: threading.Event | None = None, history: list[dict] | None = None,
+                       seed: int | None = None) -> Outcome:
     """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations.
 
     With a history holding earlier user turns the question is a follow-up: KnowledgeBase.chat rewrites
@@ -65,6 +70,8 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
 
     follow_up = history is not None and sum(1 for m in history if m.get("role") == "user") > 1
     with knowledge_base.lock, knowledge_base.generator.lock:
+        if seed is not None:
+            _seed_sampling(knowledge_base.generator, seed)
         if follow_up:
             answer = knowledge_base.chat(history, on_text=show, max_new_tokens=max_new_tokens,
                                          temperature=temperature)
@@ -79,9 +86,31 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
     timings = dict(answer.timings)
     generated = int(timings.get("generated_tokens", 0))
     finish = "stop" if stops.stopped or generated < max_new_tokens else "length"
+    text = stops.text.strip()
+    prompt_tokens, completion_tokens = int(timings.get("prompt_tokens", 0)), generated
+    if not generated and not prompt_tokens:  # an extract or a refusal: no model ran, yet text went in and out
+        count = knowledge_base.generator.count_tokens
+        prompt_tokens, completion_tokens = count(question), count(text)
     summary = answer.to_dict()
-    return Outcome(stops.text.strip(), finish, int(timings.get("prompt_tokens", 0)), generated,
-                   summary["citations"], answer.mode, timings, summary.get("plan", {}))
+    return Outcome(text, finish, prompt_tokens, completion_tokens, summary["citations"], answer.mode, timings,
+                   summary.get("plan", {}))
+
+
+def is_remote(generator: Generator) -> bool:
+    """Whether generation runs on another server, whose sampling this process does not control."""
+    from ragglm.engine.remote import RemoteGenerator
+
+    return isinstance(generator, RemoteGenerator)
+
+
+def _seed_sampling(generator: Generator, seed: int) -> None:
+    """The answering pipeline passes no seed to the engine, which then samples from torch's global
+    generator: seeding it, under the generator's lock, makes a sampled answer repeatable."""
+    if is_remote(generator):
+        raise ValueError("a seed cannot be sent on to a remote generator through the answering pipeline")
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def _check(cancelled: threading.Event | None) -> None:

@@ -19,11 +19,11 @@ from langchain_core.documents import Document
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
 
-__all__ = ["RagGLM", "RagGLMRetriever"]
+__all__ = ["DecodingOptions", "RagGLM", "RagGLMRetriever"]
 
 _loaded: dict[tuple, Any] = {}
 _loading = threading.Lock()
@@ -56,8 +56,23 @@ class RagGLM(LLM):
     knowledge_base: Any = Field(default=None, exclude=True)
     max_new_tokens: int = 256
     temperature: float = 0.0
+    top_p: float | None = None  # plain generation only, as are top_k and repetition_penalty
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # a setting this class does not know is an error, not a silent no-op
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_tokens(cls, data: Any) -> Any:
+        return _renamed_max_tokens(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _valid_decoding(self) -> RagGLM:
+        self._decoding()
+        return self
 
     @property
     def _llm_type(self) -> str:
@@ -68,7 +83,8 @@ class RagGLM(LLM):
         kb = self.knowledge_base
         where = None if kb is None else str(kb.path) if kb.path is not None else "in-memory"
         return {"model": self.model, "quant": self.quant, "device": self.device,
-                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "repetition_penalty": self.repetition_penalty, "seed": self.seed,
                 "knowledge_base": where}
 
     def _call(self, prompt: str, stop: list[str] | None = None,
@@ -98,14 +114,21 @@ class RagGLM(LLM):
 
     def _complete(self, prompt: str, stop: list[str] | None, on_text=None, cancelled=None,
                   **kwargs: Any) -> Outcome:
-        budget = {"max_new_tokens": int(kwargs.get("max_new_tokens", self.max_new_tokens)),
-                  "temperature": float(kwargs.get("temperature", self.temperature))}
+        budget, sampling, seed = self._decoding(**kwargs).split()
         if self.knowledge_base is not None:
+            if sampling:
+                raise ValueError(f"{', '.join(sampling)} applies to plain generation; a RagGLM bound to a "
+                                 "knowledge base answers with its pipeline's own decoding")
             return ask_knowledge_base(self.knowledge_base, prompt, stop=stop, on_text=on_text,
-                                      cancelled=cancelled, **budget)
+                                      cancelled=cancelled, seed=seed, **budget)
         generator = shared_generator(self.model, self.quant, self.device)
-        return chat_generator(generator, [{"role": "user", "content": prompt}], stop=stop,
-                              on_text=on_text, cancelled=cancelled, **budget)
+        return chat_generator(generator, [{"role": "user", "content": prompt}], stop=stop, seed=seed,
+                              on_text=on_text, cancelled=cancelled, sampling=sampling, **budget)
+
+    def _decoding(self, **overrides: Any) -> DecodingOptions:
+        """This instance's decoding settings with a call's keyword arguments over them, checked."""
+        settings = {name: getattr(self, name) for name in DecodingOptions.model_fields}
+        return DecodingOptions.model_validate({**settings, **_renamed_max_tokens(overrides)})
 
 
 class RagGLMRetriever(BaseRetriever):
@@ -116,10 +139,15 @@ class RagGLMRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def _get_relevant_documents(self, query: str, *,
-                                run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
+        k = kwargs.pop("k", self.k)
+        if kwargs:
+            raise ValueError(f"RagGLMRetriever takes k, not {', '.join(sorted(kwargs))}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
         with self.knowledge_base.lock:
-            hits = self.knowledge_base.search(query, self.k)
+            hits = self.knowledge_base.search(query, k)
         return [
             Document(page_content=hit.text, metadata={
                 "source": hit.source, "page": hit.page, "score": float(hit.score), "rank": rank,
@@ -127,6 +155,44 @@ class RagGLMRetriever(BaseRetriever):
             })
             for rank, hit in enumerate(hits, 1)
         ]
+
+
+class DecodingOptions(BaseModel):
+    """How RagGLM decodes: its settings, or one call's keyword arguments; anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    seed: int | None = None
+
+    def split(self) -> tuple[dict, dict, int | None]:
+        """The token budget and temperature, the engine's sampling arguments (defaults left out), the seed.
+
+        top_p 0 keeps only the most likely token, which is greedy decoding (the engine reads 0 as off)."""
+        greedy = self.top_p == 0
+        budget = {"max_new_tokens": self.max_new_tokens, "temperature": 0.0 if greedy else self.temperature}
+        sampling = {}
+        if self.top_p is not None and 0 < self.top_p < 1:
+            sampling["top_p"] = self.top_p
+        if self.top_k:
+            sampling["top_k"] = self.top_k
+        if self.repetition_penalty != 1:
+            sampling["repetition_penalty"] = self.repetition_penalty
+        return budget, sampling, self.seed
+
+
+def _renamed_max_tokens(data: dict) -> dict:
+    """max_tokens, as other LangChain LLMs call it, is max_new_tokens here."""
+    if "max_tokens" not in data:
+        return data
+    data = dict(data)
+    tokens = data.pop("max_tokens")
+    if data.get("max_new_tokens", tokens) != tokens:
+        raise ValueError(f"max_tokens ({tokens}) and max_new_tokens ({data['max_new_tokens']}) disagree; give one")
+    return {**data, "max_new_tokens": tokens}
 
 
 def _info(outcome: Outcome) -> dict:
