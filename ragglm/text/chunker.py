@@ -11,7 +11,7 @@ from ragglm.documents import Chunk, Document
 from ragglm.text.language import detect_language
 from ragglm.text.sentences import split_sentences
 
-__all__ = ["Chunker", "count_tokens", "word_spans", "is_heading"]
+__all__ = ["Chunker", "count_tokens", "word_spans", "is_heading", "table_rows"]
 
 jieba.setLogLevel(60)  # jieba prints its dictionary loading to stderr otherwise
 
@@ -21,6 +21,12 @@ _HEADING = re.compile(
     r"|[一二三四五六七八九十]+、.{1,40}"                     # 三、注意事项
     r"|\d+(\.\d+)*\.?\s+[^\s。！？.!?][^。！？.!?]{0,60})$"              # 2.3 Filter replacement
 )
+
+
+# A table is never cut inside a row; a "row" longer than this many chunk budgets is no real table
+# row (a generated line full of " | ") and is cut between words like a long sentence.
+_MAX_ROW_BUDGETS = 4
+_CELL_SEPARATOR = " | "
 
 
 def is_heading(line: str) -> bool:
@@ -96,20 +102,16 @@ class Chunker:
 
     def split_text(self, text: str, source: str, page: int | None = None) -> list[Chunk]:
         budget = self.budget(text)
-        units = []  # (start, end, tokens, heading?): sentences, or word-aligned pieces of long ones
-        for start, end in split_sentences(text):
-            sentence = text[start:end]
-            if is_heading(sentence):
-                units.append((start, end, count_tokens(sentence), True))
-            else:
-                units.extend((s, e, n, False) for s, e, n in self._fit(text, start, end, budget))
+        units = self._units(text, budget)
         chunks: list[Chunk] = []
         heading: str | None = None
         i = 0
         while i < len(units):
             if units[i][3]:
                 heading = _heading_text(text[units[i][0] : units[i][1]])
-            first, tokens = i, 0
+            first = i
+            header = units[first][4]
+            tokens = header[1] if header else 0  # the carried header row takes room like body text
             while i < len(units) and (i == first or tokens + units[i][2] <= budget):
                 if i > first and units[i][3]:
                     break  # a new section starts a new chunk
@@ -118,18 +120,50 @@ class Chunker:
             start, end = units[first][0], units[i - 1][1]
             body = text[start:end]
             first_line = body.split("\n", 1)[0]
-            shown = body if heading is None or heading in first_line else f"{heading}\n{body}"
-            chunks.append(Chunk(shown, source, page, start, end, heading))
+            carried = [] if heading is None or heading in first_line else [heading]
+            if header:
+                carried.append(header[0])
+            chunks.append(Chunk("\n".join([*carried, body]), source, page, start, end, heading))
             if i < len(units) and not units[i][3]:
                 # step back for overlap, but always move forward by at least one unit
                 back = max(first + 1, i - self.overlap_sentences)
                 # shrink the overlap until the next chunk still reaches a new unit, and never
                 # repeat a heading as body: it is carried in the text already
                 while back < i and (units[back][3] or
-                                    sum(u[2] for u in units[back : i + 1]) > budget):
+                                    _cost(units[back : i + 1]) > budget):
                     back += 1
                 i = back
         return chunks
+
+    def _units(self, text: str, budget: int) -> list[tuple[int, int, int, bool, tuple[str, int] | None]]:
+        """(start, end, tokens, heading?, header row carried before it): sentences or word-aligned
+        pieces of long ones, and table rows whole, each with its table's first row."""
+        units: list = []
+        position = 0
+        for rows in table_rows(text):
+            units.extend(self._prose(text, position, rows[0][0], budget))
+            header_text = text[rows[0][0] : rows[0][1]]
+            header = (header_text, count_tokens(header_text))
+            units.append((*rows[0], header[1], False, None))
+            for start, end in rows[1:]:
+                tokens = count_tokens(text[start:end])
+                if tokens <= _MAX_ROW_BUDGETS * budget:
+                    units.append((start, end, tokens, False, header))
+                else:
+                    units.extend((s, e, n, False, header) for s, e, n in self._fit(text, start, end, budget))
+            position = rows[-1][1]
+        units.extend(self._prose(text, position, len(text), budget))
+        return units
+
+    def _prose(self, text: str, start: int, end: int, budget: int) -> list:
+        units = []
+        for s, e in split_sentences(text[start:end]):
+            s, e = start + s, start + e
+            if is_heading(text[s:e]):
+                units.append((s, e, count_tokens(text[s:e]), True, None))
+            else:
+                units.extend((ps, pe, n, False, None) for ps, pe, n in self._fit(text, s, e, budget))
+        return units
 
     @staticmethod
     def _fit(text: str, start: int, end: int, budget: int) -> list[tuple[int, int, int]]:
@@ -141,6 +175,32 @@ class Chunker:
             group = words[i : i + budget]
             pieces.append((group[0][0], group[-1][1], len(group)))
         return pieces
+
+
+def table_rows(text: str) -> list[list[tuple[int, int]]]:
+    """Tables in text, each as the (start, end) of its rows: runs of two or more consecutive lines
+    holding cells joined by " | ", as the connectors write every table row."""
+    tables, run = [], []
+    position = 0
+    for line in text.split("\n"):
+        content = line.strip()
+        if _CELL_SEPARATOR in line and content:
+            start = position + line.index(content[0])
+            run.append((start, start + len(content)))
+        else:
+            if len(run) >= 2:
+                tables.append(run)
+            run = []
+        position += len(line) + 1
+    if len(run) >= 2:
+        tables.append(run)
+    return tables
+
+
+def _cost(units) -> int:
+    """Tokens a chunk made of units holds, its first unit's carried header row included."""
+    header = units[0][4] if units else None
+    return sum(u[2] for u in units) + (header[1] if header else 0)
 
 
 def _heading_text(line: str) -> str:
