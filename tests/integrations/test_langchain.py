@@ -153,3 +153,45 @@ def test_closing_a_stream_early_frees_the_engine(llm, smollm2):
     outcome = chat_generator(shared_generator("smollm2", None, "cpu"),
                              [{"role": "user", "content": "Name a fruit."}], max_new_tokens=8, temperature=0.0)
     assert outcome.text == reference(smollm2, "Name a fruit.")
+
+
+def test_retriever_honours_k_per_call_and_refuses_other_arguments(manuals_kb):
+    retriever = RagGLMRetriever(knowledge_base=manuals_kb, k=3)
+    question = "How long does the AquaPure W3 filter last?"
+    docs = retriever.invoke(question, k=1)
+    assert len(docs) == 1 and docs[0].page_content == manuals_kb.search(question, 1)[0].text
+    assert len(retriever.invoke(question)) == 3
+    with pytest.raises(ValueError, match="filter"):
+        retriever.invoke(question, filter={"source": "x"})
+    with pytest.raises(ValueError, match="positive"):
+        retriever.invoke(question, k=0)
+
+
+def test_max_tokens_is_max_new_tokens(llm, smollm2):
+    short = reference(smollm2, "Name a fruit.", max_new_tokens=3)
+    assert RagGLM(model="smollm2", max_tokens=3).max_new_tokens == 3
+    assert RagGLM(model="smollm2", max_tokens=3).invoke("Name a fruit.") == short
+    assert llm.invoke("Name a fruit.", max_tokens=3) == short
+    with pytest.raises(ValueError, match="disagree"):
+        RagGLM(max_tokens=3, max_new_tokens=4)
+
+
+def test_top_p_and_top_k_reach_the_engine(llm, smollm2):
+    # at temperature 1 only the most likely token survives either filter: the greedy text
+    assert llm.invoke("Name a fruit.", temperature=1.0, top_p=0.0001) == reference(smollm2, "Name a fruit.")
+    assert RagGLM(model="smollm2", max_new_tokens=8, temperature=1.5, top_k=1).invoke("Name a fruit.") == \
+        reference(smollm2, "Name a fruit.")
+    sampled = smollm2.chat([{"role": "user", "content": "Name a fruit."}], max_new_tokens=8, temperature=1.0,
+                           seed=3).text
+    assert llm.invoke("Name a fruit.", temperature=1.0, seed=3) == sampled
+
+
+def test_unknown_or_out_of_range_settings_are_refused(llm, manuals_kb):
+    with pytest.raises(ValueError, match="max_tokenz"):
+        RagGLM(max_tokenz=5)
+    with pytest.raises(ValueError, match="top_p"):
+        RagGLM(top_p=5)
+    with pytest.raises(ValueError, match="presence_penalty"):
+        llm.invoke("Name a fruit.", presence_penalty=0.5)
+    with pytest.raises(ValueError, match="top_p"):
+        RagGLM(knowledge_base=manuals_kb).invoke("How long does the filter last?", top_p=0.5)
