@@ -4,11 +4,9 @@ paragraph, tables row by row ("a | b | c"), and the speaker notes last."""
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
-from xml.etree.ElementTree import ParseError
 
-from ragglm.connectors.ooxml import check_archive, unreadable
+from ragglm.connectors.ooxml import load_package
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 
@@ -22,31 +20,26 @@ MAX_GROUP_DEPTH = 16
 
 
 def load_pptx(path: Path | str, data: bytes | None = None) -> Document:
-    source = str(path)
     try:
-        import pptx
         from lxml.etree import XMLSyntaxError
         from pptx.exc import PythonPptxError
     except ImportError as exc:
-        raise SourceError(source, "reading .pptx needs python-pptx", "pip install python-pptx") from exc
-    data = Path(path).read_bytes() if data is None else data
-    names = check_archive(source, data, ".pptx", "ppt/presentation.xml")
+        raise SourceError(str(path), "reading .pptx needs python-pptx", "pip install python-pptx") from exc
+    return load_package(path, data, ".pptx", "ppt/presentation.xml", _read, (PythonPptxError, XMLSyntaxError))
+
+
+def _read(source: str, data: bytes, names: list[str]) -> tuple[list[Page], str]:
+    import pptx
+
     slides = sum(1 for name in names if name.startswith("ppt/slides/slide") and name.endswith(".xml"))
     if slides > MAX_SLIDES:
         raise SourceError(source, f"has {slides} slides, more than the {MAX_SLIDES} ragglm reads",
                           "split it into smaller decks")
-    try:
-        deck = pptx.Presentation(io.BytesIO(data))
-        counter = [0]
-        pages = [Page(number, "\n".join(_slide_lines(source, slide, counter)))
-                 for number, slide in enumerate(deck.slides, 1)]
-        title = (deck.core_properties.title or "").strip()
-    except SourceError:
-        raise
-    except (zipfile.BadZipFile, PythonPptxError, XMLSyntaxError, KeyError, ValueError, TypeError,
-            AttributeError, IndexError, ParseError) as exc:
-        raise unreadable(source, ".pptx", exc) from exc
-    return Document(source, pages or [Page(None, "")], title=title or Path(source).stem)
+    deck = pptx.Presentation(io.BytesIO(data))
+    counter = [0]
+    pages = [Page(number, "\n".join(_slide_lines(source, slide, counter)))
+             for number, slide in enumerate(deck.slides, 1)]
+    return pages, deck.core_properties.title or ""
 
 
 def _slide_lines(source: str, slide, counter: list[int]) -> list[str]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import zipfile
 from pathlib import Path
-from xml.etree.ElementTree import ParseError
 
-from ragglm.connectors.ooxml import check_archive, unreadable
+from ragglm.connectors.ooxml import load_package
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 
@@ -26,27 +24,21 @@ MAX_CELLS = 1_000_000
 
 
 def load_xlsx(path: Path | str, data: bytes | None = None) -> Document:
-    source = str(path)
     try:
-        import openpyxl
         from openpyxl.utils.exceptions import InvalidFileException
     except ImportError as exc:
-        raise SourceError(source, "reading .xlsx needs openpyxl", "pip install openpyxl") from exc
-    data = Path(path).read_bytes() if data is None else data
-    check_archive(source, data, ".xlsx", "xl/workbook.xml")
+        raise SourceError(str(path), "reading .xlsx needs openpyxl", "pip install openpyxl") from exc
+    return load_package(path, data, ".xlsx", "xl/workbook.xml", _read, (InvalidFileException,))
+
+
+def _read(source: str, data: bytes, names: list[str]) -> tuple[list[Page], str]:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
-        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        try:
-            pages = _pages(source, workbook)
-            title = (workbook.properties.title or "").strip()
-        finally:
-            workbook.close()
-    except SourceError:
-        raise
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, TypeError, AttributeError,
-            IndexError, ParseError, EOFError) as exc:
-        raise unreadable(source, ".xlsx", exc) from exc
-    return Document(source, pages or [Page(None, "")], title=title or Path(source).stem)
+        return _pages(source, workbook), workbook.properties.title or ""
+    finally:
+        workbook.close()
 
 
 def _pages(source: str, workbook) -> list[Page]:
