@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ragglm.server import KB_MODEL_ID, BackgroundServer, ServerLimits, create_app
+from ragglm.web.documents import document_id
 
 KEY = "test-key"
 PROMPT = "Name a fruit."
@@ -137,6 +138,9 @@ def test_citations_name_files_relative_to_the_knowledge_base(client, manuals_kb)
                                                 messages=[{"role": "user", "content": QUESTION}])
     assert [c["source"] for c in completion.citations][0] == "aquapure-w3-manual.pdf"
     assert all(not c["source"].startswith("/") for c in completion.citations)
+    # the document API's id of the file, by which the web page finds the cited document
+    pdf = next(s for s in manuals_kb.sources if s.endswith("aquapure-w3-manual.pdf"))
+    assert completion.citations[0]["document"] == document_id(pdf)
     usage = completion.usage
     assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens

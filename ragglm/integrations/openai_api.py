@@ -256,11 +256,17 @@ def relative_sources(citations: list[dict], sources: list[str], files: Path | No
     """Citations whose file sources are named relative to the knowledge base, not by the server's paths.
 
     An upload is named within the knowledge base's files folder; any other file within the folder
-    that holds all such files (the one the documents were added from). URLs stay as they are."""
+    that holds all such files (the one the documents were added from). URLs stay as they are. The
+    `document` field is the source's id in the document API, which the web page links a citation by."""
+    from ragglm.web.documents import (
+        document_id,  # ragglm.web imports the server: not at module level
+    )
+
     files = files.resolve() if files is not None else None
     others = [s for s in sources if _is_path(s) and _within(s, files) is None]
     base = _common_folder(others)
-    return [{**c, "source": _relative(c["source"], files, base)} for c in citations]
+    return [{**c, "source": _relative(c["source"], files, base), "document": document_id(c["source"])}
+            for c in citations]
 
 
 def _is_path(source: str) -> bool:
