@@ -203,11 +203,11 @@ def load_many(paths: Iterable[str | Path], include: Sequence[str] = (), exclude:
 
 
 def worker_count(found: Collected, workers: int | None = None) -> int:
-    """Parser processes: PDF and DOCX files are read in processes, where a file that takes too long or
-    too much memory is stopped and reported; light files alone are read here (0)."""
+    """Parser processes: PDF and Office files are read in processes, where a file that takes too long
+    or too much memory is stopped and reported; light files alone are read here (0)."""
     if workers is not None:
         return workers
-    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx"))
+    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx", ".xlsx", ".pptx"))
     return min(available_cores(), heavy)
 
 

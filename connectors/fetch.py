@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from ragglm.config import Settings
+from ragglm.connectors.formats import SUFFIX_OF_MIME
 from ragglm.errors import SourceError
 
 __all__ = ["Fetched", "fetch_url", "is_url", "non_public_kind"]
@@ -31,16 +32,14 @@ MAX_REDIRECTS = 10
 
 _SCHEMES = ("http", "https")
 _REDIRECTS = {301, 302, 303, 307, 308}
-_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-_READABLE = {"text/html", "application/xhtml+xml", "text/plain", "text/markdown", "text/x-markdown",
-             "application/pdf", _DOCX}
+_READABLE = set(SUFFIX_OF_MIME)
 # What a path suffix stands for when the server only says "bytes" (application/octet-stream).
-_TYPE_OF_SUFFIX = {".html": "text/html", ".htm": "text/html", ".txt": "text/plain", ".text": "text/plain",
-                   ".md": "text/markdown", ".markdown": "text/markdown", ".pdf": "application/pdf",
-                   ".docx": _DOCX}
+_TYPE_OF_SUFFIX = {suffix: mime for mime, suffix in SUFFIX_OF_MIME.items()} | {".htm": "text/html",
+                                                                                ".text": "text/plain",
+                                                                                ".markdown": "text/markdown"}
 _PRIVATE_FIX = ("set RAGGLM_ALLOW_PRIVATE_URLS=1, or allow_private_urls = true in ragglm.toml, "
                 "to index intranet pages")
-_TYPE_FIX = ("ragglm reads HTML, plain text, Markdown, PDF and DOCX; if the file is one of those, "
+_TYPE_FIX = ("ragglm reads HTML, plain text, Markdown, PDF, DOCX, XLSX and PPTX; if the file is one of those, "
              "download it and index the local copy")
 _NETWORK_FIX = "check the address and the network"
 

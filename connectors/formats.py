@@ -15,13 +15,13 @@ from ragglm.connectors.xlsx import load_xlsx
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
-__all__ = ["LOADERS", "parse", "supported"]
+__all__ = ["LOADERS", "SUFFIX_OF_MIME", "parse", "supported"]
 
 LOADERS: dict[str, Callable[..., Document]] = {
     ".pdf": load_pdf, ".md": load_text, ".markdown": load_text, ".txt": load_text, ".text": load_text,
     ".html": load_html, ".htm": load_html, ".docx": load_docx, ".xlsx": load_xlsx, ".pptx": load_pptx,
 }
-_MIME = {"application/pdf": ".pdf", "text/html": ".html", "application/xhtml+xml": ".html",
+SUFFIX_OF_MIME = {"application/pdf": ".pdf", "text/html": ".html", "application/xhtml+xml": ".html",
          "text/plain": ".txt", "text/markdown": ".md", "text/x-markdown": ".md",
          "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
          "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
@@ -34,8 +34,8 @@ def supported() -> str:
 
 def _suffix(source: str, content_type: str | None) -> str:
     mime = (content_type or "").split(";")[0].strip().lower()
-    if mime in _MIME:
-        return _MIME[mime]
+    if mime in SUFFIX_OF_MIME:
+        return SUFFIX_OF_MIME[mime]
     if content_type is not None:  # a URL: its path may still say what it is
         suffix = PurePosixPath(urlparse(source).path).suffix.lower()
         return suffix if suffix in LOADERS else ".html"

@@ -103,7 +103,7 @@ def test_missing_and_unsupported_paths_are_errors(tmp_path):
     assert [str(e) for e in found.errors] == [
         f"{tmp_path / 'nowhere'}: no such file or folder (check the path)",
         f"{tmp_path / 'data.xyz'}: unsupported file type (ragglm reads .docx, .htm, .html, .markdown, .md, "
-        ".pdf, .text, .txt)"]
+        ".pdf, .pptx, .text, .txt, .xlsx)"]
 
 
 def _pdf(pages: list[list[str]], header: str | None = None, image_pages: tuple[int, ...] = ()) -> bytes:
