@@ -373,7 +373,7 @@ def serve(
                                               help="Largest request body [default: 1 MiB]."),
     max_pending: int | None = typer.Option(None, "--max-pending", min=1,
                                            help="Requests that may wait for the model [default: 64]."),
-    cors_origin: list[str] = typer.Option([], "--cors-origin",
+    cors_origin: list[str] = typer.Option([], "--cors-origin", metavar="ORIGIN",
                                           help="Let pages from this origin call the API from a browser, e.g. "
                                                "https://app.example.com, or * for any (repeatable; off by "
                                                "default)."),
