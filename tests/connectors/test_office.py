@@ -75,12 +75,12 @@ def test_corrupt_xlsx_is_a_clear_error_for_that_file(tmp_path):
 
 def test_xlsx_bounds(tmp_path, monkeypatch):
     file = _workbook(tmp_path / "big.xlsx")
-    monkeypatch.setattr(xlsx, "MAX_CELLS", 10)
+    monkeypatch.setattr(xlsx, "MAX_CELLS", 10)  # patched here, so read here rather than in a parser process
     with pytest.raises(SourceError, match=r"more than the 10 cells ragglm reads"):
-        load(file)
+        parse(str(file), file.read_bytes())
     monkeypatch.setattr(ooxml, "MAX_UNPACKED_BYTES", 1000)
     with pytest.raises(SourceError, match=r"unpacks to .* more than ragglm reads"):
-        load(file)
+        parse(str(file), file.read_bytes())
 
 
 def _deck(path, slides: int = 2):
@@ -124,13 +124,13 @@ def test_pptx_slides_are_pages_with_notes(tmp_path):
 
 def test_pptx_bounds_and_broken_files(tmp_path, monkeypatch):
     file = _deck(tmp_path / "deck.pptx", slides=3)
-    monkeypatch.setattr(pptx, "MAX_SLIDES", 2)
+    monkeypatch.setattr(pptx, "MAX_SLIDES", 2)  # patched here, so read here rather than in a parser process
     with pytest.raises(SourceError, match=r"has 3 slides, more than the 2 ragglm reads"):
-        load(file)
+        parse(str(file), file.read_bytes())
     monkeypatch.setattr(pptx, "MAX_SLIDES", 5_000)
     monkeypatch.setattr(pptx, "MAX_SHAPES", 5)
     with pytest.raises(SourceError, match=r"more than the 5 shapes"):
-        load(file)
+        parse(str(file), file.read_bytes())
     (tmp_path / "broken.pptx").write_bytes(file.read_bytes()[:3000])
     with pytest.raises(SourceError, match=r"broken\.pptx: not a readable \.pptx file .*PowerPoint"):
         load(tmp_path / "broken.pptx")
