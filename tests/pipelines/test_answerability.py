@@ -56,10 +56,50 @@ def test_questions_the_manuals_do_not_answer_are_refused(manuals_index, question
     assert answer.text == NOT_FOUND["en"] and answer.citations == []
 
 
-def test_the_model_is_calibrated_for_minilm_in_english_only():
+def test_models_are_calibrated_for_minilm_in_english_and_chinese_only():
     assert support_model_for("all-MiniLM-L6-v2", "en") is not None
+    assert support_model_for("all-MiniLM-L6-v2", "zh").language == "zh"
     assert support_model_for("BAAI/bge-small-zh-v1.5", "en") is None
-    assert support_model_for("all-MiniLM-L6-v2", "zh") is None
+    assert support_model_for("BAAI/bge-small-zh-v1.5", "zh") is None
+
+
+@pytest.mark.parametrize("question, answered", [
+    ("门锁最多可以保存多少个指纹？", "100"),
+    ("连续输错密码几次后门锁会锁定？", "5 次"),
+])
+def test_chinese_questions_the_manual_answers_are_kept(manuals_index, question, answered):
+    answer = manuals_index.ask(question, mode="extractive")
+    assert answered in answer.text and answer.citations, answer.plan
+    assert answer.citations[0].source.endswith("smartlock-s2-guide.md")
+    # the Chinese model decided, not the overlap threshold
+    assert answer.plan.answerable_p >= support_model_for(manuals_index.store.embedder.name, "zh").threshold
+
+
+@pytest.mark.parametrize("question", [
+    "门锁的最大发射功率是多少dBm？",  # the guide never gives a radio power
+    "人脸识别最多能保存多少张人脸？",  # it stores fingerprints, codes and cards, no faces
+])
+def test_chinese_questions_the_manual_does_not_answer_are_refused(manuals_index, question):
+    answer = manuals_index.ask(question, mode="extractive")
+    assert answer.text == NOT_FOUND["zh"] and answer.citations == []
+    assert answer.plan.answerable_p is not None and answer.plan.refused
+
+
+def test_chinese_names_numbers_and_answer_kinds(embedder):
+    text = "门锁使用 4 节 AA 碱性电池供电。门锁主体保修 3 年，电子部件保修 2 年。"
+    hits = [Hit(Chunk(text, "lock.md", None, 0, len(text)), 1.0)]
+
+    def features(question):
+        return support_features(question, rank_sentences(question, hits, language="zh"), hits, embedder)
+
+    assert features("门锁的最大发射功率是多少dBm？")["missing_names"] == 1.0
+    battery = features("门锁使用几节 AA 电池？")
+    assert battery["missing_names"] == 0.0 and battery["kind_missing"] == 0.0
+    assert features("哪些门锁不是用电池供电的？")["negation"] == 1.0
+    assert 0.0 < battery["char_coverage"] <= 1.0
+    plain = "门锁支持指纹和密码开锁。"
+    hits = [Hit(Chunk(plain, "lock.md", None, 0, len(plain)), 1.0)]
+    assert features("门锁支持多少种开锁方式？")["kind_missing"] == 1.0  # an amount asked, none given
 
 
 def test_probability_is_the_logistic_of_the_weighted_features():
