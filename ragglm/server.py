@@ -466,7 +466,7 @@ class _Gate:
         limit = self._limit(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await self._too_large(scope, receive, send, limit)
+            return await self._too_large(scope, receive, send, limit, int(declared))
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         try:
@@ -496,7 +496,14 @@ class _Gate:
             return f"the request headers hold {size} bytes, over this server's limit of {self.max_header_bytes}"
         return None
 
-    async def _too_large(self, scope, receive, send, limit: int):
+    async def _too_large(self, scope, receive, send, limit: int, declared: int):
+        # A body of moderate size is read and dropped first, so that the client, still sending, reads
+        # the 413 rather than a reset; a huge one is answered at once and the connection lingers.
+        if declared <= DRAIN_BYTES:
+            try:
+                await self._read_body(receive, DRAIN_BYTES)
+            except ApiError:
+                pass
         await _body_too_large(limit).response()(scope, receive, send)
 
     async def _read_body(self, receive, limit: int) -> bytes | None:
@@ -519,6 +526,9 @@ class _Gate:
             if size > limit:
                 raise _body_too_large(limit)
         return b"".join(pieces)
+
+
+DRAIN_BYTES = 64 * 2**20
 
 
 def _body_too_large(limit: int) -> ApiError:

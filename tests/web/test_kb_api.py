@@ -63,7 +63,7 @@ def test_answer_with_citations_through_chat_completions(client):
     body = reply.json()
     assert "12 months" in body["choices"][0]["message"]["content"]
     cited = body["citations"][0]
-    assert cited["source"].endswith(f"files/{PDF.name}") and cited["page"] == 3
+    assert cited["source"] == PDF.name and cited["page"] == 3
     # plain "ragglm" is the first knowledge base; "ragglm:beta" has nothing yet
     assert client.post("/v1/chat/completions", json={
         "model": "ragglm", "messages": [{"role": "user", "content": QUESTION}]}).json()["citations"]

@@ -210,7 +210,7 @@ function showOutcome(turn, question, details) {
 function showSources(citations, question) {
   const terms = keyTerms(question);
   $("sources").replaceChildren(...citations.map((citation) => {
-    const doc = state.documents.find((row) => row.source === citation.source);
+    const doc = state.documents.find((row) => row.id === citation.document);
     const name = doc ? doc.name : citation.source.split(/[\\/]/).pop();
     const where = citation.page ? ` · ${t("page")} ${citation.page}` : "";
     const context = element("div", {class: "context", hidden: ""});
