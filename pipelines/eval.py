@@ -43,13 +43,13 @@ def load_qa(path: str | Path) -> QASet:
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise SourceError(f"{path}: cannot read the QA file ({exc.strerror}); check the path") from exc
+        raise SourceError(str(path), f"cannot read the QA file ({exc.strerror})", "check the path") from exc
     stripped = raw.lstrip()
     if stripped.startswith("{") and '"data"' in stripped[:2000]:
         try:
             return _squad(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f"{path}: not a SQuAD-format file ({exc}); expected data/paragraphs/qas") from exc
+            raise SourceError(str(path), f"not a SQuAD-format file ({exc})", "expected data/paragraphs/qas") from exc
     return _jsonl(path, raw)
 
 
@@ -77,7 +77,7 @@ def _jsonl(path: Path, raw: str) -> QASet:
             record = json.loads(line)
             question = record["question"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f"{path}:{number}: expected a JSON object with a \"question\" ({exc})") from exc
+            raise SourceError(f"{path}:{number}", f"expected a JSON object with a \"question\" ({exc})") from exc
         if not str(question).strip():
             continue
         answers = record.get("answers", record.get("answer", []))

@@ -49,3 +49,16 @@ def test_eval_command_scores_a_qa_file(tmp_path):
     limited = CliRunner().invoke(app, ["eval", "--qa", str(_squad(tmp_path)), "--mode", "extractive",
                                        "--limit", "1", "--json"])
     assert json.loads(limited.output.strip().splitlines()[-1])["questions"] == 1
+
+
+def test_a_missing_or_malformed_qa_file_is_an_error_naming_it(tmp_path):
+    import pytest
+
+    from ragglm.errors import SourceError
+
+    with pytest.raises(SourceError, match="nowhere.json: cannot read the QA file") as missing:
+        load_qa(tmp_path / "nowhere.json")
+    assert missing.value.fix == "check the path"
+    (tmp_path / "bad.json").write_text('{"data": 3}', encoding="utf-8")
+    with pytest.raises(SourceError, match="bad.json: not a SQuAD-format file"):
+        load_qa(tmp_path / "bad.json")
