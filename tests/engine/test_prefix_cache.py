@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 from ragglm.engine.cache.kv_store import ROOT, block_key
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
+from ragglm.engine.model import ModelArgs, Transformer
 from tests.engine.prefix_cache_models import BLOCK, disk_cache, greedy, prompts, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -292,3 +294,73 @@ def test_a_glm_checkpoint_reuses_its_prefix_in_memory_and_from_disk(tmp_path):
     assert reloaded.cached_prefix_length(second) == len(second) // block * block
     result = reloaded.generate(second, max_new_tokens=16)
     assert (result.token_ids, result.cached_tokens) == (plain[1], (len(second) - 1) // block * block)
+
+
+def _seeded_runs(generate, prompt: list[int], block: int, other: list[int]):
+    """(k, ids, cached tokens) of prompt generated after a prompt sharing exactly k blocks of it filled
+    a fresh cache, for k = 0..len(prompt) // block; generate(ids, fresh) -> (ids, cached)."""
+    for k in range(len(prompt) // block + 1):
+        shared = prompt[:k * block]
+        diverging = prompt[len(shared)] if len(shared) < len(prompt) else None  # so exactly k blocks are shared
+        seed = shared + [token for token in other if token != diverging][:block + 3]
+        generate(seed, True)
+        yield k, *generate(prompt, False)
+
+
+def _wide_model(family: str) -> Transformer:
+    """Two layers as wide as SmolLM2's: at this width a matrix product rounds a row differently
+    depending on how many rows it takes, which the narrow test models never show."""
+    torch.manual_seed(0)
+    args = dict(vocab_size=512, dim=576, n_layers=2, n_heads=9, n_kv_heads=3, intermediate_size=1536,
+                max_seq_len=512)
+    glm = dict(family="glm", rope_fraction=0.5, rope_interleaved=True, qkv_bias=True) if family == "glm" else {}
+    return Transformer(ModelArgs(**args, **glm)).eval()
+
+
+def _prompt_kv(model, length: int) -> list[Tensor]:
+    return [torch.stack((layer.attention.kv_cache.k[0, :, :length], layer.attention.kv_cache.v[0, :, :length]))
+            for layer in model.layers]
+
+
+# Ten whole blocks, and ten with the start of an eleventh.
+@pytest.mark.parametrize(("family", "extra"), [("llama", 0), ("glm", 7)])
+def test_greedy_output_is_identical_at_every_cached_length(family, extra):
+    model = _wide_model(family)
+    block = PrefixCache.for_model(model).block_size
+    prompt, other = prompts(0, 10 * block + extra, 64, seed=21)
+    expected = greedy(model, prompt, new_tokens=8)[0]
+    expected_kv = _prompt_kv(model, len(prompt))
+    state = {}
+
+    def generate(ids, fresh):
+        if fresh:
+            state["cache"] = PrefixCache.for_model(model)
+        return greedy(model, ids, state["cache"], new_tokens=8 if not fresh else 1)
+
+    for k, ids, cached in _seeded_runs(generate, prompt, block, other):
+        assert cached == min(k * block, (len(prompt) - 1) // block * block)
+        assert ids == expected, f"{k} cached blocks"
+        # The KV is the same to the bit, not only close enough to keep these tokens.
+        assert all(map(torch.equal, _prompt_kv(model, len(prompt)), expected_kv)), f"{k} cached blocks"
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_output_is_identical_at_every_cached_length():
+    from ragglm.engine import Engine
+
+    engine = Engine.from_pretrained("smollm2")  # default dtype: bf16 linear layers where the CPU has them
+    block = engine.prefix_cache.block_size
+    generator = torch.Generator().manual_seed(22)
+    vocab = engine.model.args.vocab_size
+    prompt, other = (torch.randint(100, vocab - 100, (n,), generator=generator).tolist() for n in (10 * block, 64))
+    expected = engine.generate(prompt, max_new_tokens=16, use_prefix_cache=False).token_ids
+
+    def generate(ids, fresh):
+        if fresh:
+            engine.prefix_cache = PrefixCache.for_model(engine.model)
+        result = engine.generate(ids, max_new_tokens=1 if fresh else 16)
+        return result.token_ids, result.cached_tokens
+
+    for k, ids, cached in _seeded_runs(generate, prompt, block, other):
+        assert cached == min(k, 9) * block  # the block holding the last prompt token is prefilled
+        assert ids == expected, f"{k} cached blocks"
