@@ -27,7 +27,6 @@ from ragglm.pipelines.citations import (
 from ragglm.pipelines.config import AnswerConfig
 from ragglm.pipelines.extract import ScoredSentence, extractive_answer, rank_sentences
 from ragglm.pipelines.prompts import NOT_FOUND, build_messages
-from ragglm.pipelines.units import answer_units
 from ragglm.protocols import Embedder, Generator, TextCallback
 from ragglm.text.stop_strings import StopStringFilter, relay
 
@@ -81,8 +80,7 @@ def answer_question(question: str, hits: list[Hit], generator: Generator | None,
     evidence = " ".join(sentence_window(hits[s.number - 1].text, s.index) for s in ranked[:config.extract_sentences])
     plan.support = round(support(text, evidence, question), 3)
     citations = resolve_citations(text, hits) or support_citation(text, hits, ranked)
-    cited = " ".join(sentence_window(hits[c.id - 1].text, _index_of(hits[c.id - 1].text, c.text)) for c in citations)
-    unbacked = unbacked_facts(text, evidence + " " + cited, question)
+    unbacked = unbacked_facts(text, " ".join([evidence, *(c.text for c in citations)]), question)
     if not says_something(text, question):
         plan.fallback = "the generated answer only restated the question; showing an extract"
     elif unbacked:
@@ -106,12 +104,6 @@ def _fall_back(question: str, hits: list[Hit], ranked: list[ScoredSentence], lan
         on_text(tail)
         answer.text = generated + tail
     return _finish(answer, plan, model, started)
-
-
-def _index_of(text: str, sentence: str) -> int:
-    """Position of a quoted sentence among the units of text (0 when it is not one of them)."""
-    units = [text[a:b] for a, b in answer_units(text)]
-    return units.index(sentence) if sentence in units else 0
 
 
 def _best_sources(hits: list[Hit], ranked: list[ScoredSentence], limit: int) -> list[Hit]:
