@@ -30,7 +30,14 @@ import torch
 from torch import Tensor
 
 from ragglm.engine.cache.keys import ROOT, block_key
-from ragglm.engine.cache.kv_file import MAGIC, BlockSpec, InvalidBlockFile, encode_block, read_block, read_header
+from ragglm.engine.cache.kv_file import (
+    MAGIC,
+    BlockSpec,
+    InvalidBlockFile,
+    encode_block,
+    read_block,
+    read_header,
+)
 from ragglm.engine.cache.mac_key import load_or_create_key
 from ragglm.processes import process_alive
 
