@@ -312,7 +312,7 @@ def _wide_model(family: str) -> Transformer:
     depending on how many rows it takes, which the narrow test models never show."""
     torch.manual_seed(0)
     args = dict(vocab_size=512, dim=576, n_layers=2, n_heads=9, n_kv_heads=3, intermediate_size=1536,
-                max_seq_len=512)
+                max_seq_len=2048)
     glm = dict(family="glm", rope_fraction=0.5, rope_interleaved=True, qkv_bias=True) if family == "glm" else {}
     return Transformer(ModelArgs(**args, **glm)).eval()
 

@@ -35,7 +35,9 @@ from ragglm.engine.cache.kv_store import KVFileStore
 __all__ = ["DEFAULT_BLOCK_SIZE", "PrefixCache", "ROOT", "block_key", "common_prefix_length", "default_budget_bytes",
            "model_fingerprint"]
 
-DEFAULT_BLOCK_SIZE = 32
+# Reuse and prefill go by whole blocks at absolute positions (identical output at every cached
+# length); 128 tokens prefill at full speed on CPU (512 tokens: 0.91 s in 128s against 1.40 s in 32s)
+DEFAULT_BLOCK_SIZE = 128
 _BUDGET_SHARE = 0.25  # of the memory available when the cache is created
 
 
