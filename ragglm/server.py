@@ -51,6 +51,7 @@ from ragglm.integrations.openai_api import (
     sampling_options,
 )
 from ragglm.server_worker import EngineWorker, ServerBusy
+from ragglm.text.chunker import count_tokens
 
 __all__ = ["KB_MODEL_ID", "BackgroundServer", "ChatCompletionRequest", "ServerLimits", "create_app", "serve"]
 
@@ -282,7 +283,7 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         return embedding_response(vectors, request.model, request.encoding_format, tokens)
 
     if knowledge_bases is not None:
-        from ragglm.web import install_web
+        from ragglm.web import install_web  # ragglm.web imports this module's ApiError
 
         install_web(app, knowledge_bases, limits.max_upload_bytes)
     return app
@@ -376,8 +377,6 @@ def _embedding_tokens(embedder, texts: list[str]) -> int:
     """The inputs' tokens as the embedding model reads them, else a count of their words."""
     tokenizer = getattr(getattr(embedder, "_model", None), "tokenizer", None)
     if tokenizer is None:
-        from ragglm.text.chunker import count_tokens
-
         return sum(count_tokens(text) for text in texts)
     return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 

@@ -126,7 +126,8 @@ def test_ragglm_serve_process_with_the_openai_client(tmp_path):
             model="ragglm", messages=[{"role": "user", "content": QUESTION}])
         assert completion.choices[0].message.content
         assert completion.citations[0]["source"].endswith("router-r7-faq.html")
-        assert completion.usage.completion_tokens <= 8
+        usage = completion.usage  # an extract: its quoted words are counted, though none were generated
+        assert usage.completion_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="nope",
                           max_retries=0).models.list()

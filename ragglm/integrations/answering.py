@@ -98,9 +98,7 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
 
 def is_remote(generator: Generator) -> bool:
     """Whether generation runs on another server, whose sampling this process does not control."""
-    from ragglm.engine.remote import RemoteGenerator
-
-    return isinstance(generator, RemoteGenerator)
+    return generator.device == "remote"
 
 
 def _seed_sampling(generator: Generator, seed: int) -> None:

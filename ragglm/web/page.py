@@ -25,7 +25,7 @@ def install_page(app: FastAPI) -> None:
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:
-        from ragglm.server import ApiError
+        from ragglm.server import ApiError  # ragglm.server imports this package to mount it
 
         if name not in _TYPES:
             raise ApiError(404, f"no static file {name!r}", "not_found_error")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragglm.knowledge_base import KnowledgeBase
 from ragglm.server import KB_MODEL_ID
 from ragglm.web.jobs import Indexer, JobBoard
 
@@ -71,8 +72,6 @@ class KnowledgeBases:
 def open_knowledge_bases(folders: Sequence[Path] = (), root: Path | None = None, **settings) -> KnowledgeBases:
     """Knowledge bases from folders and from each sub-folder of root (made when root has none);
     none at all gives one in memory. They share the first one's generator."""
-    from ragglm.knowledge_base import KnowledgeBase
-
     folders = list(folders)
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
