@@ -27,7 +27,7 @@ RAGGLM_DEVICE, RAGGLM_TOP_K, ...), then the options given.
 
 \b
 Exit codes: 0 done; 1 nothing could be read from the documents; 2 bad input or
-configuration; 3 the model could not be loaded; 4 the generation server could not
+configuration; 3 the model or a saved index could not be loaded; 4 the generation server could not
 be used; 5 the server could not listen; 6 (index) some inputs could not be read, the
 others were indexed and saved; 130 interrupted.
 """

@@ -20,7 +20,11 @@ APPROXIMATE_FROM = 50_000
 
 
 class DamagedIndexError(IndexMismatchError):
-    """A saved vector index that cannot be read back as written (truncated, damaged or crafted)."""
+    """A saved vector index that cannot be read back as written (truncated, damaged or crafted).
+
+    Exit code 3, as for a model file that cannot be loaded: the file, not the command, is at fault."""
+
+    exit_code = 3
 
     def __init__(self, path: Path | str, problem: str):
         self.path, self.problem = str(path), problem
