@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ragglm.api_error import ApiError
 from ragglm.errors import RagglmError
 from ragglm.integrations.answering import (
     Cancelled,
@@ -41,6 +42,7 @@ from ragglm.integrations.answering import (
     is_remote,
 )
 from ragglm.integrations.openai_api import (
+    KB_MODEL_ID,
     ChatCompletionRequest,
     EmbeddingRequest,
     ParameterError,
@@ -52,10 +54,10 @@ from ragglm.integrations.openai_api import (
 )
 from ragglm.server_worker import EngineWorker, ServerBusy
 from ragglm.text.chunker import count_tokens
+from ragglm.web import install_web
 
 __all__ = ["KB_MODEL_ID", "BackgroundServer", "ChatCompletionRequest", "ServerLimits", "create_app", "serve"]
 
-KB_MODEL_ID = "ragglm"
 
 
 @dataclass
@@ -74,22 +76,6 @@ class ServerLimits:
     def connection_limit(self) -> int:
         # every waiting request holds a connection, and idle keep-alive ones need some room too
         return self.max_connections or 2 * self.max_pending + 16
-
-
-class ApiError(Exception):
-    """An error answered as OpenAI does: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-        self.headers = headers
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def create_app(knowledge_base=None, *, generator=None, api_key: str | None = None,
@@ -283,8 +269,6 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         return embedding_response(vectors, request.model, request.encoding_format, tokens)
 
     if knowledge_bases is not None:
-        from ragglm.web import install_web  # ragglm.web imports this module's ApiError
-
         install_web(app, knowledge_bases, limits.max_upload_bytes)
     return app
 

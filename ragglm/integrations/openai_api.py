@@ -17,8 +17,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "EmbeddingRequest", "ParameterError", "check_chat_request",
+__all__ = ["KB_MODEL_ID", "ChatCompletionRequest", "ChatMessage", "EmbeddingRequest", "ParameterError", "check_chat_request",
            "embedding_response", "embedding_texts", "relative_sources", "sampling_options"]
+
+# The model name that answers from the documents ("ragglm:NAME" picks one of several knowledge bases)
+KB_MODEL_ID = "ragglm"
 
 MAX_STOP_STRINGS = 4  # as OpenAI allows
 MAX_EMBEDDING_INPUTS = 2048  # as OpenAI allows

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ragglm.server import ApiError
+from ragglm.api_error import ApiError
 from ragglm.web.documents import display_name, document_id, document_rows, find_source, page_text
 from ragglm.web.jobs import FileTask, Job
 from ragglm.web.page import install_page

@@ -7,6 +7,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
+from ragglm.api_error import ApiError
+
 __all__ = ["STATIC", "install_page"]
 
 STATIC = Path(__file__).parent / "static"
@@ -25,8 +27,6 @@ def install_page(app: FastAPI) -> None:
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:
-        from ragglm.server import ApiError  # ragglm.server imports this package to mount it
-
         if name not in _TYPES:
             raise ApiError(404, f"no static file {name!r}", "not_found_error")
         return FileResponse(STATIC / name, media_type=_TYPES[name], headers=headers)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragglm.integrations.openai_api import KB_MODEL_ID
 from ragglm.knowledge_base import KnowledgeBase
-from ragglm.server import KB_MODEL_ID
 from ragglm.web.jobs import Indexer, JobBoard
 
 __all__ = ["KnowledgeBases", "Library", "open_knowledge_bases"]
