@@ -161,6 +161,12 @@ class KnowledgeBase:
         return self.pipeline.chat(history, mode=mode, k=k, on_text=on_text, max_new_tokens=max_new_tokens,
                                   temperature=temperature)
 
+    def reload(self) -> None:
+        """Back to the last saved index (a knowledge base in memory has none and keeps what it holds)."""
+        if self.path is not None:
+            with self.lock:
+                self.store = self._open_store(self._index_folder())
+
     def save(self) -> None:
         folder = self._index_folder()
         if folder is not None:

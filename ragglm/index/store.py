@@ -87,8 +87,10 @@ class IndexStore:
         entry = self.sources.get(source)
         return entry["hash"] if entry else None
 
-    def add(self, source: str, content_hash: str, chunks: list[Chunk], progress: bool = False) -> None:
-        """Replace whatever the store held for source with these chunks."""
+    def add(self, source: str, content_hash: str, chunks: list[Chunk], progress: bool = False,
+            vectors: np.ndarray | None = None) -> None:
+        """Replace whatever the store held for source with these chunks; vectors, when given, are
+        their embeddings already computed (an external dense store embeds for itself)."""
         self.remove(source)
         ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
         self._next_id += len(chunks)
@@ -97,7 +99,9 @@ class IndexStore:
             if self.dense_store is not None:
                 self.dense_store.add(ids, texts)
             else:
-                self.dense.add(ids, self.embedder.embed(texts, progress=progress))
+                if vectors is None:
+                    vectors = self.embedder.embed(texts, progress=progress)
+                self.dense.add(ids, vectors)
             self.sparse.add(ids, texts)
         for chunk_id, chunk in zip(ids.tolist(), chunks, strict=False):
             self.chunks[chunk_id] = chunk

@@ -118,7 +118,7 @@ class Indexer:
                 with kb.lock:
                     kb.save()
         except BaseException as exc:
-            _reload(kb)
+            kb.reload()
             for task in job.tasks:
                 if task.stored is not None and task.status != "failed":
                     task.stored.undo()
@@ -136,7 +136,7 @@ class Indexer:
         task.status = "indexing"
         store = LockedStore(kb, force=[task.source] if force else [])
         ingestor = Ingestor(store, kb.chunker, kb.settings.allow_private_urls)
-        report = ingestor.ingest([task.source], workers=1)  # one source: no parser processes to start
+        report = ingestor.ingest([task.source])  # a PDF or Office file in a bounded parser process
         _settle(task, report, kb)
         if task.status == "failed" and task.stored is not None:
             task.stored.undo()
@@ -162,10 +162,3 @@ def _settle(task: FileTask, report: IngestReport, kb) -> None:
         task.status = "failed"
         task.error = "; ".join(report.notes) or "nothing could be read from it"
 
-
-def _reload(kb) -> None:
-    """Back to the last saved index; one kept in memory has none, and keeps what it holds."""
-    if kb.path is None:
-        return
-    with kb.lock:
-        kb.store = kb._open_store(kb._index_folder())

@@ -40,16 +40,7 @@ class LockedStore:
         texts = [chunk.text for chunk in chunks]
         vectors = self._embed(texts)
         with self.kb.lock:
-            store = self.kb.store
-            if vectors is None:
-                store.add(source, content_hash, chunks)
-                return
-            real = store.embedder
-            store.embedder = _Computed(real, texts, vectors)
-            try:
-                store.add(source, content_hash, chunks)
-            finally:
-                store.embedder = real
+            self.kb.store.add(source, content_hash, chunks, vectors=vectors)
 
     def _embed(self, texts: list[str]) -> np.ndarray | None:
         """The vectors for texts, or None when an external dense store embeds them itself."""
@@ -63,18 +54,3 @@ class LockedStore:
                 parts.append(store.embedder.embed(texts[start:start + BATCH]))
         return np.concatenate(parts)
 
-
-class _Computed:
-    """The store's embedder, answering the texts being added with the vectors computed for them."""
-
-    def __init__(self, embedder, texts: list[str], vectors: np.ndarray):
-        self._embedder = embedder
-        self._texts, self._vectors = texts, vectors
-
-    def embed(self, texts: list[str], **options) -> np.ndarray:
-        if texts == self._texts:
-            return self._vectors
-        return self._embedder.embed(texts, **options)
-
-    def __getattr__(self, name):
-        return getattr(self._embedder, name)
