@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from ragglm.engine.cache.keys import ROOT, block_key
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.model import ModelArgs, Transformer
@@ -47,6 +48,16 @@ def disk_cache(model: Transformer, folder, name: str = "tiny", **kwargs) -> Pref
     cache = PrefixCache.for_model(model, block_size=BLOCK, **kwargs)
     cache.enable_disk(folder, model_fingerprint(model, name))
     return cache
+
+
+def second_block_file(model: Transformer, folder, prompt: list[int]):
+    """Write prompt's KV to a disk cache under folder; (first block key, second block key, the second's file)."""
+    cache = disk_cache(model, folder)
+    greedy(model, prompt, cache)
+    cache.flush()
+    first = block_key(ROOT, prompt[:BLOCK])
+    second = block_key(first, prompt[BLOCK:2 * BLOCK])
+    return first, second, cache.disk.path(first, second)
 
 
 if __name__ == "__main__":

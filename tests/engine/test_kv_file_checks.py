@@ -22,7 +22,14 @@ from ragglm.engine.cache import kv_file
 from ragglm.engine.cache.keys import ROOT, block_key
 from ragglm.engine.cache.kv_file import MAGIC
 from ragglm.engine.cache.mac_key import KEY_NAME
-from tests.engine.prefix_cache_models import BLOCK, disk_cache, greedy, prompts, tiny_model
+from tests.engine.prefix_cache_models import (
+    BLOCK,
+    disk_cache,
+    greedy,
+    prompts,
+    second_block_file,
+    tiny_model,
+)
 
 _PREFIX, _MAC = 16, 32
 
@@ -143,12 +150,7 @@ def model():
 def test_a_crafted_file_is_rejected_removed_and_rebuilt(model, tmp_path, name, craft, how):
     (prompt,) = prompts(64, 8, seed=11)
     expected = greedy(model, prompt)[0]
-    writer = disk_cache(model, tmp_path)
-    greedy(model, prompt, writer)
-    writer.flush()
-    first = block_key(ROOT, prompt[:BLOCK])
-    second = block_key(first, prompt[BLOCK:2 * BLOCK])
-    path = writer.disk.path(first, second)
+    first, second, path = second_block_file(model, tmp_path, prompt)
     _craft(path, craft, _seal_for(how, tmp_path))
 
     reader = disk_cache(model, tmp_path)  # as a later process would

@@ -14,7 +14,14 @@ from torch import Tensor
 from ragglm.engine.cache.kv_store import ROOT, block_key
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.model import ModelArgs, Transformer
-from tests.engine.prefix_cache_models import BLOCK, disk_cache, greedy, prompts, tiny_model
+from tests.engine.prefix_cache_models import (
+    BLOCK,
+    disk_cache,
+    greedy,
+    prompts,
+    second_block_file,
+    tiny_model,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ["llama", "glm"]
@@ -146,12 +153,7 @@ def test_a_corrupt_file_is_detected_and_rebuilt(damage, tmp_path):
     model = tiny_model("llama")
     (prompt,) = prompts(64, 8, seed=6)
     expected = greedy(model, prompt)[0]
-    cache = disk_cache(model, tmp_path)
-    greedy(model, prompt, cache)
-    cache.flush()
-    first_block = block_key(ROOT, prompt[:BLOCK])
-    second_block = block_key(first_block, prompt[BLOCK:2 * BLOCK])
-    damaged = cache.disk.path(first_block, second_block)
+    *_, damaged = second_block_file(model, tmp_path, prompt)
     damage(damaged)
 
     fresh = disk_cache(model, tmp_path)
