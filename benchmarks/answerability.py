@@ -348,19 +348,25 @@ def english_report(args, cache: Path) -> dict:
     if args.fit:
         train = [r for r in rows if r["article"] in TRAIN_ARTICLES]
         model = fitted_model(train, args.features.split(","), "en", refuse=args.refuse)
-    probabilities = np.array([answer_probability(r["features"], model) for r in rows])
-    refused = (probabilities < model.threshold) | np.array([r["no_match"] for r in rows])
-    labels = np.array([float(r["answerable"]) for r in rows])
     held = np.array([r["article"] not in TRAIN_ARTICLES for r in rows])
+    refused, aucs = _scored(rows, model, held)
     manuals = manual_probabilities(model, cache, MANUAL_ANSWERED + MANUAL_UNANSWERED)
     return {
-        "benchmark": "answerability", "model": _constants(model),
-        "auc_fit": round(roc_auc(probabilities[~held], labels[~held]), 3),
-        "auc_heldout": round(roc_auc(probabilities[held], labels[held]), 3),
+        "benchmark": "answerability", "model": _constants(model), **aucs,
         "extractive_heldout": extractive_figures([r for r, h in zip(rows, held, strict=True) if h], refused[held]),
         "extractive_all": extractive_figures(rows, refused),
         **manual_figures(manuals, MANUAL_ANSWERED, MANUAL_UNANSWERED, model.threshold),
     }
+
+
+def _scored(rows: list[dict], model, held: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Which rows are refused (below the threshold, or sharing no word), and ROC AUC on the rows the
+    model was fitted on and on the held-out ones."""
+    probabilities = np.array([answer_probability(r["features"], model) for r in rows])
+    refused = (probabilities < model.threshold) | np.array([r["no_match"] for r in rows])
+    labels = np.array([float(r["answerable"]) for r in rows])
+    return refused, {"auc_fit": round(roc_auc(probabilities[~held], labels[~held]), 3),
+                     "auc_heldout": round(roc_auc(probabilities[held], labels[held]), 3)}
 
 
 def chinese_report(args, cache: Path) -> dict:
@@ -371,14 +377,10 @@ def chinese_report(args, cache: Path) -> dict:
         # rows without a shared word are refused before the model is asked: they do not fit it
         train = [r for r, h in zip(rows, held, strict=True) if not h and not r["no_match"]]
         model = fitted_model(train, args.zh_features.split(","), "zh", max_false=args.max_false)
-    probabilities = np.array([answer_probability(r["features"], model) for r in rows])
-    refused = (probabilities < model.threshold) | np.array([r["no_match"] for r in rows])
-    labels = np.array([float(r["answerable"]) for r in rows])
+    refused, aucs = _scored(rows, model, held)
     manuals = manual_probabilities(model, cache, MANUAL_ZH_ANSWERED + MANUAL_ZH_UNANSWERED)
     return {
-        "benchmark": "answerability_zh", "model": _constants(model),
-        "auc_fit": round(roc_auc(probabilities[~held], labels[~held]), 3),
-        "auc_heldout": round(roc_auc(probabilities[held], labels[held]), 3),
+        "benchmark": "answerability_zh", "model": _constants(model), **aucs,
         "heldout": refusal_figures([r for r, h in zip(rows, held, strict=True) if h], refused[held]),
         "fit": refusal_figures([r for r, h in zip(rows, held, strict=True) if not h], refused[~held]),
         **manual_figures(manuals, MANUAL_ZH_ANSWERED, MANUAL_ZH_UNANSWERED, model.threshold),
