@@ -1,4 +1,9 @@
-"""One decoder-only Transformer for the Llama and GLM families, which differ only in ModelArgs."""
+"""One decoder-only Transformer for the Llama and GLM families, which differ only in ModelArgs.
+
+ChatGLM-6B differs most: LayerNorm, biases everywhere, a GeLU MLP, post-LN residuals scaled by
+alpha, and 2D rotary positions with a prefix-LM mask (see glm_prefix_lm.py). A P-Tuning v2 prefix
+(see set_kv_prefix) is KV in every layer that every token sees.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ragglm.engine.glm_prefix_lm import PromptLayout, positions_2d, prefix_lm_mask, rope_tables_2d
 
 __all__ = ["ModelArgs", "Transformer", "KVCache", "PRESETS", "MIN_COMPILED_CACHE"]
 
@@ -34,6 +41,15 @@ class ModelArgs:
     qkv_bias: bool = False
     tie_embeddings: bool = False
     max_seq_len: int = 8192
+    norm: str = "rms"  # "rms" | "layer" (LayerNorm with bias)
+    mlp: str = "swiglu"  # "swiglu" | "gelu": one up projection, tanh GeLU (w_gate_up then holds only "up")
+    linear_bias: bool = False  # biases on the output projection and the MLP
+    # None: x + f(norm(x)); a number alpha: norm(x) * alpha + f(norm(x)) (ChatGLM-6B's post-LN residual)
+    residual_scale: float | None = None
+    position_mode: str = "1d"  # "1d" | "glm_2d": ChatGLM-6B's two rotary halves and prefix-LM mask
+    sop_token_id: int | None = None  # glm_2d: <sop> ends the context
+    gmask_token_id: int | None = None  # glm_2d: [gMASK] / [MASK] fix the first position of the answer
+    mask_token_id: int | None = None
 
     def __post_init__(self):
         if self.head_dim is None:
@@ -44,11 +60,18 @@ class ModelArgs:
         return int(self.head_dim * self.rope_fraction)
 
     @property
+    def bidirectional_context(self) -> bool:
+        """The prompt's context attends both ways: it is prefilled in one pass, and its KV depends on
+        every context token, so no prefix of it can be reused for another prompt."""
+        return self.position_mode == "glm_2d"
+
+    @property
     def parameter_count(self) -> int:
         """Weights at full size, however they are held (prepacked and quantized layers keep theirs
         as buffers, so counting a model's parameters undercounts them)."""
         q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        per_layer = self.dim * (q + 2 * kv) + q * self.dim + 3 * self.dim * self.intermediate_size + 2 * self.dim
+        mlp = (3 if self.mlp == "swiglu" else 2) * self.dim * self.intermediate_size
+        per_layer = self.dim * (q + 2 * kv) + q * self.dim + mlp + 2 * self.dim
         embeddings = self.vocab_size * self.dim * (1 if self.tie_embeddings else 2)
         return embeddings + self.n_layers * per_layer + self.dim
 
@@ -62,19 +85,27 @@ PRESETS: dict[str, ModelArgs] = {
 
 
 class KVCache(nn.Module):
-    """Preallocated keys and values, written in place at position offsets."""
+    """Preallocated keys and values, written in place at position offsets.
 
-    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int, dtype, device):
+    A KV prefix (P-Tuning) takes the first `offset` slots; token i's KV is then at slot offset + i.
+    """
+
+    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int, dtype, device,
+                 prefix: tuple[Tensor, Tensor] | None = None):
         super().__init__()
-        shape = (batch, n_kv_heads, max_seq_len, head_dim)
+        self.offset = 0 if prefix is None else prefix[0].shape[1]
+        shape = (batch, n_kv_heads, self.offset + max_seq_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        if prefix is not None:  # prefix k, v: [H_kv, P, D]
+            self.k[:, :, :self.offset] = prefix[0]
+            self.v[:, :, :self.offset] = prefix[1]
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        # k, v: [B, H_kv, T, D]; returns the cache up to start + T
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
+        # k, v: [B, H_kv, T, D]; returns the cache up to start + T, with the prefix before it
+        end = self.offset + start + k.shape[2]
+        self.k[:, :, self.offset + start:end] = k
+        self.v[:, :, self.offset + start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
@@ -88,28 +119,48 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+def make_norm(args: ModelArgs) -> nn.Module:
+    if args.norm == "layer":
+        return nn.LayerNorm(args.dim, eps=args.norm_eps)
+    return RMSNorm(args.dim, args.norm_eps)
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
         self.wqkv = nn.Linear(args.dim, q_size + 2 * kv_size, bias=args.qkv_bias)
-        self.wo = nn.Linear(q_size, args.dim, bias=False)
+        self.wo = nn.Linear(q_size, args.dim, bias=args.linear_bias)
+        self.rope_halves = args.position_mode == "glm_2d"  # each half of a head rotates by its own positions
         self.kv_cache: KVCache | None = None
+        self.kv_prefix: tuple[Tensor, Tensor] | None = None  # P-Tuning keys, values [Hkv, P, D]
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None) -> Tensor:
-        # rope: cos, sin [T, 1, rotary_dim // 2], broadcast over heads
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None,
+                mask: Tensor | None = None) -> Tensor:
+        # rope: cos, sin [T, 1, rotary_dim // 2], broadcast over heads ([B, T, 1, 2, D // 4] in halves)
+        # mask: None for causal attention over the cache, else [B or 1, 1, T, keys] (True: seen)
         B, T, _ = x.shape
         heads = self.wqkv(x).view(B, T, -1, self.head_dim)  # [B, T, H + 2 Hkv, D]
-        qk = apply_rope(heads[:, :, :self.n_heads + self.n_kv_heads], rope, interleaved)  # q and k in one pass
+        qk = heads[:, :, :self.n_heads + self.n_kv_heads]
+        if self.rope_halves:
+            qk = apply_rope(qk.unflatten(-1, (2, self.head_dim // 2)), rope, False).flatten(-2)
+        else:
+            qk = apply_rope(qk, rope, interleaved)  # q and k in one pass
         q = qk[:, :, :self.n_heads].transpose(1, 2)  # [B, H, T, D]
         k = qk[:, :, self.n_heads:].transpose(1, 2)  # [B, Hkv, T, D]
         v = heads[:, :, self.n_heads + self.n_kv_heads:].transpose(1, 2)
         if start is None or self.kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+            if self.kv_prefix is not None:
+                k = torch.cat((self.kv_prefix[0].expand(B, -1, -1, -1).to(k.dtype), k), dim=2)
+                v = torch.cat((self.kv_prefix[1].expand(B, -1, -1, -1).to(v.dtype), v), dim=2)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                               enable_gqa=True)
         else:
             k, v = self.kv_cache.update(start, k, v)
-            if start == 0:
+            if mask is not None:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            elif start == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
             elif T == 1 and q.dtype == torch.float32:  # in bf16, flash attention's own float32 math wins
                 y = one_query_attention(q, k, v)
@@ -120,14 +171,19 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU with gate and up projections fused into one matrix ([gate | up])."""
+    """SwiGLU with gate and up projections fused into one matrix ([gate | up]); or, with mlp="gelu",
+    one up projection and tanh GeLU (the same attribute names, so every linear layer is found alike)."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.w_gate_up = nn.Linear(args.dim, 2 * args.intermediate_size, bias=False)
-        self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=False)
+        self.gelu = args.mlp == "gelu"
+        up_rows = args.intermediate_size * (1 if self.gelu else 2)
+        self.w_gate_up = nn.Linear(args.dim, up_rows, bias=args.linear_bias)
+        self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=args.linear_bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gelu:
+            return self.w_down(F.gelu(self.w_gate_up(x), approximate="tanh"))
         gate, up = self.w_gate_up(x).chunk(2, dim=-1)
         return self.w_down(F.silu(gate) * up)
 
@@ -135,14 +191,20 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention_norm = make_norm(args)
         self.attention = Attention(args)
-        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = make_norm(args)
         self.feed_forward = FeedForward(args)
+        self.residual_scale = args.residual_scale
 
-    def forward(self, x, rope, interleaved, start):
-        x = x + self.attention(self.attention_norm(x), rope, interleaved, start)
-        return x + self.feed_forward(self.ffn_norm(x))
+    def forward(self, x, rope, interleaved, start, mask=None):
+        if self.residual_scale is None:
+            x = x + self.attention(self.attention_norm(x), rope, interleaved, start, mask)
+            return x + self.feed_forward(self.ffn_norm(x))
+        normed = self.attention_norm(x)
+        x = normed * self.residual_scale + self.attention(normed, rope, interleaved, start, mask)
+        normed = self.ffn_norm(x)
+        return normed * self.residual_scale + self.feed_forward(normed)
 
 
 class Transformer(nn.Module):
@@ -151,12 +213,14 @@ class Transformer(nn.Module):
         self.args = args
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
-        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.norm = make_norm(args)
         self.output = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
         self.cache_len = 0  # tokens the KV cache can hold; 0 when none is set up
         self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin for positions < cache_len
         self._decode_step: Callable[..., Tensor] | None = None  # see use_decode_step
         self._sized_caches = False
+        self.prompt_layouts: list[PromptLayout] | None = None  # glm_2d: of the prompts in the KV cache
+        self.kv_prefix_id: str | None = None  # names the P-Tuning prefix, if any (see set_kv_prefix)
 
     @property
     def decode_step(self) -> Callable[..., Tensor] | None:
@@ -181,11 +245,46 @@ class Transformer(nn.Module):
         weight = self.tok_embeddings.weight
         for layer in self.layers:
             layer.attention.kv_cache = KVCache(
-                batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, weight.dtype, weight.device
+                batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, weight.dtype, weight.device,
+                prefix=layer.attention.kv_prefix,
             )
         self.cache_len = max_seq_len
         positions = torch.arange(max_seq_len, device=weight.device)
-        self.rope_cache = rope_tables(self.args, positions, weight.dtype)
+        self.rope_cache = self._rope_tables(positions, weight.dtype)
+
+    @property
+    def kv_prefix_len(self) -> int:
+        prefix = self.layers[0].attention.kv_prefix if len(self.layers) else None
+        return 0 if prefix is None else prefix[0].shape[1]
+
+    def set_kv_prefix(self, prefix: list[tuple[Tensor, Tensor]] | None, name: str | None = None) -> None:
+        """Install a KV prefix (P-Tuning v2): per layer keys and values [Hkv, P, D], seen by every
+        token and not rotated; None removes it. name identifies it (prefix-cache keys include it).
+
+        KV caches are rebuilt on next use, and a decode step attached before (specialised to the model
+        without a prefix) is dropped.
+        """
+        if prefix is not None:
+            if len(prefix) != len(self.layers):
+                raise ValueError(f"KV prefix has {len(prefix)} layers, the model {len(self.layers)}")
+            want = (self.args.n_kv_heads, self.args.head_dim)
+            for keys, values in prefix:
+                if keys.shape != values.shape or keys.ndim != 3 or (keys.shape[0], keys.shape[2]) != want:
+                    raise ValueError(f"KV prefix keys {tuple(keys.shape)} and values {tuple(values.shape)} "
+                                     f"do not fit [kv heads {want[0]}, P, head dim {want[1]}]")
+        weight = self.tok_embeddings.weight
+        for i, layer in enumerate(self.layers):
+            layer.attention.kv_prefix = None if prefix is None else tuple(
+                t.to(weight.device, weight.dtype) for t in prefix[i])
+            layer.attention.kv_cache = None
+        self.cache_len = 0
+        self.kv_prefix_id = None if prefix is None else (name or "kv-prefix")
+        self.use_decode_step(None)
+
+    def _rope_tables(self, positions: Tensor, dtype) -> tuple[Tensor, Tensor]:
+        if self.args.position_mode == "glm_2d":
+            return rope_tables_2d(self.args.head_dim, self.args.rope_theta, positions, dtype)
+        return rope_tables(self.args, positions, dtype)
 
     def decode(self, tokens: Tensor, start: int) -> Tensor:
         """One generation step: tokens [B, 1] at position start -> logits [B, 1, V]."""
@@ -199,17 +298,13 @@ class Transformer(nn.Module):
         start=None runs without the KV cache; an int writes this chunk's KV at that offset
         and attends to everything the cache holds before it.
         """
-        T = tokens.shape[1]
-        offset = 0 if start is None else start
-        if start is not None and self.rope_cache is not None and offset + T <= self.cache_len:
-            cos, sin = self.rope_cache[0][offset:offset + T], self.rope_cache[1][offset:offset + T]
+        if self.args.position_mode == "glm_2d":
+            rope, mask = self._prefix_lm_inputs(tokens, start)
         else:
-            positions = torch.arange(offset, offset + T, device=tokens.device)
-            cos, sin = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
-        rope = (cos[:, None], sin[:, None])  # [T, 1, rotary_dim // 2]: one table for every head
+            rope, mask = self._causal_inputs(tokens, start)
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
-            x = layer(x, rope, self.args.rope_interleaved, start)
+            x = layer(x, rope, self.args.rope_interleaved, start, mask)
         x = self.norm(x)
         if last_only:
             x = x[:, -1:]
@@ -218,6 +313,56 @@ class Transformer(nn.Module):
             # little, and logits rounded to bf16 tie close candidates (SmolLM2's first answer token).
             return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()
         return self.output(x).float()  # called as a module so that a quantized head runs its own kernel
+
+    def _cached_rope(self, start: int | None, end: int) -> tuple[Tensor, Tensor] | None:
+        if start is not None and self.rope_cache is not None and end <= self.cache_len:
+            return self.rope_cache
+        return None
+
+    def _causal_inputs(self, tokens: Tensor, start: int | None) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """Rotary tables [T, 1, rotary_dim // 2] and the mask (None: plain causal) of a 1D model."""
+        T = tokens.shape[1]
+        offset = 0 if start is None else start
+        if self._cached_rope(start, offset + T) is not None:
+            cos, sin = self.rope_cache[0][offset:offset + T], self.rope_cache[1][offset:offset + T]
+        else:
+            positions = torch.arange(offset, offset + T, device=tokens.device)
+            cos, sin = rope_tables(self.args, positions, self.tok_embeddings.weight.dtype)
+        rope = (cos[:, None], sin[:, None])  # one table for every head
+        prefix = self.kv_prefix_len
+        if not prefix or T == 1:
+            return rope, None
+        mask = torch.ones(T, offset + T, dtype=torch.bool, device=tokens.device).tril(offset)
+        return rope, torch.cat((mask.new_ones(T, prefix), mask), dim=-1)[None, None]
+
+    def _prefix_lm_inputs(self, tokens: Tensor, start: int | None) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """Rotary tables [B, T, 1, 2, head_dim // 4] (positions, block positions) and the prefix-LM mask.
+
+        A pass from position 0 holds the whole prompt, whose layout is kept for the passes after it.
+        """
+        B, T = tokens.shape
+        args = self.args
+        if not start:
+            layouts = [PromptLayout.of(row, args.sop_token_id, args.gmask_token_id, args.mask_token_id)
+                       for row in tokens.tolist()]
+            if start == 0:
+                self.prompt_layouts = layouts
+        else:
+            layouts = self.prompt_layouts
+            if layouts is None or len(layouts) != B:
+                raise RuntimeError("no prompt in the KV cache: run the whole prompt from position 0 first")
+            if any(start < layout.context_length for layout in layouts):
+                raise RuntimeError("a prompt's context attends both ways: prefill it in one pass from position 0")
+        offset = start or 0
+        positions, blocks = positions_2d(layouts, offset, T, tokens.device)  # [B, T] each
+        tables = self._cached_rope(start, int(max(positions.max(), blocks.max())) + 1)
+        if tables is None:
+            every = torch.arange(int(max(positions.max(), blocks.max())) + 1, device=tokens.device)
+            tables = self._rope_tables(every, self.tok_embeddings.weight.dtype)
+        rope = tuple(torch.stack((table[positions], table[blocks]), dim=-2)[:, :, None] for table in tables)
+        if T == 1:
+            return rope, None
+        return rope, prefix_lm_mask(layouts, offset, T, self.kv_prefix_len, tokens.device)
 
 
 def one_query_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
