@@ -6,13 +6,21 @@ import json
 from pathlib import Path
 
 from ragglm.engine.tokenizers.chat_format import ChatFormat
+from ragglm.engine.tokenizers.chatglm6b_format import ChatGLM6BFormat
+from ragglm.engine.tokenizers.chatglm6b_tokenizer import TOKENIZER_FILE as CHATGLM6B_TOKENIZER_FILE
+from ragglm.engine.tokenizers.chatglm6b_tokenizer import ChatGLM6BTokenizer
 from ragglm.engine.tokenizers.glm_tokenizer import load_glm_tokenizer
+from ragglm.engine.tokenizers.token_level import TokenLevelFormat, TokenLevelTokenizer
 from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, bpe_from_gguf
 
-__all__ = ["PLAIN_TEMPLATE", "TokenizerFiles", "gguf_tokenizer", "glm_folder_tokenizer", "hf_folder_tokenizer"]
+__all__ = ["PLAIN_TEMPLATE", "TOKENIZER_FILES", "TokenizerFiles", "chatglm6b_folder_tokenizer", "gguf_tokenizer",
+           "glm_folder_tokenizer", "hf_folder_tokenizer", "token_level_unless_files"]
 
 # tokenizer, chat format, languages the model answers well in
 TokenizerFiles = tuple[Tokenizer, object, tuple[str, ...]]
+
+# any of these in a folder: it ships a tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", CHATGLM6B_TOKENIZER_FILE)
 
 # For checkpoints without a chat template: plain role-prefixed turns.
 PLAIN_TEMPLATE = (
@@ -42,3 +50,22 @@ def hf_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
 
 def glm_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
     return (*load_glm_tokenizer(path, config), ("zh", "en"))
+
+
+def chatglm6b_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
+    """ChatGLM-6B's `ice_text.model`; generation stops at the config's eos_token_id (<eop>)."""
+    eos = config.get("eos_token_id")
+    tokenizer = ChatGLM6BTokenizer(path / CHATGLM6B_TOKENIZER_FILE, [eos] if isinstance(eos, int) else None)
+    return tokenizer, ChatGLM6BFormat(), ("zh", "en")
+
+
+def token_level_unless_files(load):
+    """load, or for a folder with none of TOKENIZER_FILES a tokenizer of token ids only (encoding
+    text is then an error that names the folder)."""
+    def tokenizer(path: Path, config: dict) -> TokenizerFiles:
+        if any((path / name).is_file() for name in TOKENIZER_FILES):
+            return load(path, config)
+        eos = config.get("eos_token_id")
+        eos_ids = [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int)]
+        return TokenLevelTokenizer(path, " or ".join(TOKENIZER_FILES), eos_ids), TokenLevelFormat(), ("en", "zh")
+    return tokenizer

@@ -18,7 +18,7 @@ from ragglm.engine.model import ModelArgs
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["Naming", "rename_weights", "to_their_names", "LLAMA_NAMES", "GLM_NAMES", "CHATGLM_NAMES",
-           "GGUF_NAMES", "GGUF_LLAMA_NAMES", "unpermute_rows"]
+           "CHATGLM6B_NAMES", "GGUF_NAMES", "GGUF_LLAMA_NAMES", "unpermute_rows"]
 
 PartTransform = Callable[[Tensor, ModelArgs], Tensor]
 
@@ -200,4 +200,30 @@ GGUF_LLAMA_NAMES = Naming(
     GGUF_NAMES.top, GGUF_NAMES.layer_prefix, GGUF_NAMES.layer, GGUF_NAMES.fused,
     transforms={"attn_q.weight": _unpermute_q, "attn_q.bias": _unpermute_q,
                 "attn_k.weight": _unpermute_k, "attn_k.bias": _unpermute_k},
+)
+
+
+def _heads_to_blocks(tensor: Tensor, args: ModelArgs) -> Tensor:
+    """ChatGLM-6B's fused QKV rows go head by head ([q_h | k_h | v_h] for each head); ours are all
+    queries, then all keys, then all values."""
+    rows = tensor.reshape(args.n_heads, 3, args.head_dim, *tensor.shape[1:])
+    return rows.transpose(0, 1).reshape(tensor.shape)
+
+
+def _pairs(ours: str, theirs: str) -> dict[str, str]:
+    return {f"{theirs}.weight": f"{ours}.weight", f"{theirs}.bias": f"{ours}.bias"}
+
+
+# ChatGLM-6B (model_type chatglm with position_encoding_2d): LayerNorm, biases on every linear layer
+CHATGLM6B_NAMES = Naming(
+    top={"transformer.word_embeddings.weight": "tok_embeddings.weight",
+         **{f"transformer.final_layernorm.{p}": f"norm.{p}" for p in ("weight", "bias")},
+         "lm_head.weight": "output.weight"},
+    layer_prefix="transformer.layers.",
+    layer={**_pairs("attention_norm", "input_layernorm"), **_pairs("ffn_norm", "post_attention_layernorm"),
+           **_pairs("attention.wqkv", "attention.query_key_value"), **_pairs("attention.wo", "attention.dense"),
+           **_pairs("feed_forward.w_gate_up", "mlp.dense_h_to_4h"),
+           **_pairs("feed_forward.w_down", "mlp.dense_4h_to_h")},
+    transforms={"attention.query_key_value.weight": _heads_to_blocks,
+                "attention.query_key_value.bias": _heads_to_blocks},
 )
