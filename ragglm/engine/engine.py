@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ragglm.engine.adapters import read_adapter
 from ragglm.engine.cache.kv_store import default_disk_budget_bytes
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
 from ragglm.engine.generate import GenerationResult, generate_tokens
@@ -40,6 +41,7 @@ class Engine:
         # KV of recent prompt prefixes (system prompt + documents), reused by later prompts; None disables
         self.prefix_cache: PrefixCache | None = PrefixCache.for_model(model)
         self.quant = quant  # e.g. "int8", "int4:g64"; None for float weights
+        self.adapter: dict | None = None  # kind, path and digest of the LoRA / P-Tuning v2 adapter loaded with it
         # how many linear layers run each path: a packed kernel or the dequantize-then-matmul fallback
         self.quant_paths: dict[str, int] = kernel_paths(model)
         self.compile_seconds: float | None = None  # time spent compiling the decode step, when compiled
@@ -64,7 +66,8 @@ class Engine:
     def from_pretrained(cls, src: str | Path = "smollm2", quant: str | QuantConfig | None = None,
                         device: str = "cpu", dtype: str | torch.dtype | None = "auto", *,
                         cache_dir: str | Path | None = None, prefix_cache_bytes: int | None = None,
-                        disk_cache_limit_mb: int | None = None, compile: bool = False) -> Engine:
+                        disk_cache_limit_mb: int | None = None, compile: bool = False,
+                        adapter: str | Path | None = None) -> Engine:
         """Load a model.
 
         quant="int8" | "int4" (or "int4:g32" etc.) quantizes its linear layers while loading; a folder
@@ -76,15 +79,20 @@ class Engine:
         disk_cache_limit_mb (RAGGLM_DISK_CACHE_MB wins; default 8 GiB or a quarter of the free disk). compile=True
         compiles the decode step with torch.compile instead (tens of seconds at load, then faster
         tokens for the dtypes and quantizations the native step does not cover; see compiled_decode).
+        adapter is a fine-tuning folder: PEFT LoRA (merged into the weights before quantization) or
+        a P-Tuning v2 checkpoint; its kind is read from its files (see ragglm.engine.adapters).
         """
         config = QuantConfig.parse(quant)
         check_device(device)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
-        loaded = load_model(resolve_model_path(src), config, device, torch_dtype, linears_as_stored=bf16_linears)
+        tuned = read_adapter(adapter) if adapter is not None else None
+        loaded = load_model(resolve_model_path(src), config, device, torch_dtype, linears_as_stored=bf16_linears,
+                            adapter=tuned)
         if bf16_linears:
             finish_bf16_linears(loaded.model, compile)
         engine = cls(loaded.model, loaded.tokenizer, loaded.chat_format, name=str(src),
                      languages=loaded.languages, quant=loaded.quant)
+        engine.adapter = tuned.describe() if tuned is not None else None
         if compile:
             engine.compile_seconds = compile_decode(engine.model)
         if prefix_cache_bytes is not None:
@@ -108,6 +116,8 @@ class Engine:
             self.prefix_cache = PrefixCache.for_model(self.model)
         fingerprint = model_fingerprint(self.model, self.name, self.quant)
         fingerprint["linear_paths"] = kernel_paths(self.model)  # bf16 linears give slightly other KV
+        if self.adapter is not None:  # another model's KV: never shared with the base model's files
+            fingerprint["adapter"] = self.adapter
         folder = Path(folder).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         budget = None if limit_mb is None else default_disk_budget_bytes(folder, limit_mb * 2**20)

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ragglm.engine.adapters.errors import AdapterError
+from ragglm.engine.adapters.lora import LoraAdapter, LoraMerge
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
 from ragglm.engine.loading.families import family_of
 from ragglm.engine.loading.gguf_loader import read_gguf
@@ -32,10 +34,16 @@ class Checkpoint:
     gguf_fields: dict = field(default_factory=dict)  # a GGUF source's metadata; empty for folders
 
 
-def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False) -> Checkpoint:
+def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False,
+                    lora: LoraAdapter | None = None) -> Checkpoint:
     """Read a .gguf file or a model folder; dtype None keeps each tensor in the checkpoint's dtype
-    (GGUF weights are dequantized to float32)."""
+    (GGUF weights are dequantized to float32). A LoRA adapter is merged into each weight it adapts
+    as that weight is read; its fit with the model is checked before any weight is."""
     if path.suffix == ".gguf":
+        if lora is not None:
+            raise AdapterError(f"LoRA adapter {lora.path}: merging into a GGUF file ({path}) is not supported; "
+                               "load the model folder the adapter was trained on"
+                               f"{' (' + lora.config.base_model + ')' if lora.config.base_model else ''}")
         gguf = read_gguf(path, dtype)
         return Checkpoint(gguf.args, gguf.state_dict, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
     if path.suffix == ".safetensors" and path.is_file():
@@ -47,4 +55,6 @@ def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False)
     family = family_of(path, config)
     args = family.args(config)
     tensors = rename_weights(iter_checkpoint_tensors(path), family.naming, args, dtype)
+    if lora is not None:
+        tensors = LoraMerge(lora, family.naming, args, str(path)).merged(tensors)
     return Checkpoint(args, tensors if stream else dict(tensors), *family.tokenizer(path, config))

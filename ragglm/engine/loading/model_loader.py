@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ragglm.engine.adapters import Adapter, apply_to_model, lora_for
+from ragglm.engine.adapters.lora import LoraAdapter
 from ragglm.engine.linear.quantize import QuantConfig
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.families import folder_tokenizer
@@ -16,6 +18,7 @@ from ragglm.engine.loading.quant_loader import (
     is_quantized_checkpoint,
     load_quantized,
 )
+from ragglm.engine.loading.thudm_quant import is_thudm_quantized, load_thudm_quantized
 from ragglm.engine.loading.tokenizer_files import TokenizerFiles, gguf_tokenizer
 from ragglm.engine.model import ModelArgs, Transformer
 from ragglm.engine.tokenizers.tokenizer import Tokenizer
@@ -36,17 +39,29 @@ class LoadedModel:
 
 
 def load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch.dtype,
-               linears_as_stored: bool = False) -> LoadedModel:
+               linears_as_stored: bool = False, adapter: Adapter | None = None) -> LoadedModel:
     """The model at path (a .gguf file, a model folder, or a folder written by `ragglm quantize`),
     with its linear layers quantized by config. linears_as_stored leaves float linear weights in
-    the checkpoint's dtype (they are about to become bf16 layers), the rest in dtype."""
+    the checkpoint's dtype (they are about to become bf16 layers), the rest in dtype. A LoRA adapter
+    is merged into the float weights as they are read, before quantization; a P-Tuning v2 prefix
+    is applied to the built model."""
+    loaded = _load_model(path, config, device, dtype, linears_as_stored, lora_for(path, adapter))
+    apply_to_model(loaded.model, adapter)
+    return loaded
+
+
+def _load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch.dtype,
+                linears_as_stored: bool, lora: LoraAdapter | None) -> LoadedModel:
+    if is_thudm_quantized(path):
+        model, (tokenizer, chat_format, languages), quant = load_thudm_quantized(path, config, device, dtype, lora)
+        return LoadedModel(model, tokenizer, chat_format, languages, quant)
     if is_quantized_checkpoint(path):
         return _from_quantized(path, config, device, dtype)
     # quantized layers are built from a stream in the checkpoint's dtype (each weight is converted
     # block by block while quantized), so the float model is never whole in memory; likewise linear
     # layers that become bf16: a bf16 6B checkpoint never exists in float32
     as_stored = path.is_dir() and (config is not None or linears_as_stored)
-    checkpoint = load_checkpoint(path, None if as_stored else dtype, stream=config is not None)
+    checkpoint = load_checkpoint(path, None if as_stored else dtype, stream=config is not None, lora=lora)
     if config is None:
         model = _build(checkpoint.args, checkpoint.tensors, device)
         if as_stored:

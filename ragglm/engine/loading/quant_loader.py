@@ -114,6 +114,7 @@ def build_quantized(args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tens
 
     `tensors` (a dict is emptied as it is read) yields float tensors by state-dict name and, for linear layers, either their float
     weight (quantized here with `config`) or an already quantized (layer name, QuantizedWeight).
+    Without a config, a linear layer that arrives as a float weight stays a float nn.Linear.
     """
     with returned_scratch():
         return _build_quantized(args, tensors, device, dtype, config)
@@ -127,6 +128,7 @@ def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfi
     floats: dict[str, Tensor] = {}
     biases: dict[str, Tensor] = {}
     done: set[str] = set()
+    as_float: set[str] = set()  # linear layers that stay nn.Linear
     for name, value in stream:
         if isinstance(value, QuantizedWeight):
             _install(model, name, value, biases.pop(name, None), device, dtype)
@@ -134,10 +136,20 @@ def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfi
             continue
         layer, _, leaf = name.rpartition(".")
         if layer in targets and leaf == "bias":
-            if layer in done:
+            if layer in as_float:
+                floats[name] = value.to(device, dtype)
+            elif layer in done:
                 model.get_submodule(layer).bias = value.to(device, dtype)
             else:
                 biases[layer] = value
+            continue
+        if layer in targets and leaf == "weight" and config is None and layer not in done:
+            # a linear layer the source keeps in float (THUDM's quantized folders: the output layer)
+            as_float.add(layer)
+            done.add(layer)
+            floats[name] = value.to(device, dtype)
+            if layer in biases:
+                floats[f"{layer}.bias"] = biases.pop(layer).to(device, dtype)
             continue
         if layer in targets:
             raise ModelNotFoundError(f"unexpected tensor {name!r} for quantized layer {layer!r}")
@@ -145,7 +157,7 @@ def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfi
     missing_layers = targets - done
     if missing_layers:
         raise ModelNotFoundError(f"checkpoint lacks {len(missing_layers)} linear weights, e.g. {sorted(missing_layers)[:3]}")
-    expected = {n for n in model.state_dict() if n.rpartition(".")[0] not in targets}
+    expected = {n for n in model.state_dict() if n.rpartition(".")[0] not in targets - as_float}
     missing = expected - set(floats)
     if missing:
         raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")

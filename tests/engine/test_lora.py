@@ -1,0 +1,248 @@
+"""LoRA adapters in PEFT's format merged while loading, against PEFT's own merged models.
+
+Each family is checked in fp32 against the model PEFT builds with merge_and_unload(): Llama
+(transformers naming, q/k/v and gate/up fused by us, rsLoRA and per-module ranks), GLM-4 in
+transformers naming, and ChatGLM3 in its original naming (query_key_value, dense_h_to_4h). Then
+int8/int4 with the adapter: the adapter is merged before quantization, so the quantized adapted
+model sits as close to the fp32 adapted one as the quantized base model sits to the fp32 base.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ragglm.engine import Engine
+from ragglm.engine.adapters import AdapterError, read_adapter
+from tests.engine.glm_fixtures import (
+    PROMPT,
+    VOCAB,
+    chatglm_config,
+    glm4_tokenizer_json,
+    save_chatglm_folder,
+    tiny_glm_config,
+    tiny_glm_model,
+)
+
+TOL = 1e-4
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=0, eos_token_id=None)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(1.0 + 0.1 * torch.randn_like(param) if "norm" in name else 0.2 * torch.randn_like(param))
+    return model
+
+
+def randomize_lora(peft_model, seed: int = 1, std: float = 0.3) -> None:
+    """PEFT starts lora_B at zero (no change); random factors make the update visible."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(std * torch.randn_like(param))
+
+
+def peft_adapter(base, folder, seed: int = 1, safe: bool = True, std: float = 0.3, **config):
+    """Save a random PEFT LoRA of `base` to folder; returns PEFT's merged model."""
+    from peft import LoraConfig, get_peft_model
+
+    trained_for = config.pop("base_model_name_or_path", "tiny-base")
+    peft_model = get_peft_model(base, LoraConfig(**{"r": 4, "lora_alpha": 8, **config}))
+    randomize_lora(peft_model, seed, std)
+    peft_model.save_pretrained(folder, safe_serialization=safe)
+    name_base(folder, trained_for)
+    return peft_model.merge_and_unload().eval()
+
+
+def name_base(folder, name: str) -> None:
+    """Record the base model's name as training on a hub model would (PEFT clears a name it did not load)."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": name}))
+
+
+def logits_of(model, ids=PROMPT):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.fixture(scope="module")
+def llama_case(tmp_path_factory):
+    """A tiny Llama folder, a LoRA on every projection and the embeddings, PEFT's merged logits."""
+    root = tmp_path_factory.mktemp("llama-lora")
+    base = tiny_llama()
+    base.save_pretrained(root / "base")
+    glm4_tokenizer_json(root / "base" / "tokenizer.json")
+    merged = peft_adapter(base, root / "lora", target_modules=LLAMA_TARGETS + ["embed_tokens"],
+                          use_rslora=True, rank_pattern={"down_proj": 2}, alpha_pattern={"layers.1.self_attn.q_proj": 3})
+    return root / "base", root / "lora", logits_of(merged)
+
+
+def test_llama_lora_matches_peft_merged_model(llama_case):
+    base, lora, want = llama_case
+    engine = Engine.from_pretrained(base, dtype="fp32", adapter=lora)
+    got = engine.logits(PROMPT)
+    assert (got - want).abs().max().item() < TOL
+    assert (Engine.from_pretrained(base, dtype="fp32").logits(PROMPT) - want).abs().max().item() > 0.1
+    assert engine.adapter["kind"] == "lora" and engine.adapter["path"] == str(lora.resolve())
+
+
+def test_lora_saved_as_bin_loads_alike(tmp_path):
+    base = tiny_llama(seed=3)
+    base.save_pretrained(tmp_path / "base")
+    glm4_tokenizer_json(tmp_path / "base" / "tokenizer.json")
+    merged = peft_adapter(base, tmp_path / "lora", safe=False, target_modules=["q_proj", "v_proj"])
+    assert (tmp_path / "lora" / "adapter_model.bin").is_file()
+    got = Engine.from_pretrained(tmp_path / "base", dtype="fp32", adapter=tmp_path / "lora").logits(PROMPT)
+    assert (got - logits_of(merged)).abs().max().item() < TOL
+
+
+def test_glm4_lora_matches_peft_merged_model(tmp_path):
+    base = tiny_glm_model(tiny_glm_config())
+    base.save_pretrained(tmp_path / "base")
+    glm4_tokenizer_json(tmp_path / "base" / "tokenizer.json")
+    merged = peft_adapter(base, tmp_path / "lora", target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                   "gate_up_proj", "down_proj"])
+    got = Engine.from_pretrained(tmp_path / "base", dtype="fp32", adapter=tmp_path / "lora").logits(PROMPT)
+    assert (got - logits_of(merged)).abs().max().item() < TOL
+
+
+class _Named(nn.Module):
+    """A bare module tree with a checkpoint's tensor names: nn.Linear where the name ends a linear."""
+
+    def __init__(self, state: dict[str, torch.Tensor], linears: set[str]):
+        super().__init__()
+        for name, tensor in state.items():
+            module = self
+            *path, leaf = name.split(".")
+            for part in path[:-1] if ".".join(path) in linears else path:
+                if not hasattr(module, part):
+                    module.add_module(part, nn.Module())
+                module = getattr(module, part)
+            if ".".join(path) in linears:
+                if not hasattr(module, path[-1]):
+                    module.add_module(path[-1], nn.Linear(tensor.shape[1] if leaf == "weight" else 1, 1))
+                linear = getattr(module, path[-1])
+                setattr(linear, leaf, nn.Parameter(tensor.clone()))
+                if leaf == "weight":
+                    linear.in_features, linear.out_features = tensor.shape[1], tensor.shape[0]
+            else:
+                module.register_parameter(leaf, nn.Parameter(tensor.clone()))
+
+
+def test_chatglm3_lora_in_original_naming_matches_peft(tmp_path):
+    """ChatGLM3's own module names (no transformers class here): PEFT adapts a module tree carrying
+    those names, and its merged weights are loaded as a plain checkpoint for the reference."""
+    from peft import LoraConfig, get_peft_model
+
+    from ragglm.engine.loading.weight_names import CHATGLM_NAMES, to_their_names
+
+    glm = tiny_glm_config()
+    config = chatglm_config(glm)
+    ours = Engine.from_pretrained(save_chatglm_folder(_our_state(glm), config, tmp_path / "base"), dtype="fp32")
+    theirs = to_their_names({k: v for k, v in ours.model.state_dict().items()}, CHATGLM_NAMES)
+    linears = {name.rpartition(".")[0] for name, t in theirs.items()
+               if name.endswith(".weight") and t.dim() == 2 and "embedding" not in name}
+    tree = _Named(theirs, linears)
+    peft_model = get_peft_model(tree, LoraConfig(r=4, lora_alpha=16, base_model_name_or_path="THUDM/chatglm3-6b",
+                                                 target_modules=["query_key_value", "dense", "dense_h_to_4h",
+                                                                 "dense_4h_to_h"]))
+    randomize_lora(peft_model)
+    peft_model.save_pretrained(tmp_path / "lora")
+    merged = {k: v.detach() for k, v in peft_model.merge_and_unload().state_dict().items()}
+    assert not torch.equal(merged["transformer.encoder.layers.0.self_attention.query_key_value.weight"],
+                           theirs["transformer.encoder.layers.0.self_attention.query_key_value.weight"])
+    from ragglm.engine.loading.weight_names import rename_weights
+
+    want_state = dict(rename_weights(merged.items(), CHATGLM_NAMES, ours.args, torch.float32))
+    save_chatglm_folder(want_state, config, tmp_path / "merged")
+    want = Engine.from_pretrained(tmp_path / "merged", dtype="fp32").logits(PROMPT)
+    got = Engine.from_pretrained(tmp_path / "base", dtype="fp32", adapter=tmp_path / "lora").logits(PROMPT)
+    assert (got - want).abs().max().item() < TOL
+
+
+def _our_state(glm_config) -> dict[str, torch.Tensor]:
+    """A random tiny GLM's weights in our naming (via the transformers GLM checkpoint)."""
+    from ragglm.engine.loading.weight_names import GLM_NAMES, rename_weights
+    from ragglm.engine.model import ModelArgs
+
+    hf = tiny_glm_model(glm_config, seed=5)
+    args = ModelArgs(family="glm", vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
+                     intermediate_size=96, qkv_bias=True)
+    return dict(rename_weights(hf.state_dict().items(), GLM_NAMES, args, torch.float32))
+
+
+def perplexity(engine, ids: torch.Tensor) -> float:
+    logits = engine.logits(ids)[0, :-1].float()
+    return math.exp(torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item())
+
+
+# A random tiny model's quantized perplexity moves by chance either way; one band holds both (measured:
+# int8 x0.998 base, x0.995 adapted; int4:g32 x0.898 base, x1.118 adapted)
+@pytest.mark.parametrize("scheme, band", [("int8", 1.01), ("int4:g32", 1.2)])
+def test_quantized_with_adapter_keeps_the_bounds_of_the_quantized_base(llama_case, tmp_path, scheme, band):
+    base, _, _ = llama_case
+    # updates a fifth the size of the weights, as a fine-tune's are (not the loud ones above)
+    lora = tmp_path / "lora"
+    peft_adapter(tiny_llama(), lora, std=0.1, target_modules=LLAMA_TARGETS)
+    ids = torch.randint(0, VOCAB, (1, 64), generator=torch.Generator().manual_seed(0))
+    ratios = {}
+    fp32_base = Engine.from_pretrained(base, dtype="fp32").logits(ids)
+    for adapter in (None, lora):
+        fp32 = Engine.from_pretrained(base, dtype="fp32", adapter=adapter)
+        quantized = Engine.from_pretrained(base, dtype="fp32", quant=scheme, adapter=adapter)
+        ratios["adapted" if adapter else "base"] = perplexity(quantized, ids) / perplexity(fp32, ids)
+        if adapter is not None:  # merged before quantizing: the quantized model is the adapted one
+            to_adapted = (quantized.logits(ids) - fp32.logits(ids)).abs().mean()
+            assert to_adapted < 0.7 * (quantized.logits(ids) - fp32_base).abs().mean()
+    assert all(abs(math.log(r)) < math.log(band) for r in ratios.values()), ratios
+
+
+def test_adapter_for_another_shape_names_both(tmp_path, llama_case):
+    base, _, _ = llama_case
+    other = tiny_glm_model(tiny_glm_config(hidden_size=32, head_dim=8))
+    peft_adapter(other, tmp_path / "glm-lora", target_modules=["q_proj"], base_model_name_or_path="THUDM/glm-4-9b")
+    with pytest.raises(AdapterError) as caught:
+        Engine.from_pretrained(base, dtype="fp32", adapter=tmp_path / "glm-lora")
+    message = str(caught.value)
+    assert str(tmp_path / "glm-lora") in message and str(base) in message and "THUDM/glm-4-9b" in message
+
+
+def test_adapter_targeting_a_module_the_model_lacks_is_refused(tmp_path, llama_case):
+    base, lora, _ = llama_case
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = json.loads((lora / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps(config))
+    from safetensors.torch import save_file
+
+    save_file({"base_model.model.model.layers.0.self_attn.qkv.lora_A.weight": torch.zeros(4, 64),
+               "base_model.model.model.layers.0.self_attn.qkv.lora_B.weight": torch.zeros(64, 4)},
+              str(bad / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match="self_attn.qkv"):
+        Engine.from_pretrained(base, dtype="fp32", adapter=bad)
+
+
+def test_adapter_kind_is_read_from_its_files(tmp_path, llama_case):
+    _, lora, _ = llama_case
+    assert read_adapter(lora).kind == "lora"
+    ptuning = tmp_path / "ptuning"
+    ptuning.mkdir()
+    (ptuning / "config.json").write_text(json.dumps({"model_type": "chatglm", "pre_seq_len": 8}))
+    assert read_adapter(ptuning).kind == "ptuning"
+    with pytest.raises(AdapterError, match="adapter_config.json"):
+        read_adapter(tmp_path)
+    with pytest.raises(AdapterError, match="no such folder"):
+        read_adapter(tmp_path / "missing")
