@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ragglm.connectors.fetch import Fetched, fetch_url, is_url
 from ragglm.connectors.formats import LOADERS, parse, supported
+from ragglm.connectors.image import IMAGE_SUFFIXES
 from ragglm.connectors.parallel import ParseJob, available_cores, parse_in_order
 from ragglm.documents import Document
 from ragglm.errors import SourceError
@@ -207,7 +208,7 @@ def worker_count(found: Collected, workers: int | None = None) -> int:
     or too much memory is stopped and reported; light files alone are read here (0)."""
     if workers is not None:
         return workers
-    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx", ".xlsx", ".pptx"))
+    heavy = sum(1 for f in found.files if f.suffix.lower() in (".pdf", ".docx", ".xlsx", ".pptx", *IMAGE_SUFFIXES))
     return min(available_cores(), heavy)
 
 

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ragglm.connectors.formats import parse
+from ragglm.connectors.ocr_pages import PageProgress, page_progress
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 
@@ -83,18 +84,25 @@ class _Worker:
         pickle.dump((job.source, job.data, job.content_type), self.process.stdin, pickle.HIGHEST_PROTOCOL)
         self.process.stdin.flush()
 
-    def receive(self, job: ParseJob, budget_s: float) -> Document | SourceError:
-        ready, _, _ = select.select([self.process.stdout], [], [], budget_s)
-        if not ready:
-            self.process.kill()
-            self.process.wait()
-            return SourceError(job.source, f"took more than {budget_s:g} s to read and was skipped",
-                               "split it into smaller files, or raise RAGGLM_PARSE_TIMEOUT (seconds)")
-        try:
-            return pickle.load(self.process.stdout)
-        except (EOFError, pickle.UnpicklingError, OSError):
-            return SourceError(job.source, "the parser process ended while reading it",
-                               "the file may be damaged or too large to read")
+    def receive(self, job: ParseJob, budget_s: float, on_progress=None) -> Document | SourceError:
+        """The job's result; each page of OCR the worker reports (PageProgress) renews the budget."""
+        while True:
+            ready, _, _ = select.select([self.process.stdout], [], [], budget_s)
+            if not ready:
+                self.process.kill()
+                self.process.wait()
+                return SourceError(job.source, f"took more than {budget_s:g} s to read (or one of its pages "
+                                   "did, by OCR) and was skipped",
+                                   "split it into smaller files, or raise RAGGLM_PARSE_TIMEOUT (seconds)")
+            try:
+                message = pickle.load(self.process.stdout)
+            except (EOFError, pickle.UnpicklingError, OSError):
+                return SourceError(job.source, "the parser process ended while reading it",
+                                   "the file may be damaged or too large to read")
+            if not isinstance(message, PageProgress):
+                return message
+            if on_progress is not None:
+                on_progress(message)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -105,16 +113,20 @@ class _Worker:
                 self.process.kill()
 
 
-def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None
+def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None,
+                   on_progress: Callable[[PageProgress], None] | None = None,
                    ) -> Iterator[tuple[ParseJob, Document | SourceError]]:
     """(job, Document or SourceError) for each job, in order; each worker holds one job at a time.
 
-    workers=0 parses in this process, with no time or memory bound: for light files only."""
+    workers=0 parses in this process, with no time or memory bound: for light files only.
+    on_progress is given each page of OCR done (the worker's time budget is per page there)."""
     if workers is None:
         workers = available_cores()
     if workers == 0:
         for job in jobs:
-            yield job, parse_job(job)
+            with page_progress(on_progress):
+                result = parse_job(job)
+            yield job, result
         return
     pool = [_Worker() for _ in range(workers)]
     pending: deque[tuple[ParseJob, int]] = deque()  # jobs sent, oldest first, with their worker's slot
@@ -122,21 +134,22 @@ def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None
     try:
         for job in jobs:
             if not idle:
-                yield _oldest(pending, pool, idle)
+                yield _oldest(pending, pool, idle, on_progress)
             slot = idle.popleft()
             pool[slot].send(job)
             pending.append((job, slot))
         while pending:
-            yield _oldest(pending, pool, idle)
+            yield _oldest(pending, pool, idle, on_progress)
     finally:
         for worker in pool:
             worker.close()
 
 
-def _oldest(pending: deque, pool: list[_Worker], idle: deque) -> tuple[ParseJob, Document | SourceError]:
+def _oldest(pending: deque, pool: list[_Worker], idle: deque,
+            on_progress=None) -> tuple[ParseJob, Document | SourceError]:
     """Wait for the oldest job's result; its worker becomes idle (replaced first if it died)."""
     job, slot = pending.popleft()
-    result = pool[slot].receive(job, parse_budget_s())
+    result = pool[slot].receive(job, parse_budget_s(), on_progress)
     if pool[slot].process.poll() is not None:
         pool[slot] = _Worker()
     idle.append(slot)

@@ -1,5 +1,6 @@
 """A parsing process: reads pickled (source, data, content type) jobs on stdin, writes pickled
-Documents or SourceErrors on stdout, one at a time, until its input ends."""
+Documents or SourceErrors on stdout, one at a time, until its input ends; before a result, a
+PageProgress for each page of OCR done."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pickle
 import resource
 import sys
 
+from ragglm.connectors.ocr_pages import page_progress
 from ragglm.connectors.parallel import DEFAULT_PARSE_MEMORY_MB, ParseJob, parse_job
 
 __all__ = ["main"]
@@ -23,8 +25,15 @@ def main() -> None:
             source_name, data, content_type = pickle.load(source)
         except EOFError:
             return
-        pickle.dump(parse_job(ParseJob(source_name, data, content_type)), sink, pickle.HIGHEST_PROTOCOL)
-        sink.flush()
+        with page_progress(lambda event: _send(event, sink)):
+            result = parse_job(ParseJob(source_name, data, content_type))
+        _send(result, sink)
+
+
+def _send(message, sink) -> None:
+    """A result, or a page of OCR done (which tells the parent this process is alive)."""
+    pickle.dump(message, sink, pickle.HIGHEST_PROTOCOL)
+    sink.flush()
 
 
 if __name__ == "__main__":

@@ -69,6 +69,23 @@ def _options(
 _EMBEDDER_HELP = ("sentence-transformers folder or hub id (default all-MiniLM-L6-v2, packaged); "
                   "e.g. BAAI/bge-small-zh-v1.5 for Chinese. A knowledge base keeps the one it was built with.")
 
+_OCR_HELP = ("auto | always | never: read scanned pages (no text layer) and images by OCR; always: every "
+             "PDF page [default: auto, or RAGGLM_OCR].")
+
+
+def _use_ocr(ocr: str | None) -> None:
+    """--ocr for this run; the parsing processes read it from the environment."""
+    import os
+
+    from ragglm.connectors.ocr import OCR_MODES
+
+    if ocr is None:
+        return
+    if ocr not in OCR_MODES:
+        _fail(f"--ocr {ocr!r}: use one of {', '.join(OCR_MODES)}")
+    os.environ["RAGGLM_OCR"] = ocr
+
+
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
@@ -102,6 +119,8 @@ def _open_kb(docs: list[str], kb: Path | None, quiet: bool, **settings):
         report = knowledge_base.add(docs, progress=not quiet and sys.stderr.isatty())
         for error in report.errors:
             typer.echo(f"ragglm: warning: {error}", err=True)
+        for warning in report.warnings:
+            typer.echo(f"ragglm: warning: {warning}", err=True)
     if len(knowledge_base) == 0:
         _fail("nothing could be read from " + (", ".join(map(str, docs)) or "the knowledge base")
               + "; pass --docs with PDF, Markdown, text or HTML files", EXIT_NOTHING_READ)
@@ -123,6 +142,7 @@ def ask(
     stream: bool | None = typer.Option(None, "--stream/--no-stream",
                                        help="Print the answer as it is generated [default: on a terminal]."),
     embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
+    ocr: str | None = typer.Option(None, "--ocr", help=_OCR_HELP),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -134,6 +154,7 @@ def ask(
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     if mode not in MODES:
         _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    _use_ocr(ocr)
     on_text = None if as_json else _printer(stream)
     try:
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
@@ -284,6 +305,7 @@ def index(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Parsing processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
+    ocr: str | None = typer.Option(None, "--ocr", help=_OCR_HELP),
 ) -> None:
     """Read documents into a knowledge-base folder: unchanged files are skipped, changed ones
     re-indexed, files deleted from a folder removed; an interrupted run leaves the index as it was.
@@ -292,6 +314,7 @@ def index(
     """
     from ragglm.knowledge_base import KnowledgeBase
 
+    _use_ocr(ocr)
     try:
         knowledge_base = KnowledgeBase(kb, embedder=embedder)
         report = knowledge_base.add(docs, progress=not as_json and sys.stderr.isatty(),
@@ -302,6 +325,8 @@ def index(
         _fail(f"interrupted; {kb} is unchanged", 130)
     for error in report.errors:
         typer.echo(f"ragglm: warning: {error}", err=True)
+    for warning in report.warnings:
+        typer.echo(f"ragglm: warning: {warning}", err=True)
     if not as_json:
         for note in report.notes:
             typer.echo(f"ragglm: note: {note}", err=True)

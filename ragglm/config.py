@@ -24,6 +24,7 @@ class Settings:
     max_new_tokens: int = 160
     temperature: float = 0.0
     allow_private_urls: bool = False  # fetch loopback, private and link-local addresses (intranet pages)
+    ocr: str = "auto"  # scanned pages and images: auto (pages without a text layer) | always | never
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

@@ -16,6 +16,9 @@ from tqdm import tqdm
 
 from ragglm.connectors import collect, is_url, iter_jobs, parse_in_order, worker_count
 from ragglm.connectors.directory import Collected, normalise_url
+from ragglm.connectors.formats import how_read
+from ragglm.connectors.ocr import ocr_mode
+from ragglm.connectors.ocr_pages import PageBar
 from ragglm.documents import Document
 from ragglm.errors import SourceError
 from ragglm.index.store import IndexStore
@@ -36,11 +39,13 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)  # sources whose files are gone from a re-read folder
     notes: list[str] = field(default_factory=list)  # skipped hidden/binary files, pages without text
     pages: int = 0  # pages read by this call
+    warnings: list[str] = field(default_factory=list)  # pages left out: OCR missing or failed
+    read: dict[str, dict] = field(default_factory=dict)  # per source added: how it was read (formats.how_read)
 
     def to_dict(self) -> dict:
         return {"added": self.added, "unchanged": self.unchanged, "removed": self.removed,
                 "chunks": self.chunks, "pages": self.pages, "errors": [str(e) for e in self.errors],
-                "notes": self.notes}
+                "warnings": self.warnings, "notes": self.notes, "read": self.read}
 
 
 class Ingestor:
@@ -66,13 +71,15 @@ class Ingestor:
 
         total = len(found.files) + len(found.urls)
         jobs = iter_jobs(found, report.errors, unchanged, report.unchanged, self.allow_private_urls)
+        pages_bar = PageBar(progress)  # pages of OCR, for scans that take a while
         with tqdm(total=total, desc="indexing", unit="file", disable=not progress or total < 2, leave=False) as bar:
-            for done, (job, result) in enumerate(parse_in_order(jobs, worker_count(found, workers)), 1):
+            for done, (job, result) in enumerate(parse_in_order(jobs, worker_count(found, workers), pages_bar), 1):
                 bar.n = done + len(report.unchanged)
                 bar.refresh()
                 if isinstance(result, SourceError):
                     report.errors.append(result)
                     continue
+                report.warnings.extend(result.metadata.get("warnings", []))
                 chunks = self.chunker.split(result)
                 if not chunks:
                     report.errors.append(SourceError(
@@ -83,7 +90,9 @@ class Ingestor:
                 report.chunks += len(chunks)
                 report.pages += len(result.pages)
                 report.added.append(job.source)
+                report.read[job.source] = how_read(result)
                 report.notes.extend(result.metadata.get("notes", []))
+        pages_bar.close()
         report.removed = merged + self._remove_missing(paths, found)
         return report
 
@@ -96,7 +105,7 @@ class Ingestor:
     def content_hash(self, sha256: str) -> str:
         """The bytes' hash with what else decides the chunks: a change to either re-indexes the source."""
         return (f"sha256:{sha256};reader={READER_VERSION};"
-                f"chunk={self.chunker.max_tokens}/{self.chunker.overlap_sentences}")
+                f"chunk={self.chunker.max_tokens}/{self.chunker.overlap_sentences};ocr={ocr_mode()}")
 
     @staticmethod
     def text_hash(text: str, page: int | None) -> str:

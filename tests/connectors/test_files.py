@@ -81,7 +81,7 @@ def test_folder_walk_globs_hidden_binary_and_symlink_loops(tmp_path):
     (tmp_path / ".secret.md").write_text("hidden", encoding="utf-8")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "config.txt").write_text("hidden folder", encoding="utf-8")
-    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\0\0JFIF")
+    (tmp_path / "photo.psd").write_bytes(b"8BPS\0\1\0\0")  # a format ragglm does not read
     (tmp_path / "dump.txt").write_bytes(b"binary\0\0\0data")
 
     found = collect([tmp_path])
@@ -89,7 +89,7 @@ def test_folder_walk_globs_hidden_binary_and_symlink_loops(tmp_path):
     assert names == ["guide.md", "drafts/draft.md", "sub/faq.txt"]  # the loop is walked once
     notes = " ".join(found.notes)
     assert "skipped 2 hidden" in notes and ".secret.md" in notes and ".git/" in notes
-    assert "skipped 2 binary or unsupported" in notes and "photo.jpg" in notes and "dump.txt" in notes
+    assert "skipped 2 binary or unsupported" in notes and "photo.psd" in notes and "dump.txt" in notes
 
     excluded = collect([tmp_path], exclude=["drafts"])
     assert [f.name for f in excluded.files] == ["guide.md", "faq.txt"]
@@ -102,8 +102,8 @@ def test_missing_and_unsupported_paths_are_errors(tmp_path):
     found = collect([tmp_path / "nowhere", tmp_path / "data.xyz"])
     assert [str(e) for e in found.errors] == [
         f"{tmp_path / 'nowhere'}: no such file or folder (check the path)",
-        f"{tmp_path / 'data.xyz'}: unsupported file type (ragglm reads .docx, .htm, .html, .markdown, .md, "
-        ".pdf, .pptx, .text, .txt, .xlsx)"]
+        f"{tmp_path / 'data.xyz'}: unsupported file type (ragglm reads .bmp, .docx, .htm, .html, .jpeg, .jpg, "
+        ".markdown, .md, .pdf, .png, .pptx, .text, .tif, .tiff, .txt, .webp, .xlsx)"]
 
 
 def _pdf(pages: list[list[str]], header: str | None = None, image_pages: tuple[int, ...] = ()) -> bytes:
@@ -165,18 +165,19 @@ def test_clean_pages_joins_chinese_wraps_without_spaces():
     assert cleaned[1].startswith("第二页的正文内容比较短。")
 
 
-def test_pages_without_text_layer_are_reported(tmp_path):
+def test_pages_without_text_layer_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGGLM_OCR", "never")  # with OCR on, tests/connectors/test_ocr.py
     file = tmp_path / "scan.pdf"
     file.write_bytes(_pdf([["A page with a text layer."], []], image_pages=(2,)))
     document = load_pdf(file)
     assert document.metadata["pages_without_text"] == [2]
     assert "page(s) 2 have no text layer (scanned image)" in document.metadata["notes"][0]
-    assert "ocrmypdf" in document.metadata["notes"][0]
+    assert "--ocr auto" in document.metadata["notes"][0]
 
     only_scans = tmp_path / "all-scan.pdf"
     only_scans.write_bytes(_pdf([[], []], image_pages=(1, 2)))
     with pytest.raises(SourceError, match=r"all-scan\.pdf: no text layer on any of its 2 page\(s\) "
-                                          r"\(scanned images\) \(run OCR"):
+                                          r"\(scanned images\) and OCR is off \(read it with --ocr auto"):
         load_pdf(only_scans)
 
 
