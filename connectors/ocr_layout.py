@@ -20,6 +20,7 @@ _CJK_SPACE = re.compile(r"(?<=[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uf
 _BAND_GAP = 1.2  # a vertical gap this many line heights wide separates bands of text
 _GUTTER = 0.02  # an empty strip this share of the page width can separate two columns
 _ROW_PAIRED = 0.6  # this share of boxes with a partner on the same row makes a table, not columns
+_CELL_GAP = 1.5  # boxes on one line further apart than this many line heights are cells, not one phrase
 _PROSE_CHARS = 24  # boxes this long on both sides are columns of prose even when rows align
 
 
@@ -120,14 +121,17 @@ def reading_order(boxes: list[OcrBox], width: float | None = None, depth: int = 
 
 
 def _joined(line: list[OcrBox]) -> str:
-    text = ""
+    """The boxes of a line left to right; Chinese runs on, unless the boxes stand apart (table cells)."""
+    text, right = "", None
     for box in line:
         piece = _CJK_SPACE.sub("", " ".join(box.text.split()))
         if not piece:
             continue
-        if text and not (is_cjk(text[-1]) and is_cjk(piece[0])):
+        apart = right is not None and box.x0 - right > _CELL_GAP * box.height
+        if text and (apart or not (is_cjk(text[-1]) and is_cjk(piece[0]))):
             text += " "
         text += piece
+        right = box.x1
     return text
 
 

@@ -33,6 +33,8 @@ def test_table_cells_on_one_row_are_read_row_by_row():
 def test_chinese_is_joined_without_spaces_and_latin_keeps_them():
     boxes = [OcrBox(0, 0, 200, 20, "烧 录固 件时"), OcrBox(210, 0, 400, 20, "需要 使用 WCH-Link 工具")]
     assert page_text(boxes) == "烧录固件时需要使用 WCH-Link 工具"
+    cells = [OcrBox(0, 0, 80, 20, "功能描述"), OcrBox(200, 0, 400, 20, "初始化系统")]  # far apart: two cells
+    assert page_text(cells) == "功能描述 初始化系统"
 
 
 def test_a_page_number_beside_the_body_is_not_a_column():
