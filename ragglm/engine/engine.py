@@ -10,7 +10,7 @@ import torch
 
 from ragglm.engine.adapters import read_adapter
 from ragglm.engine.cache.kv_store import default_disk_budget_bytes
-from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint
+from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint, no_reuse_reason
 from ragglm.engine.generate import GenerationResult, generate_tokens
 from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
 from ragglm.engine.kernels.compiled_decode import compile_decode
@@ -110,10 +110,12 @@ class Engine:
         pruned oldest first above limit_mb (see default_disk_budget_bytes).
 
         Files live in a subfolder named for the model, quantization, dtype and a weight fingerprint,
-        which is returned.
+        which is returned. A model whose prefixes cannot be reused (see no_reuse_reason) keeps nothing.
         """
         if self.prefix_cache is None:
             self.prefix_cache = PrefixCache.for_model(self.model)
+        if self.prefix_cache is None:
+            return Path(folder).expanduser()
         fingerprint = model_fingerprint(self.model, self.name, self.quant)
         fingerprint["linear_paths"] = kernel_paths(self.model)  # bf16 linears give slightly other KV
         if self.adapter is not None:  # another model's KV: never shared with the base model's files
@@ -122,6 +124,11 @@ class Engine:
         folder.mkdir(parents=True, exist_ok=True)
         budget = None if limit_mb is None else default_disk_budget_bytes(folder, limit_mb * 2**20)
         return self.prefix_cache.enable_disk(folder, fingerprint, budget)
+
+    @property
+    def prefix_cache_note(self) -> str | None:
+        """Why this model's prompt prefixes are never reused; None when they can be."""
+        return no_reuse_reason(self.model)
 
     def cached_prefix_length(self, prompt_ids: list[int]) -> int:
         """How many leading tokens of this prompt have their KV cached, in memory or on disk."""

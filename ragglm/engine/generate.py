@@ -112,6 +112,8 @@ def generate_tokens(
 
     if prefill_chunk is None:
         prefill_chunk = prefix_cache.block_size if prefix_cache is not None else PREFILL_CHUNK
+    if model.args.bidirectional_context:  # the context's tokens see each other: one pass
+        prefill_chunk = max(prefill_chunk, len(prompt_ids))
     started = time.perf_counter()
     # At least the last prompt token is prefilled: its logits give the first new token.
     cached = prefix_cache.load_into(model, prompt_ids, limit=len(prompt_ids) - 1) if prefix_cache is not None else 0
