@@ -338,7 +338,8 @@ class Transformer(nn.Module):
     def _prefix_lm_inputs(self, tokens: Tensor, start: int | None) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """Rotary tables [B, T, 1, 2, head_dim // 4] (positions, block positions) and the prefix-LM mask.
 
-        A pass from position 0 holds the whole prompt, whose layout is kept for the passes after it.
+        A pass from position 0 must hold the whole prompt (its context attends both ways; generation
+        prefills it in one pass), whose layout is kept for the decode steps after it.
         """
         B, T = tokens.shape
         args = self.args
@@ -351,8 +352,6 @@ class Transformer(nn.Module):
             layouts = self.prompt_layouts
             if layouts is None or len(layouts) != B:
                 raise RuntimeError("no prompt in the KV cache: run the whole prompt from position 0 first")
-            if any(start < layout.context_length for layout in layouts):
-                raise RuntimeError("a prompt's context attends both ways: prefill it in one pass from position 0")
         offset = start or 0
         positions, blocks = positions_2d(layouts, offset, T, tokens.device)  # [B, T] each
         tables = self._cached_rope(start, int(max(positions.max(), blocks.max())) + 1)

@@ -12,6 +12,10 @@ Memory is bounded by a byte budget with least-recently-used eviction of leaf blo
 holds; an inner block is never evicted before its descendants, so every cached block stays reachable.
 With a disk store attached (see kv_store.py) blocks are also written to files and read back by later
 processes.
+
+A model with a KV prefix (P-Tuning v2) roots its keys at that prefix's name, so KV computed with
+another prefix or none is never reused. A model whose prompt context attends both ways (ChatGLM-6B)
+gets no cache: the KV of its documents depends on the question after them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ragglm.engine.cache.keys import ROOT, block_key
 from ragglm.engine.cache.kv_store import KVFileStore
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "PrefixCache", "ROOT", "block_key", "common_prefix_length", "default_budget_bytes",
-           "model_fingerprint"]
+           "model_fingerprint", "no_reuse_reason"]
 
 # Reuse and prefill go by whole blocks at absolute positions (identical output at every cached
 # length); 128 tokens prefill at full speed on CPU (512 tokens: 0.91 s in 128s against 1.40 s in 32s)
@@ -69,6 +73,20 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def no_reuse_reason(model) -> str | None:
+    """Why no prompt prefix of this model can be reused; None when one can."""
+    if getattr(model.args, "bidirectional_context", False):
+        return ("off: the prompt's context attends both ways (ChatGLM-6B), so the KV of the documents "
+                "depends on the question after them")
+    return None
+
+
+def _root(model) -> bytes:
+    """The key of the empty prefix: a KV prefix (P-Tuning) is part of every prompt's prefix."""
+    name = getattr(model, "kv_prefix_id", None)
+    return ROOT if name is None else block_key(ROOT, list(name.encode()))
+
+
 def _layer_caches(model) -> list:
     caches = [layer.attention.kv_cache for layer in model.layers]
     if any(cache is None for cache in caches):
@@ -95,17 +113,23 @@ class PrefixCache:
         self._blocks: OrderedDict[bytes, _Block] = OrderedDict()  # least recently used first
         self._children: dict[bytes, set[bytes]] = {}  # parent key -> child keys, in memory
         self._lock = threading.RLock()
+        self.root = ROOT  # follows the KV prefix of the model last loaded into or stored from
 
     @classmethod
     def for_model(cls, model, budget_bytes: int | None = None,
-                  block_size: int = DEFAULT_BLOCK_SIZE) -> PrefixCache:
+                  block_size: int = DEFAULT_BLOCK_SIZE) -> PrefixCache | None:
+        """A cache for model; None when its prefixes cannot be reused (see no_reuse_reason)."""
+        if no_reuse_reason(model) is not None:
+            return None
         args = model.args
         weight = model.tok_embeddings.weight
         if budget_bytes is None:
             window_kv = 2 * args.n_layers * args.n_kv_heads * args.head_dim * weight.element_size() * args.max_seq_len
             budget_bytes = default_budget_bytes(weight.device, window_kv)
-        return cls(args.n_layers, args.n_kv_heads, args.head_dim, weight.dtype, weight.device,
-                   budget_bytes, block_size)
+        cache = cls(args.n_layers, args.n_kv_heads, args.head_dim, weight.dtype, weight.device,
+                    budget_bytes, block_size)
+        cache.root = _root(model)
+        return cache
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -147,6 +171,7 @@ class PrefixCache:
         """
         tokens = list(tokens if limit is None else tokens[:max(limit, 0)])
         with self._lock:
+            self.root = _root(model)
             steps = self._walk(tokens, load=True)
             try:
                 position = 0
@@ -154,8 +179,9 @@ class PrefixCache:
                 for block, used in steps:
                     end = position + used
                     for layer, cache in enumerate(caches):
-                        cache.k[:, :, position:end] = block.kv[layer, 0, :, :used]
-                        cache.v[:, :, position:end] = block.kv[layer, 1, :, :used]
+                        slots = slice(cache.offset + position, cache.offset + end)  # after any KV prefix
+                        cache.k[:, :, slots] = block.kv[layer, 0, :, :used]
+                        cache.v[:, :, slots] = block.kv[layer, 1, :, :used]
                     position = end
                 return position
             finally:
@@ -171,8 +197,9 @@ class PrefixCache:
         caches = _layer_caches(model)
         created = 0
         with self._lock:
+            self.root = _root(model)
             held: list[_Block] = []
-            parent = ROOT
+            parent = self.root
             try:
                 for start in range(0, len(tokens) - self.block_size + 1, self.block_size):
                     chunk = tuple(tokens[start:start + self.block_size])
@@ -211,7 +238,7 @@ class PrefixCache:
         is held (refs + 1) until _release.
         """
         steps: list[tuple[_Block | _OnDisk, int]] = []
-        parent = ROOT
+        parent = self.root
         for start in range(0, len(tokens) - self.block_size + 1, self.block_size):
             chunk = tuple(tokens[start:start + self.block_size])
             key = block_key(parent, chunk)
@@ -283,10 +310,10 @@ def _gather(caches: list, start: int, length: int) -> Tensor:
     first = caches[0].k
     kv = torch.empty((len(caches), 2, first.shape[1], length, first.shape[3]), dtype=first.dtype,
                      device=first.device)
-    end = start + length
     for layer, cache in enumerate(caches):
-        kv[layer, 0] = cache.k[0, :, start:end]
-        kv[layer, 1] = cache.v[0, :, start:end]
+        slots = slice(cache.offset + start, cache.offset + start + length)  # after any KV prefix
+        kv[layer, 0] = cache.k[0, :, slots]
+        kv[layer, 1] = cache.v[0, :, slots]
     return kv
 
 

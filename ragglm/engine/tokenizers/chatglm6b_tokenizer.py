@@ -4,7 +4,7 @@ the 20,000 image tokens that come first in the model's vocabulary.
 Before encoding, newlines become `<n>`, tabs `<|tab|>` and runs of 2 to 80 spaces `<|blank_N|>`
 (pieces of the sentencepiece model); decoding turns them back. The control pieces ([gMASK], <sop>,
 <eop>, ...) are pieces of the same model, so sentencepiece matches them in any text: `encode_plain`
-breaks each such spelling into its characters, so a document never yields a control id.
+encodes each such spelling in two parts, so a document never yields a control id.
 """
 
 from __future__ import annotations
@@ -54,25 +54,23 @@ class ChatGLM6BTokenizer:
         return self._shift(self.sp.encode(_preprocess(text)))
 
     def encode_plain(self, text: str) -> list[int]:
-        """Text only: a control piece's spelling is encoded character by character."""
-        occurrences = self.specials.occurrences(text)
-        if not occurrences:
+        """Text only: each control piece's spelling is cut after its first character, and the parts
+        are encoded apart, so sentencepiece never sees it whole."""
+        cuts = [match.start() + 1 for match in self.specials.occurrences(text)]
+        if not cuts:
             return self.encode(text)
-        ids: list[int] = []
-        position = 0
-        for match in occurrences:
-            ids += self._continue(text[position:match.start()], first=not ids and position == 0)
-            for char in match.group():
-                ids += self._continue(char, first=not ids)
-            position = match.end()
-        return ids + self._continue(text[position:], first=not ids)
+        parts = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        ids = self.encode(parts[0])
+        for part in parts[1:]:
+            ids += self._continue(part)
+        return ids
 
-    def _continue(self, text: str, first: bool) -> list[int]:
+    def _continue(self, text: str) -> list[int]:
         """Ids of text that follows other text: without the dummy-prefix space sentencepiece puts
         at the start (encoded after a newline piece, then cut there), as the original does."""
         if not text:
             return []
-        if first or self._newline is None:
+        if self._newline is None:
             return self.encode(text)
         ids = self.sp.encode(_NEWLINE + _preprocess(text))
         cut = ids.index(self._newline - NUM_IMAGE_TOKENS) + 1
