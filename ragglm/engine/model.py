@@ -261,8 +261,7 @@ class Transformer(nn.Module):
         """Install a KV prefix (P-Tuning v2): per layer keys and values [Hkv, P, D], seen by every
         token and not rotated; None removes it. name identifies it (prefix-cache keys include it).
 
-        KV caches are rebuilt on next use, and a decode step attached before (specialised to the model
-        without a prefix) is dropped.
+        KV caches are rebuilt on next use; while a prefix is installed, decode() runs forward().
         """
         if prefix is not None:
             if len(prefix) != len(self.layers):
@@ -279,7 +278,6 @@ class Transformer(nn.Module):
             layer.attention.kv_cache = None
         self.cache_len = 0
         self.kv_prefix_id = None if prefix is None else (name or "kv-prefix")
-        self.use_decode_step(None)
 
     def _rope_tables(self, positions: Tensor, dtype) -> tuple[Tensor, Tensor]:
         if self.args.position_mode == "glm_2d":
@@ -287,8 +285,12 @@ class Transformer(nn.Module):
         return rope_tables(self.args, positions, dtype)
 
     def decode(self, tokens: Tensor, start: int) -> Tensor:
-        """One generation step: tokens [B, 1] at position start -> logits [B, 1, V]."""
-        if self._decode_step is not None:
+        """One generation step: tokens [B, 1] at position start -> logits [B, 1, V].
+
+        A step given to use_decode_step serves 1D models without a KV prefix (the native step knows
+        neither 2D positions nor a prefix); the others decode through forward().
+        """
+        if self._decode_step is not None and self.args.position_mode == "1d" and not self.kv_prefix_len:
             return self._decode_step(tokens, start=start)
         return self.forward(tokens, start=start, last_only=True)
 

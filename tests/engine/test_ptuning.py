@@ -100,3 +100,16 @@ def test_prefix_cache_keys_follow_the_prefix(glm3, tmp_path):
     model.setup_cache(1, 32)
     assert cache.load_into(model, prompt, limit=len(prompt) - 1) == 8
     assert greedy(cache) == full
+
+
+def test_adapter_folder_through_from_pretrained_on_the_default_dtype(glm3, tmp_path):
+    """Engine.from_pretrained(adapter=) with the default dtype, where a native decode step may be
+    attached: decoding with the prefix gives the tokens the whole sequence's logits give."""
+    model = write_glm3_folder(glm3, tmp_path / "model", "safetensors")
+    engine = Engine.from_pretrained(model, adapter=write_ptuning_folder(glm3["prefix"], glm3_config(), tmp_path / "pt"))
+    assert engine.model.kv_prefix_len == 5 and engine.adapter["kind"] == "ptuning"
+    assert max(run_steps(engine, glm3)) < 0.05  # bf16 linear layers where the CPU has them
+    sequence = [0, 1, 2]
+    for _ in range(4):
+        sequence.append(int(engine.logits(torch.tensor([sequence]))[0, -1].argmax()))
+    assert engine.generate([0, 1, 2], max_new_tokens=4).token_ids == sequence[3:]
