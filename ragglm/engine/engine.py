@@ -11,7 +11,7 @@ import torch
 from ragglm.engine.adapters import read_adapter
 from ragglm.engine.cache.kv_store import default_disk_budget_bytes
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint, no_reuse_reason
-from ragglm.engine.generate import GenerationResult, generate_tokens
+from ragglm.engine.generate import Constraint, GenerationResult, generate_tokens
 from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
 from ragglm.engine.kernels.compiled_decode import compile_decode
 from ragglm.engine.linear.dtypes import resolve_dtype
@@ -147,22 +147,55 @@ class Engine:
         """Token ids of messages in the checkpoint's own chat format, ending with the assistant cue."""
         return self.chat_format.ids(messages, self.tokenizer)
 
-    def chat(self, messages: list[dict], **kwargs):
-        """generate() on messages rendered in the checkpoint's chat format (the Generator seam)."""
-        return self.generate(self.chat_ids(messages), **kwargs)
+    def chat(self, messages: list[dict], *, tools: list[dict] | None = None, tool_choice=None,
+             response_format: dict | None = None, **kwargs):
+        """generate() on messages rendered in the checkpoint's chat format (the Generator seam).
+
+        messages are OpenAI-shaped: system, user, assistant (with `tool_calls`) and tool turns.
+        tools (OpenAI function tools) are shown in the model's own tool format; tool_choice
+        "required" or {"type": "function", "function": {"name": ...}} forces a call whose arguments
+        follow the tool's schema, "auto" lets the model choose, "none" hides the tools. Calls come
+        back in result.tool_calls (OpenAI shape) with finish_reason "tool_calls", and text keeps
+        the rest. response_format {"type": "json_object" | "json_schema" | "regex", ...} holds the
+        output to it by constrained decoding; such output ends complete within max_new_tokens
+        (see ragglm.engine.constraints). With tools and stream=True, the text comes in one piece
+        at the end, once it is known not to be a call.
+        """
+        if not tools and response_format is None and tool_choice is None and not _has_tool_turns(messages):
+            return self.generate(self.chat_ids(messages), **kwargs)
+        from ragglm.engine.constraints.chat import plan_chat
+
+        plan = plan_chat(self, messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                         max_new_tokens=kwargs.get("max_new_tokens", 256))
+        stream = kwargs.pop("stream", False)
+        result = kwargs.pop("result", None) or GenerationResult([])
+        pieces = self.generate(plan.prompt_ids, stream=True, result=result, constraint=plan.constraint, **kwargs)
+        if not plan.tool_names:
+            if stream:
+                return pieces
+            for _ in pieces:
+                pass
+            return result
+        if stream:
+            return _parsed_at_end(pieces, plan, result)
+        for _ in pieces:
+            pass
+        plan.finish(result)
+        return result
 
     def generate(self, prompt_ids: list[int] | torch.Tensor, max_new_tokens: int = 256,
                  temperature: float = 0.0, stream: bool = False, seed: int | None = None,
                  result: GenerationResult | None = None, *, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0,
                  stop: str | list[str] | None = None, stop_token_ids: list[int] | None = None,
-                 use_prefix_cache: bool = True):
+                 use_prefix_cache: bool = True, constraint: Constraint | None = None):
         """A GenerationResult, or with stream=True an iterator of text pieces.
 
         `stop` strings end generation and are cut from the text; `stop_token_ids` add to the
         checkpoint's own end tokens. When streaming, pass `result` to receive the token ids,
         text and timings once done. use_prefix_cache=False prefills the whole prompt and leaves
-        the prefix cache untouched.
+        the prefix cache untouched. constraint masks the logits at every step (a grammar, see
+        ragglm.engine.constraints) and may end generation when its output is complete.
         """
         if isinstance(prompt_ids, torch.Tensor):
             prompt_ids = prompt_ids.reshape(-1).tolist()
@@ -173,7 +206,8 @@ class Engine:
         stop_ids = set(self.tokenizer.eos_token_ids) | set(stop_token_ids or ())
         tokens = generate_tokens(self.model, list(prompt_ids), max_new_tokens, stop_ids, temperature, generator,
                                  result, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                                 prefix_cache=self.prefix_cache if use_prefix_cache else None)
+                                 prefix_cache=self.prefix_cache if use_prefix_cache else None,
+                                 constraint=constraint)
         pieces = self._stream_text(tokens, result, StopStringFilter([stop] if isinstance(stop, str) else stop))
         if stream:
             return pieces
@@ -207,3 +241,16 @@ class Engine:
             if tail:
                 yield tail
         result.text = stops.text
+
+
+def _has_tool_turns(messages: list[dict]) -> bool:
+    return any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+
+
+def _parsed_at_end(pieces: Iterator[str], plan, result: GenerationResult) -> Iterator[str]:
+    """The text once the whole output is read: a tool call's markup is never shown as text."""
+    for _ in pieces:
+        pass
+    plan.finish(result)
+    if result.text:
+        yield result.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -13,7 +14,7 @@ from ragglm.engine.cache.prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache
 from ragglm.engine.model import Transformer
 from ragglm.errors import ContextLengthError
 
-__all__ = ["GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
+__all__ = ["Constraint", "GenerationResult", "sample", "penalise_repetition", "filter_logits", "generate_tokens", "prefill",
            "PREFILL_CHUNK"]
 
 # Prompt tokens per prefill piece: the prefix cache's block, so that a prompt is cut at the same
@@ -30,8 +31,19 @@ class GenerationResult:
     ttft_s: float = 0.0
     prefill_tok_s: float = 0.0
     decode_tok_s: float = 0.0
-    finish_reason: str = "length"  # "stop" | "length"
+    finish_reason: str = "length"  # "stop" | "length" | "tool_calls"
     timings: dict = field(default_factory=dict)
+    tool_calls: list[dict] = field(default_factory=list)  # OpenAI shape, parsed by Engine.chat
+
+
+class Constraint(Protocol):
+    """Which tokens may come next (a grammar, see ragglm.engine.constraints), asked at every step."""
+
+    def allowed(self, logits: Tensor, remaining: int) -> Tensor:
+        """logits [V] -> logits [V], forbidden ids at -inf; remaining counts this step's token."""
+
+    def accept(self, token: int) -> bool:
+        """Record the token chosen; True when the output is complete and generation should stop."""
 
 
 def sample(logits: Tensor, temperature: float, generator: torch.Generator | None = None, *,
@@ -82,6 +94,7 @@ def generate_tokens(
     repetition_penalty: float = 1.0,
     prefill_chunk: int | None = None,
     prefix_cache: PrefixCache | None = None,
+    constraint: Constraint | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one; fills stats with timings when given.
 
@@ -89,7 +102,8 @@ def generate_tokens(
     size, else PREFILL_CHUNK) aligned to absolute positions, so attention scores never take more
     than prefill_chunk x prompt length. With a prefix cache, the longest cached prefix of whole
     blocks is copied into the KV cache and only the rest is prefilled, in the same pieces a full
-    prefill uses; the prompt's KV is then kept for later prompts.
+    prefill uses; the prompt's KV is then kept for later prompts. A constraint masks the logits
+    before sampling at every step and may end generation once its output is complete.
     """
     device = model.tok_embeddings.weight.device
     total = len(prompt_ids) + max_new_tokens
@@ -107,6 +121,8 @@ def generate_tokens(
     history = torch.tensor(prompt_ids, dtype=torch.long, device=device) if penalised else None
 
     def pick(logits: Tensor) -> int:
+        if constraint is not None:
+            logits = constraint.allowed(logits, max_new_tokens - produced)
         return sample(logits, temperature, generator, top_k=top_k, top_p=top_p,
                       repetition_penalty=repetition_penalty, previous=history)
 
@@ -114,6 +130,7 @@ def generate_tokens(
         prefill_chunk = prefix_cache.block_size if prefix_cache is not None else PREFILL_CHUNK
     if model.args.bidirectional_context:  # the context's tokens see each other: one pass
         prefill_chunk = max(prefill_chunk, len(prompt_ids))
+    produced = 0
     started = time.perf_counter()
     # At least the last prompt token is prefilled: its logits give the first new token.
     cached = prefix_cache.load_into(model, prompt_ids, limit=len(prompt_ids) - 1) if prefix_cache is not None else 0
@@ -126,7 +143,6 @@ def generate_tokens(
         prefix_cache.store(model, prompt_ids)
     decode_started = time.perf_counter()
     position = len(prompt_ids)
-    produced = 0
     step = torch.empty((1, 1), dtype=torch.long, device=device)
     try:
         while True:
@@ -136,6 +152,9 @@ def generate_tokens(
             stats.token_ids.append(token)
             produced += 1
             yield token
+            if constraint is not None and constraint.accept(token):
+                stats.finish_reason = "stop"
+                break
             if produced >= max_new_tokens:
                 break
             if penalised:

@@ -21,28 +21,30 @@ class _RoleTurns:
     start: tuple[str, ...] = ()  # the markers before the first turn
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = "".join(self.start) + "".join(f"<|{_role(m, self.roles)}|>\n{m['content']}" for m in messages)
+        text = "".join(self.start) + "".join(f"<|{_role(m, self.roles)}|>{m.get('metadata', '')}\n{m['content']}"
+                                             for m in messages)
         return text + ("<|assistant|>" if add_generation_prompt else "")
 
     def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
         ids = [_command(tokenizer, marker) for marker in self.start]
         for message in messages:
             ids.append(_command(tokenizer, f"<|{_role(message, self.roles)}|>"))
-            ids += self.turn_text(message["content"], tokenizer)
+            ids += self.turn_text(message["content"], tokenizer, message.get("metadata", ""))
         if add_generation_prompt:
             ids.append(_command(tokenizer, "<|assistant|>"))
         return ids
 
-    def turn_text(self, content: str, tokenizer) -> list[int]:
+    def turn_text(self, content: str, tokenizer, metadata: str = "") -> list[int]:
+        """metadata: the text on the role's line (a tool call's tool name), before the newline."""
         raise NotImplementedError
 
 
 class ChatGLM3Format(_RoleTurns):
     start = ("[gMASK]", "sop")
 
-    def turn_text(self, content: str, tokenizer) -> list[int]:
-        # ChatGLM3's own tokenizer encodes the newline apart from the content
-        return tokenizer.encode_plain("\n") + tokenizer.encode_plain(content)
+    def turn_text(self, content: str, tokenizer, metadata: str = "") -> list[int]:
+        # ChatGLM3's own tokenizer encodes the role line apart from the content
+        return tokenizer.encode_plain(f"{metadata}\n") + tokenizer.encode_plain(content)
 
 
 class ChatGLM2Format:
@@ -72,9 +74,9 @@ class ChatGLM2Format:
 class GLM4Format(_RoleTurns):
     start = ("[gMASK]", "<sop>")
 
-    def turn_text(self, content: str, tokenizer) -> list[int]:
+    def turn_text(self, content: str, tokenizer, metadata: str = "") -> list[int]:
         # together: the ids of the rendered text, which GLM-4's tokenizer splits at the markers
-        return tokenizer.encode_plain("\n" + content)
+        return tokenizer.encode_plain(f"{metadata}\n" + content)
 
 
 def _role(message: dict, roles: tuple[str, ...]) -> str:
