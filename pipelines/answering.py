@@ -103,6 +103,7 @@ class AnswerPipeline:
             cached = min(document_tokens, generator.cached_prompt_tokens(build_messages(question, pages, language)))
         plan = plan_context(document_tokens, question_tokens, generator.window, prefill_rate(generator), cached,
                             planner, forced=mode if mode in ("stuff", "retrieve") else None)
+        plan.prefix_cache = getattr(generator, "prefix_cache_note", None)
         if plan.mode == "stuff":
             return plan, pages
         retrieved = self.retriever.search(question, planner.retrieve_k)

@@ -196,6 +196,8 @@ def explain_plan(plan) -> str:
             f" = {context.estimated_prefill_s} s (budget {context.time_budget_s} s)",
             f"  sources given: {plan.sources_given or 0}",
         ]
+        if context.prefix_cache:
+            lines.append(f"  prefix cache: {context.prefix_cache}")
     for key in ("relevance", "support", "refused", "fallback", "standalone_question"):
         value = getattr(plan, key)
         if value is not None:

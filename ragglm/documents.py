@@ -84,6 +84,7 @@ class ContextPlan:
     estimated_prefill_s: float  # uncached document tokens / prefill rate
     cached_tokens: int  # document tokens whose KV the generator already holds
     time_budget_s: float
+    prefix_cache: str | None = None  # why no document KV is ever reused, for a model whose can't be
 
     def to_dict(self) -> dict:
         return asdict(self)
