@@ -86,6 +86,9 @@ def _use_ocr(ocr: str | None) -> None:
     os.environ["RAGGLM_OCR"] = ocr
 
 
+_ADAPTER_HELP = ("Fine-tuning folder applied to the local model: PEFT LoRA (adapter_config.json) or "
+                 "P-Tuning v2 (config.json with pre_seq_len).")
+
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
@@ -143,6 +146,7 @@ def ask(
                                        help="Print the answer as it is generated [default: on a terminal]."),
     embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
     ocr: str | None = typer.Option(None, "--ocr", help=_OCR_HELP),
+    adapter: str | None = typer.Option(None, "--adapter", help=_ADAPTER_HELP),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -158,7 +162,7 @@ def ask(
     on_text = None if as_json else _printer(stream)
     try:
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
-                                  embedder=embedder)
+                                  embedder=embedder, adapter=adapter)
         answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
@@ -215,6 +219,7 @@ def chat(
     compile_decode: bool = typer.Option(False, "--compile",
                                         help="Compile the decode step with torch.compile (tens of seconds at "
                                              "start); on CPU the native step it replaces is faster: for CUDA."),
+    adapter: str | None = typer.Option(None, "--adapter", help=_ADAPTER_HELP),
 ) -> None:
     """Ask questions one per line; follow-ups ("and how do I reset it?") use the conversation.
 
@@ -226,7 +231,7 @@ def chat(
         _fail("give the documents with --docs PATH (or a knowledge base with --kb FOLDER)")
     if mode not in MODES:
         _fail(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    knowledge_base = _open_kb(docs, kb, False, model=model, compile=compile_decode or None)
+    knowledge_base = _open_kb(docs, kb, False, model=model, compile=compile_decode or None, adapter=adapter)
     interactive = sys.stdin.isatty()
     history: list[dict] = []
     while True:
@@ -387,6 +392,7 @@ def serve(
     model: str | None = typer.Option(None, "--model", "-m",
                                      help="Alias (smollm2), .gguf file, model folder or openai:URL."),
     quant: str | None = typer.Option(None, "--quant", help="Weight quantization: int8 | int4."),
+    adapter: str | None = typer.Option(None, "--adapter", help=_ADAPTER_HELP),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N | mps."),
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Chunks to retrieve per question."),
     host: str | None = typer.Option(None, "--host", envvar="RAGGLM_HOST",
@@ -445,7 +451,7 @@ def serve(
         from ragglm.knowledge_base import KnowledgeBase
 
         settings = {"model": model, "quant": quant, "device": device, "top_k": top_k,
-                    "compile": compile_decode or None}
+                    "compile": compile_decode or None, "adapter": adapter}
         if docs or kb or kb_root is not None:
             from ragglm.web import open_knowledge_bases
 
@@ -495,12 +501,14 @@ def quantize(
     out: Path = typer.Argument(..., help="Folder to write the quantized checkpoint to."),
     quant: str = typer.Option("int4", "--quant", help="int8 | int4 | int4:g32 (group size after the colon)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    adapter: str | None = typer.Option(None, "--adapter",
+                                       help="LoRA folder (PEFT) merged into the weights before they are quantized."),
 ) -> None:
     """Quantize a model once and save it; `--model OUT` then loads it without quantizing again."""
     from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
 
     try:
-        meta = save_quantized_checkpoint(src, out, quant)
+        meta = save_quantized_checkpoint(src, out, quant, adapter=adapter)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

@@ -14,6 +14,7 @@ __all__ = ["Settings"]
 class Settings:
     model: str = "smollm2"  # alias, folder, .gguf file or hub id
     quant: str | None = None
+    adapter: str | None = None  # LoRA or P-Tuning v2 folder applied to the local model
     compile: bool = False  # torch.compile the decode step: tens of seconds at load; on CPU the native step is faster
     device: str = "cpu"
     embedder: str = "all-MiniLM-L6-v2"

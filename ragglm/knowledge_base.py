@@ -87,7 +87,8 @@ class KnowledgeBase:
             self._generator = load_generator(self.settings.model, quant=self.settings.quant,
                                              device=self.settings.device, cache_dir=self._kv_cache_folder(),
                                              compile=self.settings.compile,
-                                             disk_cache_limit_mb=None if self.path is None else KB_KV_CACHE_MB)
+                                             disk_cache_limit_mb=None if self.path is None else KB_KV_CACHE_MB,
+                                             adapter=self.settings.adapter)
         return self._generator
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,

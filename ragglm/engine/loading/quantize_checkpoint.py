@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+from ragglm.engine.adapters import AdapterError, lora_for, read_adapter
 from ragglm.engine.linear.quantize import QuantConfig, QuantizationError
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.model_loader import GGUF_TOKENIZER_FILE
 from ragglm.engine.loading.quant_loader import is_quantized_checkpoint, save_quantized
 from ragglm.engine.loading.sources import resolve_model_path
+from ragglm.engine.loading.thudm_quant import is_thudm_quantized
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["save_quantized_checkpoint"]
@@ -18,15 +20,25 @@ __all__ = ["save_quantized_checkpoint"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
 
 
-def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | QuantConfig) -> dict:
-    """Quantize SRC (alias, .gguf file or model folder) into the folder OUT; returns quantization.json."""
+def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | QuantConfig,
+                              adapter: str | Path | None = None) -> dict:
+    """Quantize SRC (alias, .gguf file or model folder) into the folder OUT; returns quantization.json.
+
+    A LoRA adapter is merged into the float weights before they are quantized, so OUT holds the
+    adapted model (quantization.json records which adapter) and loads without it.
+    """
     config = QuantConfig.parse(quant)
     if config is None:
         raise QuantizationError("give a quantization to save: int8 or int4")
     path, out = resolve_model_path(src), Path(out)
-    if is_quantized_checkpoint(path):
+    if is_quantized_checkpoint(path) or is_thudm_quantized(path):
         raise ModelNotFoundError(f"{path} is already quantized; quantize the original model instead")
-    checkpoint = load_checkpoint(path, None, stream=True)
+    tuned = read_adapter(adapter) if adapter is not None else None
+    if tuned is not None and tuned.kind != "lora":
+        raise AdapterError(f"adapter {tuned.path}: a P-Tuning v2 prefix is not part of the weights, so it is "
+                           f"not saved with them; quantize without it and load with --model {out} --adapter "
+                           f"{tuned.path}")
+    checkpoint = load_checkpoint(path, None, stream=True, lora=lora_for(path, tuned))
     out.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gguf":
         fields = {k: v for k, v in checkpoint.gguf_fields.items()
@@ -38,5 +50,7 @@ def save_quantized_checkpoint(src: str | Path, out: str | Path, quant: str | Qua
             if item.is_file() and not item.name.endswith(_WEIGHT_SUFFIXES):
                 shutil.copy2(item, out / item.name)
         kind = "folder"
-    return save_quantized(out, checkpoint.args, checkpoint.tensors, config,
-                          {"tokenizer": kind, "source": str(src)})
+    extra = {"tokenizer": kind, "source": str(src)}
+    if tuned is not None:
+        extra["adapter"] = tuned.describe()
+    return save_quantized(out, checkpoint.args, checkpoint.tensors, config, extra)
