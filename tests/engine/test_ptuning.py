@@ -2,7 +2,7 @@
 ChatGLM-6B and ChatGLM3, prompt pass and two decode steps through the KV cache.
 
 The files hold the prefix KV rounded to float16, while their outputs were computed with the float32
-prefix: rebuilt into a prefix-encoder checkpoint, that rounding bounds the agreement (1e-3).
+prefix: rebuilt into a prefix-encoder checkpoint, that rounding bounds the agreement (ChatGLM3: 1e-3).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from tests.engine.chatglm_reference import (
     write_ptuning_folder,
 )
 
-FP16_PREFIX_TOLERANCE = 1e-3
+FP16_PREFIX_TOLERANCE = 1e-3  # ChatGLM3: 1.04e-4 measured
+GLM6B_PREFIX_TOLERANCE = 1e-4  # ChatGLM-6B: 6e-6 measured
 
 
 def _reference(shared_data, name, weights, prefix):
@@ -53,7 +54,7 @@ def test_chatglm6b_prefix_matches_the_original(glm6b, tmp_path, fmt, projection)
                                                      projection))
     assert engine.model.kv_prefix_len == 5
     errors = run_steps(engine, glm6b)
-    assert max(errors) < FP16_PREFIX_TOLERANCE, errors
+    assert max(errors) < GLM6B_PREFIX_TOLERANCE, errors
     # without the prefix the same weights give other outputs: the prefix is what is matched
     engine.model.set_kv_prefix(None)
     assert max(run_steps(engine, glm6b)) > 10 * FP16_PREFIX_TOLERANCE
