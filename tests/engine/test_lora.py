@@ -174,6 +174,30 @@ def test_chatglm3_lora_in_original_naming_matches_peft(tmp_path):
     assert (got - want).abs().max().item() < TOL
 
 
+def test_chatglm6b_lora_follows_its_per_head_qkv_layout(tmp_path):
+    """ChatGLM-6B stores QKV head by head and we regroup its rows on load: the update is regrouped alike."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.engine.chatglm_reference import glm6b_config
+    from tests.engine.test_thudm_quant import random_checkpoint, save_folder
+
+    config = glm6b_config(num_layers=2)
+    theirs = random_checkpoint(config, seed=3)
+    linears = {name.rpartition(".")[0] for name, t in theirs.items()
+               if name.endswith(".weight") and t.dim() == 2 and "embeddings" not in name}
+    peft_model = get_peft_model(_Named(theirs, linears), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]))
+    randomize_lora(peft_model)
+    peft_model.save_pretrained(tmp_path / "lora")
+    merged = {k: v.detach() for k, v in peft_model.merge_and_unload().state_dict().items()}
+    ids = torch.tensor([[3, 7, 9, 1, 2, 11, 4]])
+    want = Engine.from_pretrained(save_folder(merged, config, tmp_path / "merged"), dtype="fp32").logits(ids)
+    base = save_folder(theirs, config, tmp_path / "base")
+    got = Engine.from_pretrained(base, dtype="fp32", adapter=tmp_path / "lora").logits(ids)
+    assert (got - want).abs().max().item() < TOL
+    assert (Engine.from_pretrained(base, dtype="fp32").logits(ids) - want).abs().max().item() > 0.01
+
+
 def _our_state(glm_config) -> dict[str, torch.Tensor]:
     """A random tiny GLM's weights in our naming (via the transformers GLM checkpoint)."""
     from ragglm.engine.loading.weight_names import GLM_NAMES, rename_weights
