@@ -33,6 +33,9 @@ def _open(data: bytes, source: str):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SourceError(source, f"is too large an image to read safely ({exc})",
                           "scale it down below 100 megapixels") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise SourceError(source, "not a readable image (no PNG, JPEG, TIFF, BMP or WebP image in it, "
+                          "or a damaged one)", _FIX) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise SourceError(source, f"not a readable image ({exc})", _FIX) from exc
     if frames > MAX_FRAMES:
