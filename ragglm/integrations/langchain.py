@@ -1,6 +1,9 @@
-"""LangChain: RagGLM, a custom LLM on the ragglm engine, and RagGLMRetriever over a KnowledgeBase.
+"""LangChain: ChatRagGLM (a chat model), RagGLM (a custom LLM) on the ragglm engine, and
+RagGLMRetriever over a KnowledgeBase.
 
-    from ragglm.integrations.langchain import RagGLM, RagGLMRetriever
+    from ragglm.integrations.langchain import ChatRagGLM, RagGLM, RagGLMRetriever
+
+    chat = ChatRagGLM(model="smollm2")                  # messages, tools, structured output
 
     llm = RagGLM(model="smollm2")                       # plain generation
     bot = RagGLM(knowledge_base=kb)                     # answers from kb's documents, with citations
@@ -23,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
 
-__all__ = ["DecodingOptions", "RagGLM", "RagGLMRetriever"]
+__all__ = ["ChatRagGLM", "DecodingOptions", "RagGLM", "RagGLMRetriever", "pieces_from_thread"]  # noqa: F822
 
 _loaded: dict[tuple, Any] = {}
 _loading = threading.Lock()
@@ -102,7 +105,7 @@ class RagGLM(LLM):
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
                 ) -> Iterator[GenerationChunk]:
-        for item in _pieces_from_thread(lambda on_text, cancelled: self._complete(
+        for item in pieces_from_thread(lambda on_text, cancelled: self._complete(
                 prompt, stop, on_text=on_text, cancelled=cancelled, **kwargs)):
             if isinstance(item, Outcome):
                 chunk = GenerationChunk(text="", generation_info=_info(item))
@@ -203,26 +206,37 @@ def _info(outcome: Outcome) -> dict:
 _END = object()
 
 
-def _pieces_from_thread(work) -> Iterator[str | Outcome]:
-    """Run work(on_text, cancelled) in a thread; yield its text pieces, then its Outcome.
+def pieces_from_thread(work, timeout_s: float | None = None) -> Iterator[Any]:
+    """Run work(on_text, cancelled) in a thread; yield its text pieces, then what it returns.
 
-    Closing the iterator early sets `cancelled`, which ends generation at the next token.
+    Closing the iterator early sets `cancelled`, which ends generation at the next token; so does
+    timeout_s running out, which then raises TimeoutError here.
     """
     pieces: queue.Queue = queue.Queue()
     cancelled = threading.Event()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        cancelled.set()
 
     def run() -> None:
         try:
             pieces.put(work(pieces.put, cancelled))
         except Cancelled:
-            pass
+            if timed_out.is_set():
+                pieces.put(TimeoutError(f"no answer within timeout={timeout_s} s"))
         except BaseException as exc:  # handed to the consumer's thread
             pieces.put(exc)
         finally:
             pieces.put(_END)
 
+    timer = threading.Timer(timeout_s, expire) if timeout_s else None
     thread = threading.Thread(target=run, name="ragglm-langchain-stream", daemon=True)
     thread.start()
+    if timer:
+        timer.daemon = True
+        timer.start()
     try:
         while (item := pieces.get()) is not _END:
             if isinstance(item, BaseException):
@@ -230,3 +244,14 @@ def _pieces_from_thread(work) -> Iterator[str | Outcome]:
             yield item
     finally:
         cancelled.set()
+        if timer:
+            timer.cancel()
+
+
+def __getattr__(name: str):
+    # chat_model imports this module's helpers: ChatRagGLM is looked up on first use, not at import
+    if name == "ChatRagGLM":
+        from ragglm.integrations.chat_model import ChatRagGLM
+
+        return ChatRagGLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
