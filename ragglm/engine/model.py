@@ -352,8 +352,8 @@ class Transformer(nn.Module):
                 self.prompt_layouts = layouts
         else:
             layouts = self.prompt_layouts
-            if layouts is None or len(layouts) != B:
-                raise RuntimeError("no prompt in the KV cache: run the whole prompt from position 0 first")
+            if layouts is None or len(layouts) != B:  # no prompt ran: tokens follow an empty context
+                layouts = [PromptLayout(context_length=0, mask_position=0)] * B
         offset = start or 0
         positions, blocks = positions_2d(layouts, offset, T, tokens.device)  # [B, T] each
         tables = self._cached_rope(start, int(max(positions.max(), blocks.max())) + 1)
