@@ -22,18 +22,19 @@ __all__ = ["PromptLayout", "positions_2d", "prefix_lm_mask", "rope_tables_2d"]
 @dataclass(frozen=True)
 class PromptLayout:
     context_length: int  # tokens before <sop>: they attend both ways
-    mask_position: int  # index of [gMASK] / [MASK]: the first position of <sop> and what follows
+    mask_position: int | None  # index of [gMASK] / [MASK]: the first position of <sop> and what follows
 
     @classmethod
     def of(cls, ids: Sequence[int], sop_id: int | None, gmask_id: int | None, mask_id: int | None) -> PromptLayout:
         """The layout of a prompt. Without <sop> the whole prompt is context (the next token plays
-        <sop>'s part); without [gMASK] or [MASK] the first positions continue from the context."""
+        <sop>'s part); without [gMASK] or [MASK] the first positions keep counting, as the original
+        tokenizer's positions do."""
         ids = list(ids)
         context = ids.index(sop_id) if sop_id in ids else len(ids)
         for marker in (gmask_id, mask_id):  # [gMASK] wins when both are present, as in the original
             if marker is not None and marker in ids:
                 return cls(context, ids.index(marker))
-        return cls(context, context)
+        return cls(context, None)
 
 
 def positions_2d(layouts: Sequence[PromptLayout], start: int, length: int, device) -> tuple[Tensor, Tensor]:
@@ -42,7 +43,8 @@ def positions_2d(layouts: Sequence[PromptLayout], start: int, length: int, devic
     positions, blocks = [], []
     for layout in layouts:
         answer = index >= layout.context_length
-        positions.append(torch.where(answer, layout.mask_position, index))
+        fixed = index if layout.mask_position is None else layout.mask_position
+        positions.append(torch.where(answer, fixed, index))
         blocks.append(torch.where(answer, index - layout.context_length + 1, 0))
     return torch.stack(positions), torch.stack(blocks)
 

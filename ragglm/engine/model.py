@@ -353,7 +353,7 @@ class Transformer(nn.Module):
         else:
             layouts = self.prompt_layouts
             if layouts is None or len(layouts) != B:  # no prompt ran: tokens follow an empty context
-                layouts = [PromptLayout(context_length=0, mask_position=0)] * B
+                layouts = [PromptLayout(context_length=0, mask_position=None)] * B
         offset = start or 0
         positions, blocks = positions_2d(layouts, offset, T, tokens.device)  # [B, T] each
         tables = self._cached_rope(start, int(max(positions.max(), blocks.max())) + 1)
