@@ -3,6 +3,8 @@ layout of ice_text.model."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ragglm.engine.loading.families import folder_tokenizer
@@ -69,3 +71,14 @@ def test_model_folder_gives_the_tokenizer_and_stop_id(tmp_path):
     assert isinstance(tokenizer, ChatGLM6BTokenizer) and isinstance(chat, ChatGLM6BFormat)
     assert tokenizer.eos_token_ids == [tokenizer.token_id("<eop>")]
     assert languages[0] == "zh"
+
+
+def test_later_releases_without_image_tokens(tmp_path, ice_text):
+    """tokenizer_config.json's num_image_tokens wins; without it, config.json's gmask_token_id tells."""
+    folder = write_tiny_glm6b(tmp_path / "glm6b")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "gmask_token_id": ids_of(ice_text)["[gMASK]"] - 20000}))
+    tokenizer, _, _ = folder_tokenizer(folder)
+    assert tokenizer.token_id("[gMASK]") == 4 and tokenizer.encode("滤芯") == tokenizer.sp.encode("滤芯")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"num_image_tokens": 7}))
+    assert folder_tokenizer(folder)[0].token_id("[gMASK]") == 4 + 7

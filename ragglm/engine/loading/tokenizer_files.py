@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ragglm.engine.tokenizers.chat_format import ChatFormat
 from ragglm.engine.tokenizers.chatglm6b_format import ChatGLM6BFormat
+from ragglm.engine.tokenizers.chatglm6b_tokenizer import NUM_IMAGE_TOKENS, ChatGLM6BTokenizer
 from ragglm.engine.tokenizers.chatglm6b_tokenizer import TOKENIZER_FILE as CHATGLM6B_TOKENIZER_FILE
-from ragglm.engine.tokenizers.chatglm6b_tokenizer import ChatGLM6BTokenizer
 from ragglm.engine.tokenizers.glm_tokenizer import load_glm_tokenizer
 from ragglm.engine.tokenizers.token_level import TokenLevelFormat, TokenLevelTokenizer
 from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, bpe_from_gguf
@@ -55,8 +55,25 @@ def glm_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
 def chatglm6b_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
     """ChatGLM-6B's `ice_text.model`; generation stops at the config's eos_token_id (<eop>)."""
     eos = config.get("eos_token_id")
-    tokenizer = ChatGLM6BTokenizer(path / CHATGLM6B_TOKENIZER_FILE, [eos] if isinstance(eos, int) else None)
+    tokenizer = ChatGLM6BTokenizer(path / CHATGLM6B_TOKENIZER_FILE, [eos] if isinstance(eos, int) else None,
+                                   chatglm6b_image_tokens(path, config))
     return tokenizer, ChatGLM6BFormat(), ("zh", "en")
+
+
+def chatglm6b_image_tokens(path: Path, config: dict) -> int:
+    """How many image ids come before ChatGLM-6B's text pieces: tokenizer_config.json's
+    num_image_tokens, else what puts [gMASK] at config.json's gmask_token_id, else 20,000."""
+    tok_config_path = path / "tokenizer_config.json"
+    if tok_config_path.is_file():
+        value = json.loads(tok_config_path.read_text(encoding="utf-8")).get("num_image_tokens")
+        if isinstance(value, int) and value >= 0:
+            return value
+    gmask = config.get("gmask_token_id")
+    if isinstance(gmask, int):
+        piece = ChatGLM6BTokenizer(path / CHATGLM6B_TOKENIZER_FILE, num_image_tokens=0).token_id("[gMASK]")
+        if piece is not None and gmask >= piece:
+            return gmask - piece
+    return NUM_IMAGE_TOKENS
 
 
 def token_level_unless_files(load):

@@ -1,5 +1,7 @@
 """ChatGLM-6B's tokenizer: the sentencepiece model `ice_text.model`, with every id shifted past
-the 20,000 image tokens that come first in the model's vocabulary.
+the image tokens that come first in the model's vocabulary: 20,000 as the original tokenizer has
+it, or `num_image_tokens` of tokenizer_config.json (0 in the later releases, whose ice_text.model
+starts at the model's own ids).
 
 Before encoding, newlines become `<n>`, tabs `<|tab|>` and runs of 2 to 80 spaces `<|blank_N|>`
 (pieces of the sentencepiece model); decoding turns them back. The control pieces ([gMASK], <sop>,
@@ -16,7 +18,7 @@ from ragglm.engine.tokenizers.specials import SpecialTokens
 __all__ = ["ChatGLM6BTokenizer", "CONTROL_PIECES", "NUM_IMAGE_TOKENS", "MAX_BLANK", "TOKENIZER_FILE"]
 
 TOKENIZER_FILE = "ice_text.model"
-NUM_IMAGE_TOKENS = 20000  # ids 0..19999 are image tokens; text piece i has id 20000 + i
+NUM_IMAGE_TOKENS = 20000  # by default ids 0..19999 are image tokens; text piece i has id 20000 + i
 MAX_BLANK = 80  # longest run of spaces with a piece of its own
 CONTROL_PIECES = ("[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>")
 _NEWLINE, _TAB = "<n>", "<|tab|>"
@@ -27,9 +29,11 @@ def _blank(length: int) -> str:
 
 
 class ChatGLM6BTokenizer:
-    def __init__(self, model: Path | str | bytes, eos_token_ids: list[int] | None = None):
+    def __init__(self, model: Path | str | bytes, eos_token_ids: list[int] | None = None,
+                 num_image_tokens: int = NUM_IMAGE_TOKENS):
         import sentencepiece as spm
 
+        self.offset = num_image_tokens
         if isinstance(model, bytes):
             self.sp = spm.SentencePieceProcessor(model_proto=model)
         else:
@@ -39,7 +43,7 @@ class ChatGLM6BTokenizer:
         self.specials = SpecialTokens(self.control)
         self._newline = self._piece_id(_NEWLINE)
         eop = self.control.get("<eop>")
-        default = [i for i in (eop, self.sp.eos_id() + NUM_IMAGE_TOKENS if self.sp.eos_id() >= 0 else None)
+        default = [i for i in (eop, self.sp.eos_id() + self.offset if self.sp.eos_id() >= 0 else None)
                    if i is not None]
         self.eos_token_ids = list(eos_token_ids) if eos_token_ids else default
         self.bos_token = None
@@ -47,7 +51,7 @@ class ChatGLM6BTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return NUM_IMAGE_TOKENS + self.sp.vocab_size()
+        return self.offset + self.sp.vocab_size()
 
     def encode(self, text: str) -> list[int]:
         """Control pieces written in the text become their ids (sentencepiece matches them)."""
@@ -73,12 +77,12 @@ class ChatGLM6BTokenizer:
         if self._newline is None:
             return self.encode(text)
         ids = self.sp.encode(_NEWLINE + _preprocess(text))
-        cut = ids.index(self._newline - NUM_IMAGE_TOKENS) + 1
+        cut = ids.index(self._newline - self.offset) + 1
         return self._shift(ids[cut:])
 
     def decode(self, ids: list[int]) -> str:
         controls = set(self.control.values())
-        pieces = [i - NUM_IMAGE_TOKENS for i in ids if i >= NUM_IMAGE_TOKENS and i not in controls]
+        pieces = [i - self.offset for i in ids if i >= self.offset and i not in controls]
         text = self.sp.decode([i for i in pieces if i < self.sp.vocab_size()])
         text = text.replace(_NEWLINE, "\n").replace(_TAB, "\t")
         for length in range(2, MAX_BLANK + 1):
@@ -92,11 +96,10 @@ class ChatGLM6BTokenizer:
         index = self.sp.piece_to_id(piece)
         if index == self.sp.unk_id() and piece != self.sp.id_to_piece(index):
             return None
-        return index + NUM_IMAGE_TOKENS
+        return index + self.offset
 
-    @staticmethod
-    def _shift(ids: list[int]) -> list[int]:
-        return [i + NUM_IMAGE_TOKENS for i in ids]
+    def _shift(self, ids: list[int]) -> list[int]:
+        return [i + self.offset for i in ids]
 
 
 def _preprocess(text: str) -> str:
