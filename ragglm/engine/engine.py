@@ -86,8 +86,9 @@ class Engine:
         check_device(device)
         torch_dtype, bf16_linears = resolve_dtype(dtype, device)
         tuned = read_adapter(adapter) if adapter is not None else None
+        # quant None keeps a GGUF file's own quantization (see gguf_model); "none" asks for float
         loaded = load_model(resolve_model_path(src), config, device, torch_dtype, linears_as_stored=bf16_linears,
-                            adapter=tuned)
+                            adapter=tuned, keep_file_quant=quant is None)
         if bf16_linears:
             finish_bf16_linears(loaded.model, compile)
         engine = cls(loaded.model, loaded.tokenizer, loaded.chat_format, name=str(src),

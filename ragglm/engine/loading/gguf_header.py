@@ -40,6 +40,8 @@ class GGUFLayout:
     tensor_count: int
     metadata_count: int
     data_start: int
+    parameter_count: int = 0  # elements of all tensors: the model's size without reading a weight
+    languages: tuple[str, ...] | None = None  # general.languages, when the file says
 
 
 class _Cursor:
@@ -109,11 +111,11 @@ def _walk(cursor: _Cursor, quant_sizes) -> GGUFLayout:
     version = _version(cursor)
     tensor_count = cursor.count("the tensor count", 8 + 4 + 4 + 8)
     metadata_count = cursor.count("the metadata count", 8 + 4 + 1)
-    alignment = _metadata(cursor, metadata_count)
+    alignment, languages = _metadata(cursor, metadata_count)
     tensors = [_tensor(cursor, quant_sizes) for _ in range(tensor_count)]
     data_start = -(-cursor.at // alignment) * alignment
-    _check_tensor_data(cursor, tensors, data_start)
-    return GGUFLayout(version, tensor_count, metadata_count, data_start)
+    _check_tensor_data(cursor, [t[:3] for t in tensors], data_start)
+    return GGUFLayout(version, tensor_count, metadata_count, data_start, sum(t[3] for t in tensors), languages)
 
 
 def _version(cursor: _Cursor) -> int:
@@ -126,21 +128,36 @@ def _version(cursor: _Cursor) -> int:
     return version
 
 
-def _metadata(cursor: _Cursor, count: int) -> int:
-    """Walk the metadata; the data alignment it sets (general.alignment), or the default."""
-    alignment, seen = _DEFAULT_ALIGNMENT, set()
+def _metadata(cursor: _Cursor, count: int) -> tuple[int, tuple[str, ...] | None]:
+    """Walk the metadata; the data alignment it sets (general.alignment), or the default, and
+    general.languages when present."""
+    alignment, seen, languages = _DEFAULT_ALIGNMENT, set(), None
     for _ in range(count):
         key = cursor.string("a metadata key")
         if key in seen:
             raise cursor.fail(f"metadata key {key!r} appears twice")
         seen.add(key)
         kind = cursor.u32(f"the type of {key!r}")
+        if key == "general.languages" and kind == _ARRAY:
+            languages = _strings(cursor, key)
+            continue
         value = _value(cursor, kind, key, 0)
         if key == "general.alignment":
             if kind != 4 or value == 0 or value & (value - 1):
                 raise cursor.fail(f"general.alignment is {value!r}, not a power of two")
             alignment = value
-    return alignment
+    return alignment, languages
+
+
+def _strings(cursor: _Cursor, key: str) -> tuple[str, ...] | None:
+    """An array's strings; None (and the array skipped) when it holds something else."""
+    at = cursor.at
+    if cursor.u32(f"the item type of {key!r}") != _STRING:
+        cursor.at = at
+        _array(cursor, key, 0)
+        return None
+    n = cursor.count(f"the length of array {key!r}", _MIN_SIZE[_STRING])
+    return tuple(cursor.string(f"an item of {key!r}") for _ in range(n))
 
 
 def _value(cursor: _Cursor, kind: int, key: str, depth: int):
@@ -170,8 +187,8 @@ def _array(cursor: _Cursor, key: str, depth: int) -> None:
         _value(cursor, item, key, depth + 1)
 
 
-def _tensor(cursor: _Cursor, quant_sizes) -> tuple[str, int, int]:
-    """(name, offset, size in bytes) of one tensor description."""
+def _tensor(cursor: _Cursor, quant_sizes) -> tuple[str, int, int, int]:
+    """(name, offset, size in bytes, elements) of one tensor description."""
     name = cursor.string("a tensor name")
     n_dims = cursor.u32(f"the dimension count of tensor {name!r}")
     if not 1 <= n_dims <= _MAX_DIMS:
@@ -187,7 +204,7 @@ def _tensor(cursor: _Cursor, quant_sizes) -> tuple[str, int, int]:
     for size in dims:
         elements *= size
     offset = cursor.u64(f"the data offset of tensor {name!r}")
-    return name, offset, elements // block * block_bytes
+    return name, offset, elements // block * block_bytes, elements
 
 
 def _check_tensor_data(cursor: _Cursor, tensors: list[tuple[str, int, int]], data_start: int) -> None:

@@ -1,20 +1,33 @@
-"""Read a llama-architecture GGUF file: ModelArgs, float weights in our naming, tokenizer data."""
+"""Read a GGUF file's description (ModelArgs, metadata, tensor list) and, for tools that want them,
+its weights as float tensors in our naming, streamed one tensor at a time from a memory map."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ragglm.engine.loading.gguf_blocks import to_float
 from ragglm.engine.loading.gguf_header import check_gguf
-from ragglm.engine.loading.quant_loader import drain
-from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, rename_weights
+from ragglm.engine.loading.gguf_tensors import GGUFTensor, open_gguf_data
+from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, Naming, rename_weights
 from ragglm.engine.model import ModelArgs
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["GGUFCheckpoint", "read_gguf"]
+__all__ = ["GGUFCheckpoint", "GGUFDescription", "describe_gguf", "read_gguf", "float_tensors"]
+
+ARCHITECTURES = ("llama", "qwen2")
+
+
+@dataclass
+class GGUFDescription:
+    path: Path
+    args: ModelArgs
+    metadata: dict  # scalar and string fields, plus tokenizer lists
+    tensors: list[GGUFTensor]  # in file order
+    naming: Naming
 
 
 @dataclass
@@ -24,19 +37,42 @@ class GGUFCheckpoint:
     metadata: dict  # scalar and string fields, plus tokenizer lists
 
 
-def read_gguf(path: Path, dtype: torch.dtype | None = torch.float32) -> GGUFCheckpoint:
-    """The weights are dequantized to float32; dtype None keeps them so."""
+def describe_gguf(path: Path) -> GGUFDescription:
+    """Everything but the weights: the header is walked within bounds, then read by the gguf package."""
     reader = _open_reader(path)
     meta = {name: _field_value(field) for name, field in reader.fields.items()}
     arch = meta.get("general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise ModelNotFoundError(f"{path}: GGUF architecture {arch!r} is not supported (llama, qwen2 are)")
+    if arch not in ARCHITECTURES:
+        raise ModelNotFoundError(f"{path}: GGUF architecture {arch!r} is not supported "
+                                 f"({', '.join(ARCHITECTURES)} are)")
     args = _args_from_meta(meta, arch, path)
-
-    raw = {tensor.name: _dequantized(tensor, path) for tensor in reader.tensors}
-    args.tie_embeddings = "output.weight" not in raw
+    # GGML lists dims innermost first
+    tensors = [GGUFTensor(t.name, int(t.tensor_type), tuple(reversed([int(n) for n in t.shape])),
+                          int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
+    del reader  # its map of the whole file goes with it
+    args.tie_embeddings = all(t.name != "output.weight" for t in tensors)
     naming = GGUF_LLAMA_NAMES if arch == "llama" else GGUF_NAMES
-    return GGUFCheckpoint(args, dict(rename_weights(drain(raw), naming, args, dtype)), meta)
+    return GGUFDescription(path, args, meta, tensors, naming)
+
+
+def float_tensors(description: GGUFDescription, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """(their name, tensor in dtype), one at a time; each tensor's mapped pages are released once read."""
+    with open_gguf_data(description.path) as data:
+        for tensor in description.tensors:
+            raw = data.raw(tensor)
+            value = to_float(raw, tensor.kind, tensor.shape, dtype, f"{description.path}: {tensor.name}")
+            del raw
+            data.release(tensor)
+            yield tensor.name, value
+            del value
+
+
+def read_gguf(path: Path, dtype: torch.dtype | None = torch.float32) -> GGUFCheckpoint:
+    """The weights dequantized, one tensor at a time, to dtype (None: float32)."""
+    description = describe_gguf(path)
+    stream = float_tensors(description, dtype or torch.float32)
+    state_dict = dict(rename_weights(stream, description.naming, description.args, None))
+    return GGUFCheckpoint(description.args, state_dict, description.metadata)
 
 
 def _open_reader(path: Path):
@@ -49,18 +85,6 @@ def _open_reader(path: Path):
     except Exception as exc:  # the file passed the walk; whatever the reader still refuses is unreadable
         raise ModelNotFoundError(f"{path}: not a readable GGUF file ({exc.__class__.__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-
-
-def _dequantized(tensor, path: Path) -> torch.Tensor:
-    from gguf.quants import dequantize
-
-    shape = tuple(reversed([int(n) for n in tensor.shape]))  # GGML lists dims innermost first
-    try:
-        values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-    except NotImplementedError as exc:
-        raise ModelNotFoundError(f"{path}: tensor {tensor.name!r} is stored as {tensor.tensor_type.name}, "
-                                 "which cannot be dequantized here; convert the model to F16 or Q8_0") from exc
-    return torch.from_numpy(np.array(values, dtype=np.float32))
 
 
 def _field_value(field):

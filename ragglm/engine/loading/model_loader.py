@@ -13,6 +13,7 @@ from ragglm.engine.adapters.lora import LoraAdapter
 from ragglm.engine.linear.quantize import QuantConfig
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.families import folder_tokenizer
+from ragglm.engine.loading.gguf_model import load_gguf
 from ragglm.engine.loading.quant_loader import (
     build_quantized,
     is_quantized_checkpoint,
@@ -39,24 +40,30 @@ class LoadedModel:
 
 
 def load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch.dtype,
-               linears_as_stored: bool = False, adapter: Adapter | None = None) -> LoadedModel:
+               linears_as_stored: bool = False, adapter: Adapter | None = None,
+               keep_file_quant: bool = False) -> LoadedModel:
     """The model at path (a .gguf file, a model folder, or a folder written by `ragglm quantize`),
     with its linear layers quantized by config. linears_as_stored leaves float linear weights in
     the checkpoint's dtype (they are about to become bf16 layers), the rest in dtype. A LoRA adapter
     is merged into the float weights as they are read, before quantization; a P-Tuning v2 prefix
-    is applied to the built model."""
-    loaded = _load_model(path, config, device, dtype, linears_as_stored, lora_for(path, adapter))
+    is applied to the built model. keep_file_quant: with config None, a GGUF file keeps its own
+    quantization (see gguf_model)."""
+    loaded = _load_model(path, config, device, dtype, linears_as_stored, lora_for(path, adapter), keep_file_quant)
     apply_to_model(loaded.model, adapter)
     return loaded
 
 
 def _load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch.dtype,
-                linears_as_stored: bool, lora: LoraAdapter | None) -> LoadedModel:
+                linears_as_stored: bool, lora: LoraAdapter | None, keep_file_quant: bool = False) -> LoadedModel:
     if is_thudm_quantized(path):
         model, (tokenizer, chat_format, languages), quant = load_thudm_quantized(path, config, device, dtype, lora)
         return LoadedModel(model, tokenizer, chat_format, languages, quant)
     if is_quantized_checkpoint(path):
         return _from_quantized(path, config, device, dtype)
+    if path.suffix == ".gguf" and path.is_file() and lora is None:  # streamed from its blocks; see gguf_model
+        model, (tokenizer, chat_format, languages), quant = load_gguf(path, config, device, dtype, linears_as_stored,
+                                                                      use_default=keep_file_quant)
+        return LoadedModel(model, tokenizer, chat_format, languages, quant)
     # quantized layers are built from a stream in the checkpoint's dtype (each weight is converted
     # block by block while quantized), so the float model is never whole in memory; likewise linear
     # layers that become bf16: a bf16 6B checkpoint never exists in float32

@@ -109,18 +109,21 @@ def quantize_tensors(tensors: Iterable[tuple[str, Tensor]], targets: set[str], c
 
 def build_quantized(args: ModelArgs, tensors: Mapping | Iterable[tuple[str, Tensor | QuantizedWeight]],
                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                    config: QuantConfig | None = None) -> Transformer:
+                    config: QuantConfig | None = None, compute_dtype: torch.dtype | None = None) -> Transformer:
     """A Transformer whose linear layers are quantized modules.
 
     `tensors` (a dict is emptied as it is read) yields float tensors by state-dict name and, for linear layers, either their float
     weight (quantized here with `config`) or an already quantized (layer name, QuantizedWeight).
     Without a config, a linear layer that arrives as a float weight stays a float nn.Linear.
+    compute_dtype sets each layer's kernel input dtype as it is built (see compute_in), so float32
+    scales of one layer at most exist at a time.
     """
     with returned_scratch():
-        return _build_quantized(args, tensors, device, dtype, config)
+        return _build_quantized(args, tensors, device, dtype, config, compute_dtype)
 
 
-def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfig | None) -> Transformer:
+def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfig | None,
+                     compute_dtype: torch.dtype | None = None) -> Transformer:
     with torch.device("meta"):
         model = Transformer(args)
     targets = set(linear_names(model))
@@ -132,6 +135,8 @@ def _build_quantized(args: ModelArgs, tensors, device, dtype, config: QuantConfi
     for name, value in stream:
         if isinstance(value, QuantizedWeight):
             _install(model, name, value, biases.pop(name, None), device, dtype)
+            if compute_dtype is not None:
+                model.get_submodule(name).compute_in(compute_dtype)
             done.add(name)
             continue
         layer, _, leaf = name.rpartition(".")
