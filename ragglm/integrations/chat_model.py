@@ -276,12 +276,11 @@ class ChatRagGLM(BaseChatModel):
             if not question:
                 raise ValueError("a ChatRagGLM bound to a knowledge base answers the last human message, "
                                  "and there is none")
-            name = getattr(kb.settings, "model", self.model)
 
             def answer(on_text, cancelled) -> _Reply:
                 outcome = ask_knowledge_base(kb, question, history=history, stop=stop, on_text=on_text,
                                              cancelled=cancelled, seed=seed, **budget)
-                return _Reply(outcome, str(name))
+                return _Reply(outcome, str(kb.generator.name))
             return answer
 
         def generate(on_text, cancelled) -> _Reply:
