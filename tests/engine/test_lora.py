@@ -271,3 +271,19 @@ def test_adapter_kind_is_read_from_its_files(tmp_path, llama_case):
         read_adapter(tmp_path)
     with pytest.raises(AdapterError, match="no such folder"):
         read_adapter(tmp_path / "missing")
+
+
+def test_lora_where_it_cannot_merge_says_what_to_load_instead(tmp_path, llama_case):
+    from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
+
+    base, lora, _ = llama_case
+    with pytest.raises(AdapterError, match="GGUF"):
+        Engine.from_pretrained("smollm2", adapter=lora)
+    save_quantized_checkpoint(base, tmp_path / "int8", "int8")
+    with pytest.raises(AdapterError, match="quantize the original model with the adapter"):
+        Engine.from_pretrained(tmp_path / "int8", adapter=lora)
+    ptuning = tmp_path / "ptuning"
+    ptuning.mkdir()
+    (ptuning / "config.json").write_text(json.dumps({"model_type": "chatglm", "pre_seq_len": 4}))
+    with pytest.raises(AdapterError, match="not saved with them"):
+        save_quantized_checkpoint(base, tmp_path / "int8-pt", "int8", adapter=ptuning)
