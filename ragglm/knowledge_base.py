@@ -57,7 +57,7 @@ class KnowledgeBase:
         config = AnswerConfig(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                               top_k=self.settings.top_k)
         self._store = self._open_store(self._index_folder())
-        self.pipeline = AnswerPipeline(self._store, lambda: self.generator, self._embedder, config)
+        self.pipeline = AnswerPipeline(self._store, self._generator_for_answering, self._embedder, config)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -90,6 +90,18 @@ class KnowledgeBase:
                                              disk_cache_limit_mb=None if self.path is None else KB_KV_CACHE_MB,
                                              adapter=self.settings.adapter)
         return self._generator
+
+    def _generator_for_answering(self) -> Generator:
+        """The generator; before it is loaded, a stand-in read from the model file's header (see
+        DeferredGenerator), so that a question answered by extract never loads the model."""
+        if self._generator is None and not self.settings.adapter:
+            from ragglm.engine.loading.model_card import DeferredGenerator, read_model_card
+
+            if getattr(self, "_card", None) is None:
+                self._card = read_model_card(self.settings.model)
+            if self._card is not None:
+                return DeferredGenerator(self._card, lambda: self.generator)
+        return self.generator
 
     def add(self, paths: str | Path | Iterable[str | Path], progress: bool = False, *,
             include: Sequence[str] = (), exclude: Sequence[str] = (),
