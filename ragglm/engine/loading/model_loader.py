@@ -55,11 +55,11 @@ def load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch
 
 def _load_model(path: Path, config: QuantConfig | None, device: str, dtype: torch.dtype,
                 linears_as_stored: bool, lora: LoraAdapter | None, keep_file_quant: bool = False) -> LoadedModel:
+    if is_quantized_checkpoint(path):  # first: its config.json is a copy of the source's
+        return _from_quantized(path, config, device, dtype)
     if is_thudm_quantized(path):
         model, (tokenizer, chat_format, languages), quant = load_thudm_quantized(path, config, device, dtype, lora)
         return LoadedModel(model, tokenizer, chat_format, languages, quant)
-    if is_quantized_checkpoint(path):
-        return _from_quantized(path, config, device, dtype)
     if path.suffix == ".gguf" and path.is_file() and lora is None:  # streamed from its blocks; see gguf_model
         model, (tokenizer, chat_format, languages), quant = load_gguf(path, config, device, dtype, linears_as_stored,
                                                                       use_default=keep_file_quant)
