@@ -34,7 +34,7 @@ SUFFIX_OF_MIME = {"application/pdf": ".pdf", "text/html": ".html", "application/
 
 def how_read(document: Document) -> dict:
     """How a document was read: pages, pages from a text layer, pages read by OCR, tables found."""
-    from ragglm.text.chunker import table_rows
+    from ragglm.text.chunker import table_rows  # jieba comes with it: loaded when a report is made
 
     meta = document.metadata
     ocr = meta.get("ocr_pages", [])

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 
+from ragglm.config import Settings
 from ragglm.connectors.ocr_layout import OcrBox, page_text
 from ragglm.errors import ConfigError
 
@@ -36,8 +37,6 @@ class OcrUnavailable(RuntimeError):
 def ocr_mode() -> str:
     """The ocr setting ($RAGGLM_OCR, else ragglm.toml): auto (pages without a text layer, and images),
     always (every page), never (images are then refused)."""
-    from ragglm.config import Settings
-
     raw = os.environ.get("RAGGLM_OCR") or Settings.from_env().ocr or "auto"
     mode = raw.strip().lower()
     if mode not in OCR_MODES:

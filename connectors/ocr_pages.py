@@ -47,7 +47,7 @@ def report_progress(event: PageProgress) -> None:
 
 
 def ocr_threads() -> int:
-    from ragglm.connectors.parallel import available_cores
+    from ragglm.connectors.parallel import available_cores  # parallel imports this module
 
     return available_cores()
 
