@@ -1,12 +1,16 @@
 """Grammar constraints: at each decode step, the tokens that keep the output inside a grammar.
 
-`GrammarConstraint` wraps an xgrammar matcher. Besides masking, it makes sure the output ends
-within the token budget: once the tokens left come close to what the shortest completion from
-the current state needs, it writes that completion (closing strings, arrays and objects, the
-fewest required fields) instead of letting the model go on. The completion is found by walking
-the grammar on a copy of the matcher, preferring tokens that close ("}", "]", '"') and otherwise
-the longest allowed token, so a JSON output is complete and valid whenever the budget covers the
-shortest output the schema allows (`min_tokens`, checked up front by `require_budget`).
+`GrammarConstraint` wraps an xgrammar matcher. Besides masking, it makes sure a JSON output ends
+complete within the token budget. It keeps the completion from the current state at hand: the
+tokens that finish the output soonest, found by walking the grammar on a copy of the matcher
+(closing strings, arrays and objects first, otherwise the longest allowed token, so that forced
+text such as a key takes the fewest steps). When the tokens left come within `zone` of that
+completion (the larger of 32 and the shortest whole output), nothing new may be opened: the model
+may still write string contents, digits and literals, and otherwise must take the completion's
+next token; within a few tokens of the end, it writes the completion. So the output is complete
+and valid whenever max_new_tokens covers the shortest output the schema allows (`min_tokens`,
+checked up front by `require_budget`) and no single token opens a structure whose shortest form
+is longer than the zone (an array item's object, say, of more than 32 tokens).
 
 `TriggeredConstraint` leaves the model free until its text reaches a trigger (the start of a
 tool call), then constrains the rest with a grammar.
@@ -21,9 +25,10 @@ from ragglm.errors import InvalidRequestError
 
 __all__ = ["GrammarConstraint", "TriggeredConstraint", "closing_ranks"]
 
-# tokens kept in hand beyond the shortest completion, for a token that opens something new
-_MARGIN = 8
+_END_MARGIN = 3  # tokens left beyond the completion when it is written out
+_MIN_ZONE = 32
 _MAX_COMPLETION = 4096  # a grammar whose shortest completion is longer is not closed early
+_OPENERS = frozenset(b'"{}[],:\\')  # bytes that may start or end a structure outside a string
 
 
 class GrammarConstraint:
@@ -37,11 +42,14 @@ class GrammarConstraint:
         self.pieces = pieces
         self.vocab_size = vocab_size
         self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
-        self._mask_ready = False
-        self.closing: list[int] | None = None  # the completion being written, once closing
-        self._quote_rank, self._bracket_rank, self._shortness = ranks or closing_ranks(pieces)
-        self.min_tokens = len(self._completion(self.matcher.fork()))
-        self._plan_length = self.min_tokens  # the last completion found: when to look again
+        self._quote_rank, self._bracket_rank, self._tiebreak, self._harmless = ranks or closing_ranks(pieces)
+        self.closing: list[int] | None = None  # the completion being written, once the end is near
+        self._plan: list[int] | None = self._completion(self.matcher.fork())
+        self.min_tokens = len(self._plan) if self._plan else 0
+        self.zone = max(_MIN_ZONE, self.min_tokens)
+        self._plan_length = self.min_tokens  # the last completion's length, even once out of date
+        self._mask: Tensor | None = None  # bool [V] for the current state
+        self._in_text = False
 
     def require_budget(self, max_new_tokens: int, what: str = "the output format") -> None:
         if max_new_tokens < self.min_tokens:
@@ -51,19 +59,20 @@ class GrammarConstraint:
 
     def allowed(self, logits: Tensor, remaining: int) -> Tensor:
         """logits [V] -> logits [V] with every id the grammar forbids at -inf."""
-        if self.closing is None and remaining <= self._plan_length + 2 * _MARGIN:
-            plan = self._completion(self.matcher.fork())
-            self._plan_length = len(plan) if plan else self._plan_length
-            if plan and remaining <= len(plan) + _MARGIN:
-                self.closing = plan
+        if self.closing is None and remaining <= self._plan_length + self.zone + _END_MARGIN:
+            plan = self._current_plan()
+            if plan and remaining <= len(plan) + _END_MARGIN:
+                self.closing = self._completion(self.matcher.fork())  # fresh, not an estimate
         if self.closing:
             only = torch.full_like(logits, float("-inf"))
             only[self.closing[0]] = 0.0
             return only
-        self._fill()
-        logits = logits.float().clone()
-        self._xgr.apply_token_bitmask_inplace(logits.unsqueeze(0), self.bitmask, vocab_size=self.vocab_size)
-        return logits
+        mask = self._current_mask()
+        if self._plan and remaining <= len(self._plan) + self.zone:
+            narrowed = mask & self._harmless
+            narrowed[self._plan[0]] = mask[self._plan[0]]
+            mask = narrowed if bool(narrowed.any()) else mask
+        return logits.float().masked_fill(~mask, float("-inf"))
 
     def accept(self, token: int) -> bool:
         """Record the chosen token; True once the output is complete (nothing but an end token may follow)."""
@@ -71,33 +80,42 @@ class GrammarConstraint:
             self.closing.pop(0)
         if not self.matcher.accept_token(token):
             raise RuntimeError(f"token {token} was chosen outside the grammar")
-        self._mask_ready = False
+        if self._plan and token == self._plan[0]:
+            self._plan = self._plan[1:]  # the walk is deterministic: the rest is the new state's completion
+        elif not (self._in_text and bool(self._harmless[token])):
+            self._plan = None  # string contents leave the completion as it was (kept as an estimate)
+        self._mask = None
         if self.matcher.is_terminated():
             return True
         return self.matcher.is_completed() and self._only_stop_allowed()
 
     def accept_text(self, text: str) -> bool:
         """Feed text written before the grammar took over (a trigger's overshoot); False if it does not fit."""
-        self._mask_ready = False
+        self._mask = None
+        self._plan = None
         return not text or bool(self.matcher.accept_string(text))
 
-    def _fill(self) -> None:
-        if not self._mask_ready:
-            self.matcher.fill_next_token_bitmask(self.bitmask)
-            self._mask_ready = True
+    def _current_mask(self) -> Tensor:
+        if self._mask is None:
+            self._mask = self._allowed_mask(self.matcher)
+            self._in_text = int(self._mask.sum()) > self.vocab_size // 4
+        return self._mask
+
+    def _current_plan(self) -> list[int] | None:
+        if self._plan is None:
+            self._plan = self._completion(self.matcher.fork()) or None
+            if self._plan:
+                self._plan_length = len(self._plan)
+        return self._plan
 
     def _allowed_mask(self, matcher) -> Tensor:
-        """bool [V]: the ids the matcher allows next (computed into the shared bitmask)."""
+        """bool [V]: the ids the matcher allows next."""
         matcher.fill_next_token_bitmask(self.bitmask)
-        scores = torch.zeros(1, self.vocab_size)
-        self._xgr.apply_token_bitmask_inplace(scores, self.bitmask, vocab_size=self.vocab_size)
-        return torch.isfinite(scores[0])
+        bits = (self.bitmask[0].unsqueeze(1) >> _SHIFTS) & 1  # [V/32, 32]
+        return bits.flatten()[: self.vocab_size].bool()
 
     def _only_stop_allowed(self) -> bool:
-        self._fill()
-        scores = torch.zeros(1, self.vocab_size)
-        self._xgr.apply_token_bitmask_inplace(scores, self.bitmask, vocab_size=self.vocab_size)
-        allowed = set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+        allowed = set(self._current_mask().nonzero().flatten().tolist())
         return allowed <= set(self.matcher.stop_token_ids)
 
     def _completion(self, matcher) -> list[int]:
@@ -114,32 +132,51 @@ class GrammarConstraint:
                 allowed = self._allowed_mask(matcher)
                 allowed[list(matcher.stop_token_ids)] = False
                 in_text = int(allowed.sum()) > self.vocab_size // 4
-                scores = (self._quote_rank if in_text else self._bracket_rank) + self._shortness
+                scores = (self._quote_rank if in_text else self._bracket_rank) + self._tiebreak
                 token = int(scores.masked_fill(~allowed, float("-inf")).argmax())
                 if not allowed[token] or not matcher.accept_token(token):
                     return []
                 tokens.append(token)
             return tokens
         finally:
-            self._mask_ready = False  # the shared bitmask now holds another state's mask
+            self._mask = None  # the shared bitmask now holds another state's mask
 
 
-def closing_ranks(pieces: list[bytes]) -> tuple[Tensor, Tensor, Tensor]:
-    """[V] floats: how much a token closes inside a string (a quote, then brackets), outside one
-    (brackets only), and a small bonus for long tokens; empty pieces are never chosen."""
-    quote, bracket, short = (torch.zeros(len(pieces)) for _ in range(3))
+def closing_ranks(pieces: list[bytes]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """[V] each: how much a token closes inside a string (a quote, then brackets) and outside one
+    (brackets only), a small bonus for long tokens that end on a whole UTF-8 character (-inf
+    for empty pieces, never chosen), and
+    whether it is harmless (bool: no byte that could open or close a structure)."""
+    quote, bracket, long = (torch.zeros(len(pieces)) for _ in range(3))
+    harmless = torch.zeros(len(pieces), dtype=torch.bool)
     for index, piece in enumerate(pieces):
         if not piece:
-            short[index] = float("-inf")
+            long[index] = float("-inf")
             continue
-        short[index] = len(piece) / 1000
+        # a token that leaves a character unfinished is never preferred: the walk could go on
+        # finishing one character and starting the next for ever
+        long[index] = len(piece) / 1000 + (0.5 if _ends_whole(piece) else 0.0)
+        harmless[index] = _OPENERS.isdisjoint(piece)
         if all(b in b'"}]' for b in piece):
             brackets = piece.count(b"}") + piece.count(b"]")
             if piece.startswith(b'"') and piece.count(b'"') == 1:
                 quote[index] = 1 + brackets
             if b'"' not in piece:
                 bracket[index] = brackets
-    return quote, bracket, short
+    return quote, bracket, long, harmless
+
+
+_SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+def _ends_whole(piece: bytes) -> bool:
+    """Whether the bytes end on a complete UTF-8 character (a token may begin mid-character)."""
+    for back in range(1, min(4, len(piece)) + 1):
+        byte = piece[-back]
+        if byte & 0xC0 != 0x80:  # the last lead byte (or ASCII): how long is its character?
+            length = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return back == length
+    return True  # continuation bytes only: they finish a character begun before
 
 
 class TriggeredConstraint:
