@@ -133,3 +133,25 @@ def test_without_the_ocr_extra_scanned_pages_are_named_with_the_install_command(
     _render(3).crop((0, 0, 300, 200)).save(image)
     with pytest.raises(SourceError, match=re.escape(OCR_INSTALL)):
         load_image(image)
+
+
+@pytest.mark.slow
+def test_a_page_whose_ocr_fails_is_named_and_the_others_are_read(tmp_path, monkeypatch):
+    from ragglm.connectors import ocr_pages
+
+    first, second = _render(3), _render(4).crop((0, 0, 300, 300))
+    path = tmp_path / "two.pdf"
+    first.save(path, "PDF", resolution=DPI, save_all=True, append_images=[second])
+    recognise = ocr_pages.recognise_text
+
+    def flaky(image):
+        if image.width < 1.2 * image.height:  # the second page, square where the first is wide
+            raise RuntimeError("the engine gave up")
+        return recognise(image)
+
+    monkeypatch.setattr(ocr_pages, "recognise_text", flaky)
+    document = load_pdf(path)
+    assert "The composite filter cartridge lasts 12 months" in _flat(document.pages[0].text)
+    assert document.pages[1].text == "" and document.metadata["ocr_failed_pages"] == [2]
+    [warning] = document.metadata["warnings"]
+    assert f"{path}: OCR failed on page(s) 2 (page 2: RuntimeError: the engine gave up)" in warning
