@@ -155,3 +155,23 @@ def test_a_page_whose_ocr_fails_is_named_and_the_others_are_read(tmp_path, monke
     assert document.pages[1].text == "" and document.metadata["ocr_failed_pages"] == [2]
     [warning] = document.metadata["warnings"]
     assert f"{path}: OCR failed on page(s) 2 (page 2: RuntimeError: the engine gave up)" in warning
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: enough for a reader to decide to refuse it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [12_000, 50_000])  # past the bound, and past twice the bound
+def test_an_image_too_large_to_decode_safely_is_refused_before_decoding(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(side, side))
+    with pytest.raises(SourceError, match=r"bomb\.png: is too large an image to read safely .*below 100 megapixels"):
+        load_image(path)
