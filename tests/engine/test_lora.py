@@ -277,8 +277,6 @@ def test_lora_where_it_cannot_merge_says_what_to_load_instead(tmp_path, llama_ca
     from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
 
     base, lora, _ = llama_case
-    with pytest.raises(AdapterError, match="GGUF"):
-        Engine.from_pretrained("smollm2", adapter=lora)
     save_quantized_checkpoint(base, tmp_path / "int8", "int8")
     with pytest.raises(AdapterError, match="quantize the original model with the adapter"):
         Engine.from_pretrained(tmp_path / "int8", adapter=lora)
@@ -287,3 +285,39 @@ def test_lora_where_it_cannot_merge_says_what_to_load_instead(tmp_path, llama_ca
     (ptuning / "config.json").write_text(json.dumps({"model_type": "chatglm", "pre_seq_len": 4}))
     with pytest.raises(AdapterError, match="not saved with them"):
         save_quantized_checkpoint(base, tmp_path / "int8-pt", "int8", adapter=ptuning)
+
+
+def test_lora_merges_into_a_gguf_file_in_the_transformers_naming(tmp_path):
+    """A llama GGUF (Q/K rows permuted in the file, fused by us) with an adapter named as PEFT names the
+    transformers Llama: each update lands on its rows of wqkv / w_gate_up."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from ragglm.engine.loading.gguf_synthetic import TINY, write_random_gguf
+
+    path = write_random_gguf(tmp_path / "tiny.gguf", TINY, 2)  # Q4_0 blocks
+    base = Engine.from_pretrained(path, dtype="fp32")
+    args = base.args
+    q, kv, ffn = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim, args.intermediate_size
+    targets = {"model.layers.0.self_attn.q_proj": (q, args.dim, "layers.0.attention.wqkv.weight", 0),
+               "model.layers.0.self_attn.k_proj": (kv, args.dim, "layers.0.attention.wqkv.weight", q),
+               "model.layers.1.mlp.up_proj": (ffn, args.dim, "layers.1.feed_forward.w_gate_up.weight", ffn),
+               "model.layers.1.mlp.down_proj": (args.dim, ffn, "layers.1.feed_forward.w_down.weight", 0)}
+    generator = torch.Generator().manual_seed(0)
+    tensors, reference = {}, copy.deepcopy(base.model)
+    for module, (out, inp, ours, row) in targets.items():
+        a, b = 0.1 * torch.randn(4, inp, generator=generator), 0.1 * torch.randn(out, 4, generator=generator)
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b
+        with torch.no_grad():
+            reference.get_parameter(ours)[row:row + out] += 2.0 * b @ a  # lora_alpha 8 / r 4
+    (tmp_path / "lora").mkdir()
+    save_file(tensors, str(tmp_path / "lora" / "adapter_model.safetensors"))
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    ids = PROMPT % args.vocab_size
+    got = Engine.from_pretrained(path, dtype="fp32", adapter=tmp_path / "lora").logits(ids)
+    with torch.no_grad():
+        want = reference(ids)
+    assert (got - want).abs().max().item() < TOL
+    assert (base.logits(ids) - want).abs().max().item() > 0.01

@@ -79,9 +79,6 @@ def lora_for(model_path: Path, adapter: Adapter | None):
         raise AdapterError(f"LoRA adapter {adapter.path}: {model_path} is already quantized, and LoRA merges "
                            "into float weights; quantize the original model with the adapter instead "
                            f"(ragglm quantize ORIGINAL {model_path.name} --adapter {adapter.path})")
-    if model_path.suffix == ".gguf":
-        raise AdapterError(f"LoRA adapter {adapter.path}: merging into a GGUF file ({model_path}) is not "
-                           "supported; load the model folder the adapter was trained on")
     return read_lora(adapter.path)
 
 

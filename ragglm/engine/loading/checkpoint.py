@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.adapters.errors import AdapterError
 from ragglm.engine.adapters.lora import LoraAdapter, LoraMerge
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
 from ragglm.engine.loading.families import family_of
-from ragglm.engine.loading.gguf_loader import read_gguf
+from ragglm.engine.loading.gguf_loader import describe_gguf, read_gguf
+from ragglm.engine.loading.quant_loader import drain
 from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
-from ragglm.engine.loading.weight_names import rename_weights
+from ragglm.engine.loading.weight_names import LLAMA_NAMES, rename_weights
 from ragglm.engine.model import ModelArgs
 from ragglm.engine.tokenizers.tokenizer import Tokenizer
 from ragglm.errors import ModelNotFoundError
@@ -40,12 +40,11 @@ def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False,
     (GGUF weights are dequantized to float32). A LoRA adapter is merged into each weight it adapts
     as that weight is read; its fit with the model is checked before any weight is."""
     if path.suffix == ".gguf":
-        if lora is not None:
-            raise AdapterError(f"LoRA adapter {lora.path}: merging into a GGUF file ({path}) is not supported; "
-                               "load the model folder the adapter was trained on"
-                               f"{' (' + lora.config.base_model + ')' if lora.config.base_model else ''}")
+        # an adapter was trained on the transformers model, so it names modules as a Llama folder does
+        merge = LoraMerge(lora, LLAMA_NAMES, describe_gguf(path).args, str(path)) if lora is not None else None
         gguf = read_gguf(path, dtype)
-        return Checkpoint(gguf.args, gguf.state_dict, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
+        tensors = gguf.state_dict if merge is None else dict(merge.merged(drain(gguf.state_dict)))
+        return Checkpoint(gguf.args, tensors, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
     if path.suffix == ".safetensors" and path.is_file():
         raise ModelNotFoundError(f"{path}: a weights file alone is not a model; point --model at the folder "
                                  "that holds it with its config.json and tokenizer files")
