@@ -42,15 +42,20 @@ from ragglm.integrations.answering import (
     is_remote,
 )
 from ragglm.integrations.openai_api import (
+    CITATIONS_HEADER,
     KB_MODEL_ID,
     ChatCompletionRequest,
     EmbeddingRequest,
     ParameterError,
+    chat_options,
     check_chat_request,
+    citations_header,
     embedding_response,
     embedding_texts,
+    engine_messages,
     relative_sources,
     sampling_options,
+    tool_call_deltas,
 )
 from ragglm.server_worker import EngineWorker, ServerBusy
 from ragglm.text.chunker import count_tokens
@@ -189,6 +194,9 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         if request.seed is not None and is_remote(target.generator):
             raise ApiError(400, f"seed applies to the plain model {generator_id!r} when generation is remote",
                            param="seed")
+        for name in chat_options(request):
+            raise ApiError(400, f"{name} applies to the plain model {generator_id!r}; model {request.model!r} "
+                                "answers from the documents in prose with citations", param=name)
         question = next((m.text() for m in reversed(request.messages) if m.role == "user"), "").strip()
         if not question:
             raise ApiError(400, f"model {request.model!r} answers the last user message, and there is none",
@@ -211,12 +219,15 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         if sampling and is_remote(generator):
             name = next(iter(sampling))
             raise ApiError(400, f"{name} cannot be sent on to the remote generator {generator_id!r}", param=name)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in request.messages]
+        options = chat_options(request)
+        if options and is_remote(generator):
+            name = next(iter(options))
+            raise ApiError(400, f"{name} cannot be sent on to the remote generator {generator_id!r}", param=name)
+        messages = engine_messages(request)
 
         def work(on_text, cancelled) -> Outcome:
             return chat_generator(generator, messages, seed=request.seed, on_text=on_text, cancelled=cancelled,
-                                  sampling=sampling, **budget)
+                                  sampling=sampling, options=options, **budget)
         return work
 
     @app.post("/v1/chat/completions")
@@ -249,6 +260,9 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
             outcome = await _outcome_unless_client_leaves(job, http)
         except Exception as exc:
             raise _as_api_error(exc) from exc
+        if target is not None:  # answered from documents: the citations in a header too (see citations_header)
+            return JSONResponse(reply.completion(outcome),
+                                headers={CITATIONS_HEADER: citations_header(outcome.citations)})
         return reply.completion(outcome)
 
     @app.post("/v1/embeddings")
@@ -302,8 +316,7 @@ class _Reply:
     def completion(self, outcome: Outcome) -> dict:
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome.text},
-                         "finish_reason": outcome.finish_reason}],
+            "choices": [{"index": 0, "message": _message(outcome), "finish_reason": outcome.finish_reason}],
             "usage": _usage(outcome), "citations": outcome.citations,
             "ragglm": {"mode": outcome.mode, "timings": outcome.timings, "plan": outcome.plan},
         }
@@ -321,6 +334,8 @@ class _Reply:
                 if kind == "piece":
                     yield self.chunk({"content": value})
                 elif kind == "done":
+                    if value.tool_calls:
+                        yield self.chunk({"tool_calls": tool_call_deltas(value.tool_calls)})
                     yield self.chunk({}, value.finish_reason, citations=value.citations,
                                      ragglm={"mode": value.mode, "timings": value.timings, "plan": value.plan})
                     if self.include_usage:
@@ -333,6 +348,12 @@ class _Reply:
             yield "data: [DONE]\n\n"
         finally:
             job.cancel()  # a client that left stops the generation at its next token
+
+
+def _message(outcome: Outcome) -> dict:
+    if outcome.tool_calls:  # as OpenAI answers a call: no text unless the model wrote some besides
+        return {"role": "assistant", "content": outcome.text or None, "tool_calls": outcome.tool_calls}
+    return {"role": "assistant", "content": outcome.text}
 
 
 def _sse(body: dict) -> str:

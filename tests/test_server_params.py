@@ -104,12 +104,18 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
 
 @pytest.mark.parametrize(("param", "value"), [
     ("presence_penalty", 0.5), ("frequency_penalty", 0.5), ("logit_bias", {"1": 5}), ("logprobs", True),
-    ("top_logprobs", 2), ("response_format", {"type": "json_object"}), ("tools", [TOOL]),
-    ("tool_choice", "auto"), ("functions", [TOOL["function"]]), ("n", 2),
+    ("top_logprobs", 2), ("functions", [TOOL["function"]]), ("n", 2),
 ])
 def test_unsupported_parameters_are_refused(client, param, value):
     body = refused(client, **{param: value})
     assert body["param"] == param and body["type"] == "invalid_request_error"
+
+
+def test_tools_and_formats_on_the_documents_model_name_the_plain_model(client):
+    # honoured by the plain model (tests/test_server_tools.py); the documents model answers in prose
+    for name, value in (("response_format", {"type": "json_object"}), ("tools", [TOOL])):
+        body = refused(client, model=KB_MODEL_ID, **{name: value})
+        assert body["param"] == name and "plain model" in body["message"]
 
 
 def test_unknown_fields_are_refused_by_name(client):

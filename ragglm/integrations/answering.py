@@ -21,34 +21,38 @@ class Cancelled(Exception):
 @dataclass
 class Outcome:
     text: str
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "tool_calls"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     citations: list[dict] = field(default_factory=list)
     mode: str = "generate"  # "generate" for plain chat, else the Answer's mode
     timings: dict = field(default_factory=dict)
     plan: dict = field(default_factory=dict)  # the Answer's plan (route, refusal, standalone question)
+    tool_calls: list[dict] = field(default_factory=list)  # OpenAI shape
 
 
 def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
                    stop: list[str] | None = None, seed: int | None = None,
                    on_text: Callable[[str], None] | None = None,
-                   cancelled: threading.Event | None = None, sampling: dict | None = None) -> Outcome:
+                   cancelled: threading.Event | None = None, sampling: dict | None = None,
+                   options: dict | None = None) -> Outcome:
     """Plain chat completion on an Engine or RemoteGenerator, one caller at a time.
 
-    sampling: the Engine's top_p, top_k and repetition_penalty; a RemoteGenerator takes none of them."""
+    sampling: the Engine's top_p, top_k and repetition_penalty; a RemoteGenerator takes none of them.
+    options: Engine.chat's tools, tool_choice and response_format."""
     if sampling and is_remote(generator):
         raise ValueError(f"{', '.join(sampling)} cannot be sent on to a remote generator")
     stops = StopStringFilter(stop)
     result = GenerationResult([])
-    extra = {**({"seed": seed} if seed is not None else {}), **(sampling or {})}
+    extra = {**({"seed": seed} if seed is not None else {}), **(sampling or {}), **(options or {})}
     with nullcontext() if generator.concurrent else generator.lock:
         relay(generator.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stream=True,
                              result=result, **extra), stops, on_text, lambda: _check(cancelled))
     completion_tokens = len(result.token_ids) or int(result.timings.get("completion_tokens", 0))
-    finish = "stop" if stops.stopped else result.finish_reason
+    finish = "stop" if stops.stopped and not result.tool_calls else result.finish_reason
     timings = {"ttft_s": round(result.ttft_s, 4), "decode_tok_s": round(result.decode_tok_s, 2)}
-    return Outcome(stops.text, finish, result.prompt_tokens, completion_tokens, timings=timings)
+    return Outcome(stops.text, finish, result.prompt_tokens, completion_tokens, timings=timings,
+                   tool_calls=list(getattr(result, "tool_calls", None) or []))
 
 
 def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,

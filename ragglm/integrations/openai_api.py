@@ -1,14 +1,16 @@
 """The OpenAI API's request and response shapes as ragglm serves them.
 
 Every chat-completion parameter is honoured or refused: a client that asks for something this
-server cannot do (logprobs, tools, a frequency penalty) gets a 400 naming it rather than an
-answer that silently ignored it. Fields OpenAI clients send for bookkeeping (user, metadata, store)
+server cannot do (logprobs, a frequency penalty) gets a 400 naming it rather than an answer that
+silently ignored it. tools, tool_choice and response_format are honoured by the engine's
+constrained decoding (see ragglm.engine.constraints). Fields OpenAI clients send for bookkeeping (user, metadata, store)
 are accepted, as they change nothing about the answer.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -17,8 +19,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["KB_MODEL_ID", "ChatCompletionRequest", "ChatMessage", "EmbeddingRequest", "ParameterError", "check_chat_request",
-           "embedding_response", "embedding_texts", "relative_sources", "sampling_options"]
+__all__ = ["CITATIONS_HEADER", "KB_MODEL_ID", "citations_header", "ChatCompletionRequest", "ChatMessage", "EmbeddingRequest", "ParameterError", "check_chat_request",
+           "chat_options", "embedding_response", "embedding_texts", "engine_messages", "relative_sources",
+           "sampling_options", "tool_call_deltas"]
 
 # The model name that answers from the documents ("ragglm:NAME" picks one of several knowledge bases)
 KB_MODEL_ID = "ragglm"
@@ -57,9 +60,11 @@ class ContentPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None  # a speaker's label: it does not change how the text is read
+    tool_calls: list[dict] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # which call a tool message answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -87,7 +92,7 @@ class ChatCompletionRequest(_TextRequest):
     user: str | None = None
     metadata: dict | None = None
     store: bool | None = None
-    parallel_tool_calls: bool | None = None  # meaningless without tools, which are refused
+    parallel_tool_calls: bool | None = None  # calls come one per turn; accepted either way
     # refused unless at their defaults (see _REFUSED)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -120,15 +125,11 @@ _REFUSED = (
     ("logit_bias", _empty, "logit_bias is not supported"),
     ("logprobs", lambda v: not v, "logprobs are not returned by this server"),
     ("top_logprobs", lambda v: not v, "logprobs are not returned by this server"),
-    ("response_format", lambda v: v is None or v == {"type": "text"},
-     "only response_format {\"type\": \"text\"} is supported: output is not constrained to JSON"),
-    ("tools", _empty, "tools are not supported: the model does not call functions"),
-    ("functions", _empty, "functions are not supported: the model does not call functions"),
-    ("tool_choice", lambda v: v is None or v == "none", "tool_choice is not supported: the model does not "
-                                                        "call functions"),
-    ("function_call", lambda v: v is None or v == "none", "function_call is not supported: the model does "
-                                                          "not call functions"),
+    ("functions", _empty, "functions (deprecated by OpenAI) are not supported; send tools"),
+    ("function_call", lambda v: v is None or v == "none", "function_call (deprecated by OpenAI) is not "
+                                                          "supported; send tool_choice"),
 )
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
 
 def check_chat_request(request: ChatCompletionRequest) -> None:
@@ -141,8 +142,81 @@ def check_chat_request(request: ChatCompletionRequest) -> None:
     if request.n != 1:
         raise ParameterError("n", "only n=1 is supported")
     _check_stops(request.stops())
+    _check_response_format(request.response_format)
+    _check_tools(request.tools, request.tool_choice)
     for index, message in enumerate(request.messages):
         _check_message(index, message)
+
+
+def _check_response_format(response_format: dict | None) -> None:
+    if response_format is None:
+        return
+    kind = response_format.get("type")
+    if kind not in _RESPONSE_FORMATS:
+        raise ParameterError("response_format", f"response_format type {kind!r} is not one of "
+                                                f"{', '.join(_RESPONSE_FORMATS)}")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise ParameterError("response_format", "response_format json_schema needs "
+                                                    "{\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+
+
+def _check_tools(tools: list | None, tool_choice) -> None:
+    for index, tool in enumerate(tools or ()):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict) \
+                or not isinstance(function.get("name"), str) or not function["name"]:
+            raise ParameterError(f"tools.{index}", "a tool is {\"type\": \"function\", \"function\": "
+                                                   "{\"name\": ..., \"parameters\": {...}}}")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise ParameterError(f"tools.{index}.function.parameters", "parameters must be a JSON schema object")
+    names = [tool["function"]["name"] for tool in tools or ()]
+    if tool_choice is None or tool_choice in ("auto", "none"):
+        return
+    if not names:
+        raise ParameterError("tool_choice", f"tool_choice {tool_choice!r} needs tools")
+    if tool_choice == "required":
+        return
+    chosen = (tool_choice.get("function") or {}).get("name") if isinstance(tool_choice, dict) else None
+    if chosen is None:
+        raise ParameterError("tool_choice", "tool_choice is \"auto\", \"none\", \"required\" or "
+                                            "{\"type\": \"function\", \"function\": {\"name\": ...}}")
+    if chosen not in names:
+        raise ParameterError("tool_choice", f"tool_choice names {chosen!r}, which is not among the tools: "
+                                            f"{', '.join(names)}")
+
+
+def chat_options(request: ChatCompletionRequest) -> dict:
+    """Engine.chat's tools, tool_choice and response_format, those the request sets."""
+    options = {}
+    if request.tools:
+        options["tools"] = request.tools
+        if request.tool_choice is not None:
+            options["tool_choice"] = request.tool_choice
+    if request.response_format is not None and request.response_format.get("type") != "text":
+        options["response_format"] = request.response_format
+    return options
+
+
+def engine_messages(request: ChatCompletionRequest) -> list[dict]:
+    """The messages as Engine.chat takes them: text contents, developer as system, tool turns kept."""
+    messages = []
+    for m in request.messages:
+        message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.tool_calls:
+            message["tool_calls"] = m.tool_calls
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.role == "tool" and m.name:
+            message["name"] = m.name
+        messages.append(message)
+    return messages
+
+
+def tool_call_deltas(tool_calls: list[dict]) -> list[dict]:
+    """Calls as streamed chunks carry them: each whole, with its index."""
+    return [{"index": index, **call} for index, call in enumerate(tool_calls)]
 
 
 def _check_stops(stops: list[str] | None) -> None:
@@ -156,6 +230,16 @@ def _check_stops(stops: list[str] | None) -> None:
 
 def _check_message(index: int, message: ChatMessage) -> None:
     where = f"messages.{index}"
+    if message.tool_calls and message.role != "assistant":
+        raise ParameterError(f"{where}.tool_calls", "only assistant messages carry tool_calls")
+    if message.role == "tool" and not message.tool_call_id:
+        raise ParameterError(f"{where}.tool_call_id", "a tool message needs the tool_call_id it answers")
+    for number, call in enumerate(message.tool_calls or ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ParameterError(f"{where}.tool_calls.{number}", "a tool call is {\"id\": ..., \"type\": "
+                                                                 "\"function\", \"function\": {\"name\": ..., "
+                                                                 "\"arguments\": JSON text}}")
     for name, value in (message.model_extra or {}).items():
         # a client that sends back an earlier reply whole brings its empty fields along
         if not _empty(value):
@@ -254,6 +338,22 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 
 # --- citations ------------------------------------------------------------------------------------
+
+# A response header with an answer's citations: OpenAI clients keep only OpenAI's own fields of the
+# body (LangChain's ChatOpenAI drops the `citations` field), but can hand back the headers
+CITATIONS_HEADER = "x-ragglm-citations"
+MAX_CITATIONS_HEADER_BYTES = 8 * 1024  # well under what HTTP clients accept for all headers together
+
+
+def citations_header(citations: list[dict]) -> str:
+    """The citations without their quoted text, as ASCII JSON; as many as fit the header's budget."""
+    kept = [{k: c.get(k) for k in ("id", "source", "page", "document") if k in c} for c in citations]
+    while True:
+        text = json.dumps(kept, ensure_ascii=True, separators=(",", ":"))
+        if len(text) <= MAX_CITATIONS_HEADER_BYTES or not kept:
+            return text
+        kept.pop()
+
 
 def relative_sources(citations: list[dict], sources: list[str], files: Path | None) -> list[dict]:
     """Citations whose file sources are named relative to the knowledge base, not by the server's paths.
