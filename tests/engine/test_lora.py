@@ -106,6 +106,10 @@ def test_lora_saved_as_bin_loads_alike(tmp_path):
     glm4_tokenizer_json(tmp_path / "base" / "tokenizer.json")
     merged = peft_adapter(base, tmp_path / "lora", safe=False, target_modules=["q_proj", "v_proj"])
     assert (tmp_path / "lora" / "adapter_model.bin").is_file()
+    # fan_in_fan_out describes [in, out] base weights (GPT-2's Conv1D); PEFT turns it off for the
+    # nn.Linear layers of these families, and so do we
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps({**config, "fan_in_fan_out": True}))
     got = Engine.from_pretrained(tmp_path / "base", dtype="fp32", adapter=tmp_path / "lora").logits(PROMPT)
     assert (got - logits_of(merged)).abs().max().item() < TOL
 
@@ -258,6 +262,21 @@ def test_adapter_targeting_a_module_the_model_lacks_is_refused(tmp_path, llama_c
               str(bad / "adapter_model.safetensors"))
     with pytest.raises(AdapterError, match="self_attn.qkv"):
         Engine.from_pretrained(base, dtype="fp32", adapter=bad)
+
+
+def test_adapter_that_trains_biases_is_refused_by_name(tmp_path, llama_case):
+    base, lora, _ = llama_case
+    from safetensors.torch import save_file
+
+    bias = tmp_path / "bias"
+    bias.mkdir()
+    (bias / "adapter_config.json").write_text((lora / "adapter_config.json").read_text())
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 64),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(64, 4),
+               "base_model.model.model.layers.0.self_attn.q_proj.bias": torch.zeros(64)},
+              str(bias / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match="trains biases"):
+        Engine.from_pretrained(base, dtype="fp32", adapter=bias)
 
 
 def test_adapter_kind_is_read_from_its_files(tmp_path, llama_case):

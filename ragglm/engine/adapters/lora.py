@@ -108,6 +108,10 @@ def read_lora(folder: Path) -> LoraAdapter:
             continue
         match = re.fullmatch(r"(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?",
                              name)
+        if match is None and name.endswith(".bias"):
+            raise AdapterError(f"LoRA adapter {folder}: it also trains biases ({name!r}; bias: all or lora_only "
+                               "in its config), which is not supported; merge it with PEFT's merge_and_unload() "
+                               "and load the merged model instead")
         if match is None:
             raise AdapterError(f"LoRA adapter {folder}: tensor {name!r} is not a LoRA factor (lora_A / lora_B); "
                                "adapters that also save whole modules (modules_to_save) are not supported; "
