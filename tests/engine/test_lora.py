@@ -48,12 +48,13 @@ def tiny_llama(seed: int = 0, **overrides):
 
 
 def randomize_lora(peft_model, seed: int = 1, std: float = 0.3) -> None:
-    """PEFT starts lora_B at zero (no change); random factors make the update visible."""
+    """PEFT starts lora_B at zero (no change); random trained values (the factors, and whole modules
+    or biases where the config trains them) make the update visible."""
     torch.manual_seed(seed)
     with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(std * torch.randn_like(param))
+        for _, param in peft_model.named_parameters():
+            if param.requires_grad:
+                param.add_(std * torch.randn_like(param))
 
 
 def peft_adapter(base, folder, seed: int = 1, safe: bool = True, std: float = 0.3, **config):
@@ -264,19 +265,15 @@ def test_adapter_targeting_a_module_the_model_lacks_is_refused(tmp_path, llama_c
         Engine.from_pretrained(base, dtype="fp32", adapter=bad)
 
 
-def test_adapter_that_trains_biases_is_refused_by_name(tmp_path, llama_case):
-    base, lora, _ = llama_case
-    from safetensors.torch import save_file
-
-    bias = tmp_path / "bias"
-    bias.mkdir()
-    (bias / "adapter_config.json").write_text((lora / "adapter_config.json").read_text())
-    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 64),
-               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(64, 4),
-               "base_model.model.model.layers.0.self_attn.q_proj.bias": torch.zeros(64)},
-              str(bias / "adapter_model.safetensors"))
-    with pytest.raises(AdapterError, match="trains biases"):
-        Engine.from_pretrained(base, dtype="fp32", adapter=bias)
+def test_whole_modules_and_biases_the_adapter_trained_replace_the_checkpoints(tmp_path):
+    """modules_to_save (the head, a norm) and bias="lora_only" (GLM's q/k/v biases, fused by us)."""
+    base = tiny_glm_model(tiny_glm_config())
+    base.save_pretrained(tmp_path / "base")
+    glm4_tokenizer_json(tmp_path / "base" / "tokenizer.json")
+    merged = peft_adapter(base, tmp_path / "lora", target_modules=["q_proj", "k_proj", "v_proj", "down_proj"],
+                          bias="lora_only", modules_to_save=["lm_head", "input_layernorm"])
+    got = Engine.from_pretrained(tmp_path / "base", dtype="fp32", adapter=tmp_path / "lora").logits(PROMPT)
+    assert (got - logits_of(merged)).abs().max().item() < TOL
 
 
 def test_adapter_kind_is_read_from_its_files(tmp_path, llama_case):

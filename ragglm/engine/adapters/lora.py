@@ -74,7 +74,6 @@ class LoraPair:
     b: Tensor  # [out, r] (embeddings: [dim, r])
     scaling: float
     embedding: bool = False  # lora_embedding_A/B: the update is (B @ A).T
-    base: Tensor | None = None  # the module's weight as the adapter saved it, in place of the checkpoint's
 
     def delta(self) -> Tensor:
         """The float32 update of the module's weight, [out, in] as the checkpoint stores it."""
@@ -87,6 +86,9 @@ class LoraAdapter:
     path: Path
     config: LoraConfig
     pairs: dict[str, LoraPair]  # module name -> its pair
+    # whole tensors the adapter trained (modules_to_save, biases under bias: all / lora_only), by their
+    # name in the base checkpoint: they replace the checkpoint's
+    replaced: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def trained_for(self) -> str:
@@ -101,27 +103,25 @@ def read_lora(folder: Path) -> LoraAdapter:
     except ModelNotFoundError as exc:
         raise AdapterError(f"LoRA adapter {folder}: {exc}") from exc
     factors: dict[str, dict[str, Tensor]] = {}
+    replaced: dict[str, Tensor] = {}
     for name, tensor in tensors.items():
-        base = re.fullmatch(r"(.+)\.base_layer\.weight", name)
-        if base is not None:  # PEFT saves an adapted embedding's own weights too (its vocabulary may have grown)
-            factors.setdefault(base.group(1).removeprefix(_PREFIX), {})["base_layer"] = tensor
-            continue
+        # an adapted module's own tensors, when saved (an embedding whose vocabulary may have grown,
+        # trained biases), are its base layer's
+        name = name.replace(".base_layer.", ".")
         match = re.fullmatch(r"(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?",
                              name)
-        if match is None and name.endswith(".bias"):
-            raise AdapterError(f"LoRA adapter {folder}: it also trains biases ({name!r}; bias: all or lora_only "
-                               "in its config), which is not supported; merge it with PEFT's merge_and_unload() "
-                               "and load the merged model instead")
+        if match is None and name.endswith((".weight", ".bias")):
+            replaced[name.removeprefix(_PREFIX)] = tensor
+            continue
         if match is None:
-            raise AdapterError(f"LoRA adapter {folder}: tensor {name!r} is not a LoRA factor (lora_A / lora_B); "
-                               "adapters that also save whole modules (modules_to_save) are not supported; "
-                               "merge them into the base model with PEFT's merge_and_unload() instead")
+            raise AdapterError(f"LoRA adapter {folder}: tensor {name!r} is neither a LoRA factor (lora_A / "
+                               "lora_B) nor a module's weight or bias; save the adapter again with PEFT")
         module = match.group(1).removeprefix(_PREFIX)
         factors.setdefault(module, {})[match.group(2)] = tensor
     pairs = {module: _pair(folder, config, module, parts) for module, parts in factors.items()}
     if not pairs:
         raise AdapterError(f"LoRA adapter {folder}: its weights file holds no lora_A / lora_B tensors")
-    return LoraAdapter(folder, config, pairs)
+    return LoraAdapter(folder, config, pairs, replaced)
 
 
 def _read_config(folder: Path) -> LoraConfig:
@@ -165,7 +165,7 @@ def _pair(folder: Path, config: LoraConfig, module: str, parts: dict[str, Tensor
     # fan_in_fan_out describes base weights stored [in, out] (GPT-2's Conv1D); every family loaded
     # here stores [out, in] in nn.Linear, for which PEFT itself turns the flag off, so the update
     # is B @ A either way (and its shape is checked against the weight's below)
-    return LoraPair(module, a, b, config.scaling(module, rank), embedding, parts.get("base_layer"))
+    return LoraPair(module, a, b, config.scaling(module, rank), embedding)
 
 
 # rows of each part of our fused weights, in their order
@@ -178,9 +178,11 @@ _PART_ROWS = {
 
 @dataclass
 class _Target:
-    pair: LoraPair
+    source: str  # what the adapter calls it
     rows: slice  # the rows of our weight the update lands on
-    transform: object = None  # the naming's transform of the module's weight, applied to the update too
+    transform: object = None  # the naming's transform of the checkpoint's tensor, applied to the update too
+    pair: LoraPair | None = None  # a low-rank update
+    replace: Tensor | None = None  # or a whole new value
 
 
 class LoraMerge:
@@ -193,35 +195,49 @@ class LoraMerge:
             shapes = {name: tuple(t.shape) for name, t in Transformer(args).state_dict().items()}
         self.targets: dict[str, list[_Target]] = {}
         for module, pair in adapter.pairs.items():
-            ours, target = self._place(module, pair, naming)
+            ours, target = self._place(f"{module}.weight", module, naming)
+            target.pair = pair
             self._check(module, pair, ours, target, shapes)
+            self.targets.setdefault(ours, []).append(target)
+        for name, tensor in adapter.replaced.items():
+            ours, target = self._place(name, name, naming)
+            target.replace = tensor
+            self._check_whole(name, tensor, ours, target, shapes)
             self.targets.setdefault(ours, []).append(target)
 
     def _mismatch(self, message: str) -> AdapterError:
         return AdapterError(f"LoRA adapter {self.adapter.path} does not fit model {self.model}: {message}"
                             f"{self.adapter.trained_for}; use the adapter with the model it was trained on")
 
-    def _place(self, module: str, pair: LoraPair, naming: Naming) -> tuple[str, _Target]:
-        name = f"{module}.weight"
+    def _place(self, name: str, source: str, naming: Naming) -> tuple[str, _Target]:
+        """Our tensor and its rows for one of the checkpoint's tensor names."""
         if name in naming.top:
             ours = naming.top[name]
             if ours == "output.weight" and self.args.tie_embeddings:
-                raise self._mismatch(f"it adapts {module}, which this model ties to its embeddings")
-            return ours, _Target(pair, slice(None))
+                raise self._mismatch(f"it adapts {source}, which this model ties to its embeddings")
+            return ours, _Target(source, slice(None))
         if name.startswith(naming.layer_prefix):
             layer, _, rest = name[len(naming.layer_prefix):].partition(".")
             transform = naming.transforms.get(rest)
             if rest in naming.layer:
-                return f"layers.{layer}.{naming.layer[rest]}", _Target(pair, slice(None), transform)
+                return f"layers.{layer}.{naming.layer[rest]}", _Target(source, slice(None), transform)
             fused = naming.fused_into(rest)
             if fused is not None and fused[0] in _PART_ROWS:
                 ours, parts = fused
                 rows = _PART_ROWS[ours](self.args)
                 start = sum(rows[:parts.index(rest)])
-                return f"layers.{layer}.{ours}", _Target(pair, slice(start, start + rows[parts.index(rest)]),
+                return f"layers.{layer}.{ours}", _Target(source, slice(start, start + rows[parts.index(rest)]),
                                                           transform)
-        raise self._mismatch(f"it adapts {module}, which is not a weight of this model "
+        raise self._mismatch(f"it adapts {source}, which is not a tensor of this model "
                              f"(its layers are named {naming.layer_prefix}N.*)")
+
+    def _check_whole(self, name: str, tensor: Tensor, ours: str, target: _Target, shapes: dict) -> None:
+        if ours not in shapes:
+            raise self._mismatch(f"it stores {name}, and the model has no {ours}")
+        want = (len(range(shapes[ours][0])[target.rows]), *shapes[ours][1:])
+        if tuple(tensor.shape) != want:
+            raise self._mismatch(f"it stores {name} as {list(tensor.shape)} but the model's is {list(want)} "
+                                 "(a resized vocabulary?)")
 
     def _check(self, module: str, pair: LoraPair, ours: str, target: _Target, shapes: dict) -> None:
         if ours not in shapes:
@@ -232,9 +248,6 @@ class LoraMerge:
         if update != (rows, inp):
             raise self._mismatch(f"{module} gets a [{update[0]}, {update[1]}] update (lora_B x lora_A) but the "
                                  f"model's weight is [{rows}, {inp}]")
-        if pair.base is not None and tuple(pair.base.shape) != (rows, inp):
-            raise self._mismatch(f"it stores {module} as {list(pair.base.shape)} but the model's weight is "
-                                 f"[{rows}, {inp}] (a resized vocabulary?)")
 
     def merged(self, tensors: Iterable[tuple[str, Tensor]]) -> Iterator[tuple[str, Tensor]]:
         """The stream with every adapted weight merged (in float32, then back to its own dtype)."""
@@ -254,11 +267,12 @@ class LoraMerge:
         checkpoint is never written)."""
         weight = tensor.float().clone() if tensor.dtype == torch.float32 else tensor.float()
         targets = pending.pop(name)
+        for target in targets:  # whole values first, the low-rank updates go on top of them
+            if target.replace is not None:
+                weight[target.rows] = self._transformed(target, target.replace.float())
         for target in targets:
-            if target.pair.base is not None:
-                weight[target.rows] = self._transformed(target, target.pair.base.float())
-        for target in targets:
-            weight[target.rows] += self._transformed(target, target.pair.delta())
+            if target.pair is not None:
+                weight[target.rows] += self._transformed(target, target.pair.delta())
         return weight.to(tensor.dtype)
 
     def _transformed(self, target: _Target, tensor: Tensor) -> Tensor:
@@ -267,5 +281,5 @@ class LoraMerge:
     def finish(self, pending: dict[str, list[_Target]]) -> None:
         if pending:
             name = next(iter(pending))
-            raise self._mismatch(f"it adapts {pending[name][0].pair.module}, which the checkpoint never "
+            raise self._mismatch(f"it adapts {pending[name][0].source}, which the checkpoint never "
                                  f"provided (as {name})")
