@@ -209,3 +209,20 @@ def test_lora_on_a_quantized_folder_is_merged_into_its_layers(tmp_path, bits):
     got = engine.logits(ids)
     assert engine.adapter["kind"] == "lora"
     assert (got - adapted).abs().mean() < 0.25 * (base - adapted).abs().mean()
+
+
+def test_ptuning_prefix_on_a_quantized_folder_matches_the_float_model_with_it(tmp_path):
+    """The adapter dispatch on THUDM's folders: a P-Tuning v2 prefix goes onto the built int4 model."""
+    from tests.engine.chatglm_reference import write_ptuning_folder
+
+    config = glm3_config()
+    folder, float_folder = thudm_pair(tmp_path, config, 4)
+    layers, groups, head_dim = config["num_layers"], config["multi_query_group_num"], config["kv_channels"]
+    prefix = 0.5 * torch.randn(2 * layers, groups, 3, head_dim, generator=torch.Generator().manual_seed(4))
+    ptuning = write_ptuning_folder(prefix, config, tmp_path / "ptuning")
+    ids = torch.tensor([[5, 17, 300, 42, 42, 7]])
+    engine = Engine.from_pretrained(folder, dtype="fp32", adapter=ptuning)
+    want = Engine.from_pretrained(float_folder, dtype="fp32", adapter=ptuning).logits(ids)
+    assert engine.adapter["kind"] == "ptuning"
+    assert (engine.logits(ids) - want).abs().max().item() < TOL
+    assert (Engine.from_pretrained(float_folder, dtype="fp32").logits(ids) - want).abs().max().item() > 0.01
