@@ -138,4 +138,4 @@ def _joined(line: list[OcrBox]) -> str:
 def page_text(boxes: list[OcrBox], width: float | None = None) -> str:
     """The page's text: one line per text line, lines a paragraph wrapped at the margin joined."""
     lines = [_joined(line) for line in reading_order(boxes, width)]
-    return "\n".join(join_wrapped_lines([line for line in lines if line], marked=False)).strip()
+    return "\n".join(join_wrapped_lines([line for line in lines if line], marked=False, cjk_runs_on=True)).strip()

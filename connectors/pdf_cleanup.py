@@ -74,8 +74,11 @@ def _join(left: str, right: str) -> str:
     return left + " " + right
 
 
-def join_wrapped_lines(lines: list[str], marked: bool) -> list[str]:
-    """Join lines that a paragraph wrapped at the margin; keep real breaks (rows, list items, code)."""
+def join_wrapped_lines(lines: list[str], marked: bool, cjk_runs_on: bool = False) -> list[str]:
+    """Join lines that a paragraph wrapped at the margin; keep real breaks (rows, list items, code).
+
+    cjk_runs_on: a full line with Chinese on either side of the break carries on (OCR of prose, where
+    lines such as "9月" + "23日" or "“" + "！自在" break anywhere); otherwise both sides must be Chinese."""
     widths = [_width(line.strip()) for line in lines if line.strip()]
     full = 0.8 * max(widths, default=0)
     out: list[str] = []
@@ -87,7 +90,7 @@ def join_wrapped_lines(lines: list[str], marked: bool) -> list[str]:
             out.append("")
             marked_wrap = full_before = False
             continue
-        if out and out[-1] and (marked_wrap or (full_before and _continues(out[-1], body, marked))):
+        if out and out[-1] and (marked_wrap or (full_before and _continues(out[-1], body, marked, cjk_runs_on))):
             out[-1] = _join(out[-1], body)
         else:
             out.append(text)
@@ -97,11 +100,11 @@ def join_wrapped_lines(lines: list[str], marked: bool) -> list[str]:
     return [_SPACE_RUN.sub("  ", line) for line in out]
 
 
-def _continues(above: str, line: str, marked: bool) -> bool:
+def _continues(above: str, line: str, marked: bool, cjk_runs_on: bool = False) -> bool:
     """Whether line carries on the sentence of a full-width line above rather than starting a row."""
     if _starts_block(line):
         return False
-    if is_cjk(above[-1]) and is_cjk(line[0]):
+    if (is_cjk(above[-1]) or is_cjk(line[0])) if cjk_runs_on else (is_cjk(above[-1]) and is_cjk(line[0])):
         return not marked  # with marks, a CJK line ending in a space is a real break
     return line[0].islower()
 

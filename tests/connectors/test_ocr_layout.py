@@ -37,6 +37,12 @@ def test_chinese_is_joined_without_spaces_and_latin_keeps_them():
     assert page_text(cells) == "功能描述 初始化系统"
 
 
+def test_chinese_prose_wrapped_before_a_number_or_a_quote_is_one_line():
+    lines = ["汉塞克第一次被叫上大联盟。汉塞克完成了他在大联盟的首次亮相，9月", "23日，汉塞克第二次先发。"]
+    boxes = [OcrBox(0, 30 * i, 20 * len(text), 30 * i + 20, text) for i, text in enumerate(lines)]
+    assert page_text(boxes) == "汉塞克第一次被叫上大联盟。汉塞克完成了他在大联盟的首次亮相，9月23日，汉塞克第二次先发。"
+
+
 def test_a_page_number_beside_the_body_is_not_a_column():
     body = _column(0, [f"body line {i} of the page text here" for i in range(6)])
     boxes = body + [OcrBox(800, 100, 830, 120, "7")]
