@@ -12,6 +12,7 @@ RagGLMRetriever over a KnowledgeBase.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
+from ragglm.integrations.openai_api import CITATIONS_HEADER
 
-__all__ = ["ChatRagGLM", "DecodingOptions", "RagGLM", "RagGLMRetriever", "pieces_from_thread"]  # noqa: F822
+__all__ = ["ChatRagGLM", "DecodingOptions", "RagGLM", "RagGLMRetriever", "citations_from",  # noqa: F822
+           "pieces_from_thread"]
 
 _loaded: dict[tuple, Any] = {}
 _loading = threading.Lock()
@@ -158,6 +161,23 @@ class RagGLMRetriever(BaseRetriever):
             })
             for rank, hit in enumerate(hits, 1)
         ]
+
+
+def citations_from(message: Any) -> list[dict]:
+    """The citations of an answer from a knowledge base, as a LangChain message carries them.
+
+    ChatRagGLM bound to a knowledge base puts them in response_metadata["citations"]; ChatOpenAI
+    talking to `ragglm serve`'s "ragglm" model drops the body's `citations` field, but keeps the
+    response headers when built with include_response_headers=True, and the server sends them in
+    one (without their quoted text). A streamed ChatOpenAI answer has no headers to keep: [].
+    """
+    metadata = getattr(message, "response_metadata", None) or {}
+    if "citations" in metadata:
+        return list(metadata["citations"])
+    headers = {str(k).lower(): v for k, v in (metadata.get("headers") or {}).items()}
+    if CITATIONS_HEADER in headers:
+        return json.loads(headers[CITATIONS_HEADER])
+    return []
 
 
 class DecodingOptions(BaseModel):
