@@ -19,7 +19,6 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
@@ -45,7 +44,6 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ragglm.engine.generate import GenerationResult
 from ragglm.errors import RemoteGeneratorError
 from ragglm.integrations.answering import Cancelled as _Cancelled
 from ragglm.integrations.answering import Outcome, ask_knowledge_base, chat_generator, is_remote
@@ -55,7 +53,6 @@ from ragglm.integrations.langchain import (
     pieces_from_thread,
     shared_generator,
 )
-from ragglm.text.stop_strings import StopStringFilter, relay
 
 __all__ = ["ChatRagGLM"]
 
@@ -285,12 +282,11 @@ class ChatRagGLM(BaseChatModel):
 
         def generate(on_text, cancelled) -> _Reply:
             generator = shared_generator(model, self.quant, self.device)
-            if not constraints:
-                outcome = chat_generator(generator, openai_messages, stop=stop, seed=seed, on_text=on_text,
-                                         cancelled=cancelled, sampling=sampling, **budget)
-                return _Reply(outcome, model)
-            return _constrained(generator, model, openai_messages, constraints, stop, seed, sampling, budget,
-                                on_text, cancelled)
+            if constraints and is_remote(generator):  # only the local engine constrains its output
+                raise ValueError(f"{', '.join(constraints)} cannot be sent on to a remote generator")
+            outcome = chat_generator(generator, openai_messages, stop=stop, seed=seed, on_text=on_text,
+                                     cancelled=cancelled, sampling=sampling, options=constraints, **budget)
+            return _Reply(outcome, model, outcome.tool_calls)
         return generate
 
     def _decoding(self, **overrides: Any) -> DecodingOptions:
@@ -317,29 +313,6 @@ class ChatRagGLM(BaseChatModel):
 
 
 _DECODING_NAMES = {*DecodingOptions.model_fields, "max_tokens"}
-
-
-def _constrained(generator, model: str, messages: list[dict], constraints: dict, stop, seed, sampling: dict,
-                 budget: dict, on_text, cancelled) -> _Reply:
-    """Generation with tools or a response format, which only the local engine constrains."""
-    if is_remote(generator):
-        raise ValueError(f"{', '.join(constraints)} cannot be sent on to a remote generator")
-    stops = StopStringFilter(stop)
-    result = GenerationResult([])
-    extra = {**({"seed": seed} if seed is not None else {}), **sampling}
-
-    def check() -> None:
-        if cancelled is not None and cancelled.is_set():
-            raise _Cancelled()
-
-    with nullcontext() if generator.concurrent else generator.lock:
-        relay(generator.chat(messages, stream=True, result=result, **constraints, **budget, **extra), stops,
-              on_text, check)
-    tool_calls = list(getattr(result, "tool_calls", None) or [])
-    finish = "tool_calls" if tool_calls else "stop" if stops.stopped else result.finish_reason
-    outcome = Outcome(stops.text, finish, result.prompt_tokens, len(result.token_ids),
-                      timings={"ttft_s": round(result.ttft_s, 4), "decode_tok_s": round(result.decode_tok_s, 2)})
-    return _Reply(outcome, model, tool_calls)
 
 
 def _openai_messages(messages: list[BaseMessage]) -> list[dict]:
