@@ -197,9 +197,12 @@ def _kernel_available(scheme: str, device_type: str) -> bool:
             torch.ops.aten._weight_int8pack_mm(
                 x, torch.zeros(16, 64, dtype=torch.int8, device=device_type), torch.ones(16, device=device_type))
             return True
-        q = torch.zeros(16, 64, dtype=torch.int32)
-        packed = _pack_int4(q, device_type)
-        _int4_mm(x, packed, 32, torch.ones(2, 16, 2, device=device_type), device_type)
+        # CUDA's kernel takes bf16 inputs and scales only, and tiles the input width by 128: a
+        # float32 probe of width 64 would fail there and send every layer to the fallback
+        dtype, width = (torch.bfloat16, 256) if device_type == "cuda" else (torch.float32, 64)
+        x = torch.zeros(1, width, device=device_type, dtype=dtype)
+        packed = _pack_int4(torch.zeros(16, width, dtype=torch.int32), device_type)
+        _int4_mm(x, packed, 32, torch.ones(width // 32, 16, 2, device=device_type, dtype=dtype), device_type)
         return True
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
@@ -304,7 +307,8 @@ class Int4Linear(nn.Module):
         self.group_size = qw.group_size
         self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
         device = torch.device(device)
-        kernel = self.out_features % 16 == 0 and _kernel_available("int4", device.type)
+        kernel = (self.out_features % 16 == 0 and _kernel_available("int4", device.type)
+                  and (device.type != "cuda" or self.in_features % 128 == 0))
         if kernel:
             self.path = "_weight_int4pack_mm_for_cpu" if device.type == "cpu" else "_weight_int4pack_mm"
             # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
