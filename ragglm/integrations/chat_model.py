@@ -42,6 +42,7 @@ from langchain_core.output_parsers.openai_tools import PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragglm.errors import RemoteGeneratorError
@@ -222,7 +223,7 @@ class ChatRagGLM(BaseChatModel):
         to the schema; "function_calling" forces a call of the schema as a tool."""
         if kwargs:
             raise ValueError(f"with_structured_output takes no {', '.join(sorted(kwargs))}")
-        is_pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
+        is_pydantic = is_basemodel_subclass(schema)  # pydantic 2, or its v1 namespace
         traced = {"ls_structured_output_format": {"kwargs": {"method": method, "strict": strict},
                                                   "schema": convert_to_json_schema(schema)}}
         if method == "function_calling":

@@ -25,21 +25,28 @@ TOOL_TESTS = (
 )
 
 # test name -> why its assertion is beyond a 135M model (the output's format is still constrained)
-JUDGEMENT: dict[str, str] = {}
+JUDGEMENT: dict[str, str] = {
+    "test_agent_loop": "with tool_choice 'auto' the model decides whether to call the tool; SmolLM2 "
+                       "answers in prose instead",
+    "test_unicode_tool_call_integration": "the call is forced and its arguments follow the schema, but "
+                                          "copying the customer's Chinese and Japanese name into them is "
+                                          "the model's work; SmolLM2 writes other strings",
+}
 
 
-def mark_chat_suite(cls: type, judgement: dict[str, str] = JUDGEMENT) -> type:
+def mark_chat_suite(cls: type, judgement: dict[str, str] = JUDGEMENT, loop_scope: str = "function") -> type:
     """Mark the suite's tool tests (until the engine constrains output) and the judgement tests.
 
     The suite accepts an overridden test only when it is an xfail with a reason; its async tests
-    need pytest-asyncio's mark, which it leaves to the project."""
+    need pytest-asyncio's mark, which it leaves to the project (loop_scope "module" for clients that
+    keep one connection pool, bound to the loop that opened it, across tests)."""
     for name in TOOL_TESTS:
         if name not in judgement:
             _mark(cls, name, pytest.mark.xfail(not CONSTRAINED, reason="needs constrained tool calls",
                                                strict=False))
     for name, why in judgement.items():
         _mark(cls, name, pytest.mark.xfail(reason=why, strict=False))
-    cls.pytestmark = [*getattr(cls, "pytestmark", []), pytest.mark.asyncio]
+    cls.pytestmark = [*getattr(cls, "pytestmark", []), pytest.mark.asyncio(loop_scope=loop_scope)]
     return cls
 
 
