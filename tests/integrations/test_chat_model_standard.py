@@ -1,6 +1,9 @@
 """LangChain's standard chat-model suites on ChatRagGLM with the packaged SmolLM2.
 
 Tests left out, and why (none is about format, schema, streaming, usage or parameters):
+- test_pdf_inputs, test_audio_inputs, test_image_inputs, test_image_tool_message,
+  test_pdf_tool_message, test_anthropic_inputs: skipped by the suite, as the model reads text only
+  (ChatRagGLM refuses such content by name).
 - test_stream_time (skipped by the suite unless VCR is set up): times streaming by replaying recorded
   HTTP cassettes; ChatRagGLM makes no HTTP calls, and speed is measured in benchmarks/.
 - test_init_from_env, test_serdes: skipped by the suite itself, as ChatRagGLM reads no API key from

@@ -3,6 +3,9 @@ server on a loopback port), and on RagGLMRetriever.
 
 ChatOpenAI talks to the plain model ("smollm2"); OpenAIEmbeddings to the served embedder. Tests left
 out, and why (none is about format, schema, streaming, usage or parameters):
+- test_pdf_inputs, test_audio_inputs, test_image_inputs, test_image_tool_message,
+  test_pdf_tool_message, test_anthropic_inputs: skipped by the suite, as the model reads text only
+  (the server refuses such parts with a 400 naming them).
 - test_stream_time (skipped by the suite unless VCR is set up): times streaming by replaying recorded
   HTTP cassettes; speed is measured in benchmarks/.
 Tests that need the model's judgement beyond what a 135M model can do are listed in
