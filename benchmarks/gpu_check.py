@@ -47,7 +47,7 @@ def bare_packages(*names: str) -> None:
 bare_packages("ragglm", "ragglm.text")
 
 from ragglm.engine import Engine  # noqa: E402
-from ragglm.engine.generate import GenerationResult, generate_tokens  # noqa: E402
+from ragglm.engine.generate import GenerationResult, generate_tokens, prefill  # noqa: E402
 from tests.engine.glm_fixtures import TEXT, VOCAB, glm4_tokenizer_json, tiny_glm_config  # noqa: E402
 
 CHATGLM3_6B = dict(vocab_size=65024, hidden_size=4096, intermediate_size=13696, num_hidden_layers=28,
@@ -152,6 +152,16 @@ def our_greedy(engine: Engine, prompt: list[int], n: int) -> list[int]:
     return list(generate_tokens(engine.model, prompt, n, stop_ids=set()))  # no end token: n tokens exactly
 
 
+def chunked_prefill_error(engine: Engine, ids: list[int], chunk: int = 32) -> float:
+    """Last-token logits of a prompt prefilled in pieces over the KV cache (later pieces attend to
+    the cache through a causal mask) against the same prompt in one pass."""
+    whole = engine.logits(torch.tensor([ids], device=engine.device))[0, -1]
+    engine.model.setup_cache(1, len(ids))
+    with torch.inference_mode():
+        pieces = prefill(engine.model, ids, chunk=chunk)
+    return relative_error(pieces, whole)
+
+
 def compare_tiny(model_class, config, folder: Path, device: str) -> dict:
     folder, ids = trained_folder(model_class, config, folder)
     sequence = torch.tensor([ids[:96]], device=device)
@@ -171,8 +181,10 @@ def compare_tiny(model_class, config, folder: Path, device: str) -> dict:
             row["hf_bf16_rel_err"] = round(hf_error, 4)
             row["greedy_equal"] = our_greedy(engine, prompt, GREEDY_TOKENS) == hf_greedy(
                 theirs_bf16, prompt, GREEDY_TOKENS, device)
+            row["chunked_prefill_rel_err"] = round(chunked_prefill_error(engine, ids[:96]), 4)
             # two bf16 implementations round differently: ours may be off by as much again, plus a floor
-            row["passed"] = row["greedy_equal"] and row["rel_err"] <= 2 * hf_error + 0.01
+            row["passed"] = (row["greedy_equal"] and row["rel_err"] <= 2 * hf_error + 0.01
+                             and row["chunked_prefill_rel_err"] <= 2 * hf_error + 0.01)
         else:
             limits = QUANT_LIMITS[variant]
             row["passed"] = row["rel_err"] <= limits["rel_err"] and row["top1"] >= limits["top1"]

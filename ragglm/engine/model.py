@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.bias import causal_lower_right
 
 from ragglm.engine.glm_prefix_lm import PromptLayout, positions_2d, prefix_lm_mask, rope_tables_2d
 
@@ -164,6 +165,10 @@ class Attention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
             elif T == 1 and q.dtype == torch.float32:  # in bf16, flash attention's own float32 math wins
                 y = one_query_attention(q, k, v)
+            elif x.device.type == "cuda":
+                # a boolean mask would keep flash attention out; a lower-right causal bias lets it in
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, start + T),
+                                                   enable_gqa=True)
             else:
                 mask = causal_mask(start, T, x.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
