@@ -95,6 +95,7 @@ class KnowledgeBase:
         """The generator; before it is loaded, a stand-in read from the model file's header (see
         DeferredGenerator), so that a question answered by extract never loads the model."""
         if self._generator is None and not self.settings.adapter:
+            # the engine package imports torch, which a knowledge base that only extracts never needs
             from ragglm.engine.loading.model_card import DeferredGenerator, read_model_card
 
             if getattr(self, "_card", None) is None:

@@ -80,3 +80,14 @@ def test_imports_inside_functions_say_why():
                 if own and not any("#" in lines[i] for i in range(inner.lineno - 1, inner.end_lineno)):
                     silent.append(f"{path.relative_to(REPO)}:{inner.lineno} imports {own[0]}")
     assert not silent, silent
+
+
+def test_every_package_is_installed():
+    """pyproject lists its packages by name: a new folder missing there works in a checkout and is
+    absent from a built wheel."""
+    import tomllib  # only this test reads the project file
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join((name, *init.parent.relative_to(root).parts))
+             for name, root in PACKAGES.items() for init in root.rglob("__init__.py")}
+    assert found - listed == set()

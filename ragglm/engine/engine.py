@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from ragglm.engine.adapters import read_adapter
 from ragglm.engine.cache.kv_store import default_disk_budget_bytes
 from ragglm.engine.cache.prefix_cache import PrefixCache, model_fingerprint, no_reuse_reason
 from ragglm.engine.generate import Constraint, GenerationResult, generate_tokens
@@ -16,6 +15,7 @@ from ragglm.engine.kernels.bf16_decode import finish_bf16_linears
 from ragglm.engine.kernels.compiled_decode import compile_decode
 from ragglm.engine.linear.dtypes import resolve_dtype
 from ragglm.engine.linear.quantize import QuantConfig, kernel_paths, quantized_bytes
+from ragglm.engine.loading.adapters import read_adapter
 from ragglm.engine.loading.model_loader import load_model
 from ragglm.engine.loading.sources import check_device, resolve_model_path
 from ragglm.engine.model import ModelArgs, Transformer
@@ -80,7 +80,7 @@ class Engine:
         compiles the decode step with torch.compile instead (tens of seconds at load, then faster
         tokens for the dtypes and quantizations the native step does not cover; see compiled_decode).
         adapter is a fine-tuning folder: PEFT LoRA (merged into the weights before quantization) or
-        a P-Tuning v2 checkpoint; its kind is read from its files (see ragglm.engine.adapters).
+        a P-Tuning v2 checkpoint; its kind is read from its files (see ragglm.engine.loading.adapters).
         """
         config = QuantConfig.parse(quant)
         check_device(device)
@@ -164,7 +164,9 @@ class Engine:
         """
         if not tools and response_format is None and tool_choice is None and not _has_tool_turns(messages):
             return self.generate(self.chat_ids(messages), **kwargs)
-        from ragglm.engine.constraints.chat import plan_chat
+        from ragglm.engine.constraints.chat import (
+            plan_chat,  # xgrammar loads only for a constrained chat
+        )
 
         plan = plan_chat(self, messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
                          max_new_tokens=kwargs.get("max_new_tokens", 256))

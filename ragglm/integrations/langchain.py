@@ -269,9 +269,10 @@ def pieces_from_thread(work, timeout_s: float | None = None) -> Iterator[Any]:
 
 
 def __getattr__(name: str):
-    # chat_model imports this module's helpers: ChatRagGLM is looked up on first use, not at import
     if name == "ChatRagGLM":
-        from ragglm.integrations.chat_model import ChatRagGLM
+        from ragglm.integrations.chat_model import (
+            ChatRagGLM,  # chat_model imports this module's helpers: looked up on first use, not at import
+        )
 
         return ChatRagGLM
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

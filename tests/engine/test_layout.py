@@ -9,8 +9,8 @@ import ragglm.engine
 
 ROOT = Path(ragglm.engine.__file__).parent
 # a module may import from its own unit and from units of a lower rank
-RANK = {"model": 0, "linear": 1, "cache": 1, "tokenizers": 1, "kernels": 2, "loading": 2,
-        "generate": 3, "remote": 4, "engine": 5, "factory": 6, "__init__": 7}
+RANK = {"glm_prefix_lm": 0, "model": 1, "linear": 2, "cache": 2, "tokenizers": 2, "kernels": 3, "loading": 3,
+        "constraints": 3, "generate": 4, "remote": 5, "engine": 6, "factory": 7, "__init__": 8}
 
 
 def unit(module: str) -> str:

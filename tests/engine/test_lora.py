@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ragglm.engine import Engine
-from ragglm.engine.adapters import AdapterError, read_adapter
+from ragglm.engine.loading.adapters import AdapterError, read_adapter
 from tests.engine.glm_fixtures import (
     PROMPT,
     VOCAB,

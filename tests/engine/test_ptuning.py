@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ragglm.engine.adapters.errors import AdapterError
-from ragglm.engine.adapters.ptuning import apply_ptuning
 from ragglm.engine.cache.prefix_cache import PrefixCache
 from ragglm.engine.engine import Engine
 from ragglm.engine.generate import generate_tokens
+from ragglm.engine.loading.adapters.errors import AdapterError
+from ragglm.engine.loading.adapters.ptuning import apply_ptuning
 from tests.engine.chatglm_reference import (
     GLM3_PREFIX,
     GLM3_WEIGHTS,

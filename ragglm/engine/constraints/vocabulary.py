@@ -9,6 +9,8 @@ from __future__ import annotations
 import weakref
 from functools import lru_cache
 
+from ragglm.engine.constraints.grammar import closing_ranks
+
 __all__ = ["token_pieces", "grammar_compiler"]
 
 _COMPILERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -43,8 +45,6 @@ def grammar_compiler(tokenizer, vocab_size: int):
                                   vocab_size=vocab_size,
                                   stop_token_ids=[i for i in tokenizer.eos_token_ids if i < vocab_size])
     compiler = xgrammar.GrammarCompiler(info, max_threads=1)
-    from ragglm.engine.constraints.grammar import closing_ranks
-
     held = (vocab_size, (compiler, pieces, closing_ranks(pieces)))
     _COMPILERS[tokenizer] = held
     return held[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.adapters.lora import LoraAdapter, LoraMerge
+from ragglm.engine.loading.adapters.lora import LoraAdapter, LoraMerge
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
 from ragglm.engine.loading.families import family_of
 from ragglm.engine.loading.gguf_loader import describe_gguf, read_gguf

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragglm.engine.loading.gguf_header import check_gguf
+from ragglm.engine.loading.sources import resolve_model_path
+from ragglm.errors import RagglmError
+
 __all__ = ["ModelCard", "read_model_card", "DeferredGenerator"]
 
 _DEFAULT_LANGUAGES = ("en", "zh")  # what a GGUF file's tokenizer fields give when it names none
@@ -27,10 +31,6 @@ def read_model_card(model: str | Path) -> ModelCard | None:
     """The card of a local GGUF model (an alias or a path); None for anything else or on any doubt,
     so that loading the generator reports the problem as it always has."""
     from gguf import GGML_QUANT_SIZES
-
-    from ragglm.engine.loading.gguf_header import check_gguf
-    from ragglm.engine.loading.sources import resolve_model_path
-    from ragglm.errors import RagglmError
 
     try:
         path = resolve_model_path(model)

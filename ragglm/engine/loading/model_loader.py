@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ragglm.engine.adapters import Adapter, apply_to_model, lora_for
-from ragglm.engine.adapters.lora import LoraAdapter
 from ragglm.engine.linear.quantize import QuantConfig
+from ragglm.engine.loading.adapters import Adapter, apply_to_model, lora_for
+from ragglm.engine.loading.adapters.lora import LoraAdapter
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.families import folder_tokenizer
 from ragglm.engine.loading.gguf_model import load_gguf

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ragglm.engine.adapters import AdapterError, lora_for, read_adapter
 from ragglm.engine.linear.quantize import QuantConfig, QuantizationError
+from ragglm.engine.loading.adapters import AdapterError, lora_for, read_adapter
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.model_loader import GGUF_TOKENIZER_FILE
 from ragglm.engine.loading.quant_loader import is_quantized_checkpoint, save_quantized

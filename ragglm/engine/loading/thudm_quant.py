@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.adapters.lora import LoraAdapter, LoraMerge
 from ragglm.engine.linear.quantize import (
     QuantConfig,
     QuantizedWeight,
     dequantize,
     quantize_weight,
 )
+from ragglm.engine.loading.adapters.lora import LoraAdapter, LoraMerge
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors, read_config
 from ragglm.engine.loading.families import family_of
 from ragglm.engine.loading.quant_loader import build_quantized

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragglm.engine.adapters.errors import AdapterError
+from ragglm.engine.loading.adapters.errors import AdapterError
+from ragglm.engine.loading.adapters.ptuning import apply_ptuning
 
 __all__ = ["ADAPTER_KINDS", "Adapter", "AdapterError", "read_adapter", "lora_for", "apply_to_model"]
 
@@ -73,7 +74,7 @@ def lora_for(model_path: Path, adapter: Adapter | None):
     """The LoRA adapter to merge while the model at model_path loads; None for no or another kind."""
     if adapter is None or adapter.kind != "lora":
         return None
-    from ragglm.engine.adapters.lora import read_lora  # torch: only once a model loads
+    from ragglm.engine.loading.adapters.lora import read_lora  # torch: only once a model loads
 
     if (model_path / "quantization.json").is_file():
         raise AdapterError(f"LoRA adapter {adapter.path}: {model_path} is already quantized, and LoRA merges "
@@ -86,11 +87,4 @@ def apply_to_model(model, adapter: Adapter | None) -> None:
     """What is applied once the model is built: a P-Tuning v2 prefix (LoRA was merged while loading)."""
     if adapter is None or adapter.kind != "ptuning":
         return
-    try:
-        from ragglm.engine.adapters.ptuning import apply_ptuning
-    except ImportError as exc:
-        if exc.name != "ragglm.engine.adapters.ptuning":
-            raise
-        raise AdapterError(f"adapter {adapter.path}: P-Tuning v2 prefixes cannot be applied by this "
-                           "installation; use a LoRA adapter or the base model") from exc
     apply_ptuning(model, adapter.path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.adapters.errors import AdapterError
+from ragglm.engine.loading.adapters.errors import AdapterError
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors
 from ragglm.engine.model import Transformer
 from ragglm.errors import ModelNotFoundError

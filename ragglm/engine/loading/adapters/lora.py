@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ragglm.engine.adapters.errors import AdapterError
+from ragglm.engine.loading.adapters.errors import AdapterError
 from ragglm.engine.loading.checkpoint_files import iter_checkpoint_tensors
 from ragglm.engine.loading.weight_names import Naming
 from ragglm.engine.model import ModelArgs, Transformer
