@@ -42,10 +42,10 @@ def test_smollm2_sampled_output_always_validates(smollm2):
 @pytest.mark.parametrize(("family", "count"), [("glm4", 100), ("chatglm3", 20)])
 def test_tiny_glm_sampled_output_always_validates(glm_engines, family, count):
     # random weights: the model would write anything, so the grammar and the closing do all the work
-    results = sampled(glm_engines[family], count, extra_tokens=4)
+    results = sampled(glm_engines[family], count, extra_tokens=12)
     for result in results:
         validate(result.text, SCHEMA)
-    assert len({r.text for r in results}) > 2
+    assert len({r.text for r in results}) > 1  # sampled, not one forced answer
 
 
 def test_output_ends_complete_at_the_smallest_budget(smollm2):
