@@ -8,9 +8,10 @@ answer), the refusal rate on unanswerable questions and the false refusals on an
 
 Sets: SQuAD 2.0 articles 1-8 (a seeded sample of its answerable and unanswerable questions); CMRC
 2018 trial, its odd-numbered passages (those the Chinese answerability model was not fitted on),
-answerable as given and unanswerable when the sentences holding the answer are cut out of its
-passage (benchmarks/answerability.py builds them alike); the example manuals, with the questions
-below.
+answerable as given, and unanswerable two ways: with the sentences holding the answer cut out of
+its passage (benchmarks/answerability.py builds them alike) and as questions of the even-numbered
+passages, which the documents do not hold (refusal reported per kind too); the example manuals,
+with the questions below.
 
     python benchmarks/answer_quality.py [--squad 300] [--cmrc 300]
 """
@@ -120,7 +121,9 @@ def summary(rows: list[dict]) -> dict:
         "citation_correctness": share([r for r in cited if r["cited_ok"]], cited),
         "refusal_rate_unanswerable": share([r for r in unanswerable if r["refused"]], unanswerable),
         "false_refusal_rate": share([r for r in answerable if r["refused"]], answerable),
-    }
+    } | {f"refusal_rate_{kind}": share([r for r in unanswerable if r.get("kind") == kind and r["refused"]],
+                                       [r for r in unanswerable if r.get("kind") == kind])
+         for kind in sorted({r["kind"] for r in unanswerable if "kind" in r})}
 
 
 def squad_rows(limit: int, rng: random.Random) -> list[dict]:
@@ -131,20 +134,29 @@ def squad_rows(limit: int, rng: random.Random) -> list[dict]:
 
 
 def cmrc_rows(limit: int, rng: random.Random) -> list[dict]:
-    """Odd-numbered passages: answerable questions as given, and one per passage with its answer cut out."""
-    passages = {i: p for i, p in enumerate(cmrc_passages()) if i % 2 == 1}
+    """Odd-numbered passages: answerable questions as given; unanswerable, one question per passage
+    with its answer cut out ("cut"), and as many questions of even-numbered passages, which the
+    documents do not hold ("absent")."""
+    every = cmrc_passages()
+    passages = {i: p for i, p in enumerate(every) if i % 2 == 1}
     full = index_texts({cmrc_source(i): p["context"] for i, p in passages.items()})
     answerable = [(q, answers) for p in passages.values() for q, answers, _ in p["qas"]]
     rows = [score(full, q, answers) for q, answers in rng.sample(answerable, min(limit, len(answerable)))]
-    numbered = list(passages.values())
-    texts, asked = cut_round(numbered, 0)
+    texts, asked = cut_round(list(passages.values()), 0)
     cut = index_texts(texts)
     for question, answers in asked.values():
-        hits = cut.search(question, cut.settings.top_k)
-        # a passage other than the question's own may hold its answer: then it is not unanswerable
-        if not any(contains_answer(hit.text, answers) for hit in hits):
-            rows.append(score(cut, question, []))
+        if _unanswered(cut, question, answers):
+            rows.append(score(cut, question, []) | {"kind": "cut"})
+    absent = [(q, answers) for i, p in enumerate(every) if i % 2 == 0 for q, answers, _ in p["qas"][:1]]
+    for question, answers in rng.sample(absent, min(len(asked), len(absent))):
+        if _unanswered(full, question, answers):
+            rows.append(score(full, question, []) | {"kind": "absent"})
     return rows
+
+
+def _unanswered(kb: KnowledgeBase, question: str, answers: list[str]) -> bool:
+    # another passage may hold the answer too: then the question is not unanswerable there
+    return not any(contains_answer(hit.text, answers) for hit in kb.search(question, kb.settings.top_k))
 
 
 def manual_rows(cache: Path) -> list[dict]:
