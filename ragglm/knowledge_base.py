@@ -93,10 +93,13 @@ class KnowledgeBase:
 
     def _generator_for_answering(self) -> Generator:
         """The generator; before it is loaded, a stand-in read from the model file's header (see
-        DeferredGenerator), so that a question answered by extract never loads the model."""
-        if self._generator is None and not self.settings.adapter:
-            # the engine package imports torch, which a knowledge base that only extracts never needs
-            from ragglm.engine.loading.model_card import DeferredGenerator, read_model_card
+        DeferredGenerator), so that a question answered by extract never loads the model. A device
+        other than the CPU loads it at once, so that a missing GPU is reported whatever the answer."""
+        if self._generator is None and not self.settings.adapter and self.settings.device == "cpu":
+            from ragglm.engine.loading.model_card import (  # the engine imports torch: only extracting needs none
+                DeferredGenerator,
+                read_model_card,
+            )
 
             if getattr(self, "_card", None) is None:
                 self._card = read_model_card(self.settings.model)
