@@ -11,6 +11,7 @@ dequantize-then-matmul fallback; `Int8Linear.path` / `Int4Linear.path` say which
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -23,7 +24,7 @@ from ragglm.errors import RagglmError
 
 __all__ = [
     "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
-    "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "concat_rows",
+    "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "fill_row_blocks", "concat_rows",
     "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks",
 ]
 
@@ -145,12 +146,18 @@ def quantize_weight(weight: Tensor, config: QuantConfig) -> QuantizedWeight:
 
     if out <= rows:
         return block(weight)
+    return fill_row_blocks(out, rows, lambda start: block(weight[start:start + rows]))
+
+
+def fill_row_blocks(total: int, step: int, part_at: Callable[[int], QuantizedWeight]) -> QuantizedWeight:
+    """One weight of `total` rows from the parts quantized `step` rows at a time (part_at(start)),
+    written into the result as they come rather than concatenated at the end."""
     result: QuantizedWeight | None = None
-    for start in range(0, out, rows):
-        part = block(weight[start:start + rows])
+    for start in range(0, total, step):
+        part = part_at(start)
         if result is None:
-            result = QuantizedWeight(part.scheme, _rows_like(part.qweight, out), _rows_like(part.scales, out),
-                                     None if part.zeros is None else _rows_like(part.zeros, out), part.group_size)
+            result = QuantizedWeight(part.scheme, _rows_like(part.qweight, total), _rows_like(part.scales, total),
+                                     None if part.zeros is None else _rows_like(part.zeros, total), part.group_size)
         end = start + part.qweight.shape[0]
         result.qweight[start:end] = part.qweight
         result.scales[start:end] = part.scales

@@ -17,7 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ragglm.engine.linear.quantize import QuantConfig, QuantizedWeight, quantize_weight
+from ragglm.engine.linear.quantize import (
+    QuantConfig,
+    QuantizedWeight,
+    fill_row_blocks,
+    quantize_weight,
+)
 from ragglm.errors import ModelNotFoundError
 
 __all__ = ["Q4_0", "Q4_1", "Q4_K", "Q8_0", "F32", "F16", "BF16", "DIRECT_INT4", "type_name", "bits_per_weight",
@@ -82,24 +87,7 @@ def to_quantized(raw: np.ndarray, kind: int, cols: int, config: QuantConfig, nam
     step = _slab_rows(cols, 64)
     if raw.shape[0] <= step:
         return slab(raw)
-    result: QuantizedWeight | None = None
-    for start in range(0, raw.shape[0], step):
-        part = slab(raw[start:start + step])
-        if result is None:  # filled in place: the slabs are never concatenated
-            result = QuantizedWeight(part.scheme, _rows_like(part.qweight, raw.shape[0]),
-                                     _rows_like(part.scales, raw.shape[0]),
-                                     None if part.zeros is None else _rows_like(part.zeros, raw.shape[0]),
-                                     part.group_size)
-        end = start + part.qweight.shape[0]
-        result.qweight[start:end] = part.qweight
-        result.scales[start:end] = part.scales
-        if result.zeros is not None:
-            result.zeros[start:end] = part.zeros
-    return result
-
-
-def _rows_like(tensor: Tensor, rows: int) -> Tensor:
-    return tensor.new_empty((rows, *tensor.shape[1:]))
+    return fill_row_blocks(raw.shape[0], step, lambda start: slab(raw[start:start + step]))
 
 
 def int4_from_q4(raw: np.ndarray, kind: int) -> QuantizedWeight:
