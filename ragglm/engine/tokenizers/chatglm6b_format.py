@@ -9,21 +9,17 @@ the first question.
 
 from __future__ import annotations
 
+from ragglm.engine.tokenizers.glm_chat_format import question_rounds
+
 __all__ = ["ChatGLM6BFormat"]
 
 
 class ChatGLM6BFormat:
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        rounds: list[list[str]] = []
         for message in messages:
-            if message["role"] == "user":
-                content = f"{system}\n\n{message['content']}" if system and not rounds else message["content"]
-                rounds.append([content, ""])
-            elif message["role"] == "assistant" and rounds:
-                rounds[-1][1] = message["content"]
-            elif message["role"] not in ("system", "assistant"):
+            if message["role"] not in ("system", "user", "assistant"):
                 raise ValueError(f"message role {message['role']!r} is not one of system, user, assistant")
+        system, rounds = question_rounds(messages)
         if not rounds:
             return system
         if len(rounds) == 1 and add_generation_prompt:

@@ -11,7 +11,7 @@ is a control id to forge.
 
 from __future__ import annotations
 
-__all__ = ["ChatGLM3Format", "ChatGLM2Format", "GLM4Format"]
+__all__ = ["ChatGLM3Format", "ChatGLM2Format", "GLM4Format", "question_rounds"]
 
 
 class _RoleTurns:
@@ -47,18 +47,25 @@ class ChatGLM3Format(_RoleTurns):
         return tokenizer.encode_plain(f"{metadata}\n") + tokenizer.encode_plain(content)
 
 
+def question_rounds(messages: list[dict]) -> tuple[str, list[list[str]]]:
+    """(the system text, [question, answer] per round) for the 问/答 formats, which have no system
+    role: the system text leads the first question."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    rounds: list[list[str]] = []
+    for message in messages:
+        if message["role"] == "user":
+            content = f"{system}\n\n{message['content']}" if system and not rounds else message["content"]
+            rounds.append([content, ""])
+        elif message["role"] == "assistant" and rounds:
+            rounds[-1][1] = message["content"]
+    return system, rounds
+
+
 class ChatGLM2Format:
     """Rounds of 问/答; ChatGLM2 has no system role, so a system message leads the first question."""
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        rounds: list[list[str]] = []
-        for message in messages:
-            if message["role"] == "user":
-                content = f"{system}\n\n{message['content']}" if system and not rounds else message["content"]
-                rounds.append([content, ""])
-            elif message["role"] == "assistant" and rounds:
-                rounds[-1][1] = message["content"]
+        _, rounds = question_rounds(messages)
         text = ""
         for i, (question, answer) in enumerate(rounds, start=1):
             text += f"[Round {i}]\n\n问：{question}\n\n答："
