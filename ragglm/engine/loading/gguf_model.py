@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ragglm.engine.linear.quantize import QuantConfig, QuantizedWeight, linear_names
+from ragglm.engine.loading.assemble import assemble_model, meta_model
 from ragglm.engine.loading.gguf_blocks import (
     BF16,
     DIRECT_INT4,
@@ -180,18 +181,7 @@ def _joined(parts: list, name: str):
 
 
 def _build_float(description: GGUFDescription, dtype, linear_dtype, device) -> Transformer:
-    args = description.args
-    with torch.device("meta"):
-        model = Transformer(args)
+    model = meta_model(description.args)
     state = dict(gguf_stream(description, None, dtype, linear_dtype, set(linear_names(model))))
-    missing = set(model.state_dict()) - set(state)
-    if missing:
-        raise ModelNotFoundError(f"{description.path} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
-    try:
-        model.load_state_dict(state, assign=True, strict=True)
-    except RuntimeError as exc:  # tensors whose shapes disagree with the metadata
-        lines = str(exc).strip().splitlines()
-        raise ModelNotFoundError(f"{description.path}: tensors do not fit its metadata "
-                                 f"({lines[-1].strip() if lines else exc.__class__.__name__}); "
-                                 "download or convert the model again") from exc
-    return model.to(device).eval()
+    return assemble_model(model, state, device, str(description.path),
+                          f"{description.path}: tensors do not fit its metadata")

@@ -11,6 +11,7 @@ import torch
 from ragglm.engine.linear.quantize import QuantConfig
 from ragglm.engine.loading.adapters import Adapter, apply_to_model, lora_for
 from ragglm.engine.loading.adapters.lora import LoraAdapter
+from ragglm.engine.loading.assemble import assemble_model, meta_model
 from ragglm.engine.loading.checkpoint import load_checkpoint
 from ragglm.engine.loading.families import folder_tokenizer
 from ragglm.engine.loading.gguf_model import load_gguf
@@ -95,19 +96,8 @@ def _tokenizer_of_quantized(path: Path, meta: dict) -> TokenizerFiles:
 
 
 def _build(args: ModelArgs, state_dict: dict, device: str) -> Transformer:
-    with torch.device("meta"):
-        model = Transformer(args)
-    missing = set(model.state_dict()) - set(state_dict)
-    if missing:
-        raise ModelNotFoundError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
-    try:
-        model.load_state_dict(state_dict, assign=True, strict=True)
-    except RuntimeError as exc:  # tensors whose shapes disagree with the config
-        first = str(exc).strip().splitlines()
-        raise ModelNotFoundError(f"checkpoint tensors do not fit its configuration "
-                                 f"({first[-1].strip() if first else exc.__class__.__name__}); "
-                                 "download or convert the model again") from exc
-    return model.to(device).eval()
+    return assemble_model(meta_model(args), state_dict, device, "checkpoint",
+                          "checkpoint tensors do not fit its configuration")
 
 
 def _cast_all_but_linears(model: Transformer, dtype: torch.dtype) -> None:
