@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ragglm.documents import Answer, ContextPlan, Hit
+from ragglm.documents import Answer, AnswerPlan, ContextPlan, Hit
 from ragglm.errors import InvalidRequestError
 from ragglm.pipelines.config import AnswerConfig
 from ragglm.pipelines.context import pack_hits
@@ -52,7 +52,16 @@ class AnswerPipeline:
 
     def ask(self, question: str, *, mode: str = "auto", k: int | None = None,
             max_new_tokens: int | None = None, temperature: float | None = None,
-            on_text: TextCallback | None = None) -> Answer:
+            on_text: TextCallback | None = None, instructions: str | None = None) -> Answer:
+        """instructions: the caller's own (tone, language, length), given to the generator after the
+        grounding rules; an extract or a refusal cannot follow them, and the plan says so."""
+        answer = self._answer(question, mode, k, max_new_tokens, temperature, on_text, instructions)
+        if instructions and instructions.strip():
+            answer.plan.instructions = _instructions_note(answer.plan)
+        return answer
+
+    def _answer(self, question: str, mode: str, k: int | None, max_new_tokens: int | None,
+                temperature: float | None, on_text: TextCallback | None, instructions: str | None) -> Answer:
         if mode not in MODES:
             raise InvalidRequestError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if not question.strip():
@@ -75,9 +84,9 @@ class AnswerPipeline:
         planner = dataclasses.replace(
             self.planner, answer_tokens=config.max_new_tokens, retrieve_k=config.top_k,
             max_stuff_tokens=SMALL_MODEL_STUFF_TOKENS if _is_small(generator) else self.planner.max_stuff_tokens)
-        plan, hits = self.choose_context(question, generator, mode, planner, language)
+        plan, hits = self.choose_context(question, generator, mode, planner, language, instructions)
         answer = answer_question(question, hits, generator, language, config=config, context_mode=plan.mode,
-                                 embedder=self.embedder, on_text=on_text)
+                                 embedder=self.embedder, on_text=on_text, instructions=instructions)
         answer.plan.mode, answer.plan.reason = plan.mode, plan.reason
         answer.plan.context, answer.plan.language, answer.plan.sources_given = plan, language, len(hits)
         return answer
@@ -90,8 +99,8 @@ class AnswerPipeline:
         return answer
 
     def choose_context(self, question: str, generator: Generator, mode: str = "auto",
-                       planner: PlannerConfig | None = None, language: str | None = None
-                       ) -> tuple[ContextPlan, list[Hit]]:
+                       planner: PlannerConfig | None = None, language: str | None = None,
+                       instructions: str | None = None) -> tuple[ContextPlan, list[Hit]]:
         """The plan (stuff or retrieve, with its numbers) and the sources the prompt will hold."""
         planner = planner or self.planner
         language = language or detect_language(question)
@@ -100,7 +109,8 @@ class AnswerPipeline:
         budget = generator.window - question_tokens - planner.answer_tokens - planner.prompt_overhead_tokens
         cached = 0
         if mode != "retrieve" and document_tokens <= budget:
-            cached = min(document_tokens, generator.cached_prompt_tokens(build_messages(question, pages, language)))
+            cached = min(document_tokens, generator.cached_prompt_tokens(
+                build_messages(question, pages, language, instructions)))
         plan = plan_context(document_tokens, question_tokens, generator.window, prefill_rate(generator), cached,
                             planner, forced=mode if mode in ("stuff", "retrieve") else None)
         plan.prefix_cache = getattr(generator, "prefix_cache_note", None)
@@ -122,6 +132,14 @@ class AnswerPipeline:
         while len(self._corpus) > 4:
             self._corpus.popitem(last=False)
         return pages, tokens
+
+
+def _instructions_note(plan: AnswerPlan) -> str:
+    if plan.refused:
+        return "not followed: the documents do not answer, and the refusal phrase is fixed"
+    if plan.mode == "extractive" or plan.fallback:
+        return "not followed: the answer quotes the documents as they are"
+    return "given to the model after the grounding rules"
 
 
 def _why_extract(generator: Generator | None, mode: str, language: str, config: AnswerConfig) -> str:

@@ -25,6 +25,12 @@ _INSTRUCTIONS = {
         "如果资料中没有答案，请只回答：“{not_found}”"
     ),
 }
+# Instructions a caller adds (an API system message) come after the grounding rules, which win: they
+# may shape tone, language or length, never whether the answer must come from the sources.
+_CALLER_INSTRUCTIONS = {
+    "en": "Also follow these instructions where they agree with the rules above:\n{instructions}",
+    "zh": "在不违背上述规则的前提下，也请遵守以下要求：\n{instructions}",
+}
 _LABELS = {"en": ("Sources", "Question", "page"), "zh": ("资料", "问题", "第{}页")}
 
 
@@ -40,11 +46,15 @@ def format_sources(hits: list[Hit], language: str = "en") -> str:
     return "\n\n".join(f"[{n}] ({source_label(hit, language)})\n{hit.text.strip()}" for n, hit in enumerate(hits, 1))
 
 
-def build_messages(question: str, hits: list[Hit], language: str) -> list[dict]:
-    """System instructions, then sources, then the question: the shared part comes first."""
-    instructions = _INSTRUCTIONS[language].format(not_found=NOT_FOUND[language])
+def build_messages(question: str, hits: list[Hit], language: str, instructions: str | None = None) -> list[dict]:
+    """System instructions, then sources, then the question: the shared part comes first.
+
+    instructions: the caller's own (a system message sent to the API), placed after the grounding rules."""
+    system = _INSTRUCTIONS[language].format(not_found=NOT_FOUND[language])
+    if instructions and instructions.strip():
+        system += "\n\n" + _CALLER_INSTRUCTIONS[language].format(instructions=instructions.strip())
     sources, ask, _ = _LABELS[language]
     return [
-        {"role": "system", "content": instructions},
+        {"role": "system", "content": system},
         {"role": "user", "content": f"{sources}:\n{format_sources(hits, language)}\n\n{ask}: {question}"},
     ]

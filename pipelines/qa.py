@@ -35,8 +35,10 @@ __all__ = ["answer_question"]
 
 def answer_question(question: str, hits: list[Hit], generator: Generator | None, language: str, *,
                     config: AnswerConfig, context_mode: str = "retrieve", embedder: Embedder | None = None,
-                    on_text: TextCallback | None = None) -> Answer:
+                    on_text: TextCallback | None = None, instructions: str | None = None) -> Answer:
     """Answer from hits with the generator (None: a cited extract), checked against them.
+
+    instructions: the caller's own, given to the generator after the grounding rules (see build_messages).
 
     embedder: the knowledge base's embedder; where a support model is calibrated for it and the
     question's language, it decides whether the sources answer at all (see answerability.py).
@@ -57,7 +59,7 @@ def answer_question(question: str, hits: list[Hit], generator: Generator | None,
         return _finish(answer, plan, model, started, on_text)
 
     shown = hits if context_mode == "stuff" else _best_sources(hits, ranked, config.generate_sources)
-    result = _generate(generator, build_messages(question, shown, language), config, on_text)
+    result = _generate(generator, build_messages(question, shown, language, instructions), config, on_text)
     text = _renumber(result.text.strip(), {n: hits.index(shown[n - 1]) + 1 for n in range(1, len(shown) + 1)})
     timings = {
         "ttft_s": round(result.ttft_s, 4),

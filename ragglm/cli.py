@@ -88,6 +88,8 @@ def _use_ocr(ocr: str | None) -> None:
 
 _ADAPTER_HELP = ("Fine-tuning folder applied to the local model: PEFT LoRA (adapter_config.json) or "
                  "P-Tuning v2 (config.json with pre_seq_len).")
+_INSTRUCTIONS_HELP = ("Your own instructions for generated answers (tone, language, length), given after the "
+                      "rules that keep answers to the documents; extracts quote as they are.")
 
 EXIT_NOTHING_READ = 1
 EXIT_BAD_INPUT = 2
@@ -147,6 +149,7 @@ def ask(
     embedder: str | None = typer.Option(None, "--embedder", help=_EMBEDDER_HELP),
     ocr: str | None = typer.Option(None, "--ocr", help=_OCR_HELP),
     adapter: str | None = typer.Option(None, "--adapter", help=_ADAPTER_HELP),
+    instructions: str | None = typer.Option(None, "--instructions", help=_INSTRUCTIONS_HELP),
 ) -> None:
     """Answer QUESTION from the documents, citing file and page.
 
@@ -163,7 +166,7 @@ def ask(
     try:
         knowledge_base = _open_kb(docs, kb, as_json, model=model, top_k=top_k, quant=quant, device=device,
                                   embedder=embedder, adapter=adapter)
-        answer = knowledge_base.ask(question, mode=mode, on_text=on_text)
+        answer = knowledge_base.ask(question, mode=mode, on_text=on_text, instructions=instructions)
     except RagglmError as exc:
         _fail(str(exc), _exit_code(exc))
     if as_json:
@@ -202,7 +205,7 @@ def explain_plan(plan) -> str:
         ]
         if context.prefix_cache:
             lines.append(f"  prefix cache: {context.prefix_cache}")
-    for key in ("relevance", "support", "refused", "fallback", "standalone_question"):
+    for key in ("relevance", "support", "refused", "fallback", "standalone_question", "instructions"):
         value = getattr(plan, key)
         if value is not None:
             lines.append(f"  {key.replace('_', ' ')}: {value}")
@@ -220,6 +223,7 @@ def chat(
                                         help="Compile the decode step with torch.compile (tens of seconds at "
                                              "start); on CPU the native step it replaces is faster: for CUDA."),
     adapter: str | None = typer.Option(None, "--adapter", help=_ADAPTER_HELP),
+    instructions: str | None = typer.Option(None, "--instructions", help=_INSTRUCTIONS_HELP),
 ) -> None:
     """Ask questions one per line; follow-ups ("and how do I reset it?") use the conversation.
 
@@ -243,7 +247,7 @@ def chat(
         if not line.strip():
             continue
         history.append({"role": "user", "content": line.strip()})
-        answer = knowledge_base.chat(history, mode=mode,
+        answer = knowledge_base.chat(history, mode=mode, instructions=instructions,
                                      on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         typer.echo("")
         _print_answer_footer(answer, explain)

@@ -104,6 +104,7 @@ class AnswerPlan:
     refused: str | None = None  # why the answer is the refusal phrase
     fallback: str | None = None  # why a generated answer was replaced by an extract
     standalone_question: str | None = None  # a follow-up rewritten to stand alone
+    instructions: str | None = None  # what became of the caller's instructions (a system message)
 
     def to_dict(self) -> dict:
         """Flat, as --json prints it: the context plan's numbers beside the checks; unset fields left out."""

@@ -156,27 +156,29 @@ class KnowledgeBase:
 
     def ask(self, question: str, k: int | None = None, mode: str = "auto",
             on_text: TextCallback | None = None, *, max_new_tokens: int | None = None,
-            temperature: float | None = None) -> Answer:
+            temperature: float | None = None, instructions: str | None = None) -> Answer:
         """Answer with citations; on_text receives the answer as it is generated.
 
         mode: "auto" (stuff the whole documents when they fit and are quick to read or cached,
         else retrieve), "stuff", "retrieve" or "extractive" (quote the best sentences, no model).
         The answer's `plan` holds the decision and its numbers. max_new_tokens and temperature
-        override the settings for this call only.
+        override the settings for this call only. instructions (tone, language, length: what an API
+        system message says) are given to the model after the grounding rules, which win; an extract
+        or a refusal cannot follow them, and plan.instructions says what became of them.
         """
         return self.pipeline.ask(question, mode=mode, k=k, on_text=on_text, max_new_tokens=max_new_tokens,
-                                 temperature=temperature)
+                                 temperature=temperature, instructions=instructions)
 
     def chat(self, history: list[dict], k: int | None = None, mode: str = "auto",
              on_text: TextCallback | None = None, *, max_new_tokens: int | None = None,
-             temperature: float | None = None) -> Answer:
+             temperature: float | None = None, instructions: str | None = None) -> Answer:
         """Answer the last user message of history ([{"role": ..., "content": ...}, ...]).
 
         A follow-up ("how do I reset it?") is rewritten into a standalone question first; the
         answer's plan.standalone_question shows it.
         """
         return self.pipeline.chat(history, mode=mode, k=k, on_text=on_text, max_new_tokens=max_new_tokens,
-                                  temperature=temperature)
+                                  temperature=temperature, instructions=instructions)
 
     def reload(self) -> None:
         """Back to the last saved index (a knowledge base in memory has none and keeps what it holds)."""

@@ -36,6 +36,7 @@ from ragglm.api_error import ApiError
 from ragglm.errors import RagglmError
 from ragglm.integrations.answering import (
     Cancelled,
+    Conversation,
     Outcome,
     ask_knowledge_base,
     chat_generator,
@@ -197,19 +198,18 @@ def create_app(knowledge_base=None, *, generator=None, api_key: str | None = Non
         for name in chat_options(request):
             raise ApiError(400, f"{name} applies to the plain model {generator_id!r}; model {request.model!r} "
                                 "answers from the documents in prose with citations", param=name)
-        question = next((m.text() for m in reversed(request.messages) if m.role == "user"), "").strip()
-        if not question:
+        conversation = Conversation.of([{"role": m.role, "content": m.text()} for m in request.messages])
+        if not conversation.question:
             raise ApiError(400, f"model {request.model!r} answers the last user message, and there is none",
                            param="messages")
         if len(target) == 0:
             raise ApiError(400, f"model {request.model!r} has no documents yet; add some first",
                            param="model", code="empty_knowledge_base")
-        history = [{"role": m.role, "content": m.text()} for m in request.messages
-                   if m.role in ("user", "assistant")]
 
         def work(on_text, cancelled) -> Outcome:
-            outcome = ask_knowledge_base(target, question, on_text=on_text, cancelled=cancelled,
-                                         history=history, seed=request.seed, **budget)
+            outcome = ask_knowledge_base(target, conversation.question, on_text=on_text, cancelled=cancelled,
+                                         history=conversation.history, instructions=conversation.instructions,
+                                         seed=request.seed, **budget)
             with target.lock:  # the sources as they were when answered
                 outcome.citations = relative_sources(outcome.citations, target.sources, _files_folder(target))
             return outcome

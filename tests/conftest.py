@@ -69,3 +69,24 @@ def manuals_kb(smollm2):
 def streamed_ask(knowledge_base, question: str):
     """kb.ask with the answer streamed, as the server and the LangChain LLM run it."""
     return knowledge_base.ask(question, on_text=lambda piece: None)
+
+
+SERVER_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def manuals_server(manuals_kb):
+    """`ragglm serve` over the example manuals on loopback, answering with SmolLM2 (64 new tokens at most)."""
+    from ragglm.server import BackgroundServer, ServerLimits, create_app
+
+    app = create_app(manuals_kb, api_key=SERVER_KEY, limits=ServerLimits(max_new_tokens=64))
+    with BackgroundServer(app, host="127.0.0.1", port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def manuals_client(manuals_server):
+    """The official openai client pointed at manuals_server."""
+    import openai
+
+    return openai.OpenAI(base_url=manuals_server.base_url, api_key=SERVER_KEY, max_retries=0, timeout=300)

@@ -1,32 +1,32 @@
 """The `ragglm` model takes the whole conversation over HTTP: a follow-up is answered from the documents
-with citations, through the official openai client and through LangChain's ChatOpenAI."""
+with citations, through the official openai client and through LangChain's ChatOpenAI; a system message
+is given to the model after the grounding rules."""
 
 from __future__ import annotations
 
-import openai
+import dataclasses
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 
 from ragglm.integrations.langchain import citations_from
-from ragglm.server import KB_MODEL_ID, BackgroundServer, ServerLimits, create_app
+from ragglm.server import KB_MODEL_ID
+from tests.conftest import SERVER_KEY as KEY
 
-KEY = "test-key"
 QUESTION = "How long does the AquaPure W3 filter last?"
 FOLLOW_UP = "How do I replace it?"
 MANUAL = "aquapure-w3-manual.pdf"
 
 
 @pytest.fixture(scope="module")
-def server(manuals_kb):
-    app = create_app(manuals_kb, api_key=KEY, limits=ServerLimits(max_new_tokens=64))
-    with BackgroundServer(app, host="127.0.0.1", port=0) as running:
-        yield running
+def server(manuals_server):
+    return manuals_server
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
+def client(manuals_client):
+    return manuals_client
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,21 @@ def test_citations_reach_a_chat_openai_user(server, client, conversation):
     assert cited and [c["source"] for c in cited] == [c["source"] for c in body.citations]
     assert [c["page"] for c in cited] == [c["page"] for c in body.citations]
     assert cited[0]["source"] == MANUAL
+
+
+def test_a_system_message_reaches_the_documents_model_within_its_rules(client, manuals_kb, monkeypatch):
+    system = "You are the AquaPure support desk. Keep to one sentence."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}]
+    # SmolLM2 answers by extract in auto mode: it quotes, so the instructions are reported as not followed
+    quoted = client.chat.completions.create(model=KB_MODEL_ID, messages=messages, max_tokens=12)
+    assert quoted.ragglm["plan"]["instructions"] == "not followed: the answer quotes the documents as they are"
+    # made to generate, the model gets them, and answers as KnowledgeBase.ask does with them
+    monkeypatch.setattr(manuals_kb.pipeline, "config",
+                        dataclasses.replace(manuals_kb.pipeline.config, small_model_extracts=False))
+    generated = client.chat.completions.create(model=KB_MODEL_ID, messages=messages, max_tokens=12)
+    plain = client.chat.completions.create(model=KB_MODEL_ID, messages=messages[1:], max_tokens=12)
+    expected = manuals_kb.ask(QUESTION, on_text=lambda piece: None, max_new_tokens=12, instructions=system)
+    assert generated.choices[0].message.content == expected.text
+    assert generated.ragglm["plan"] == expected.plan.to_dict()
+    assert "instructions" not in plain.ragglm["plan"]
+    assert generated.usage.prompt_tokens > plain.usage.prompt_tokens

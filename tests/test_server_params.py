@@ -9,25 +9,23 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from ragglm.server import KB_MODEL_ID, BackgroundServer, ServerLimits, create_app
+from ragglm.server import KB_MODEL_ID, create_app
 from ragglm.web.documents import document_id
+from tests.conftest import SERVER_KEY as KEY
 
-KEY = "test-key"
 PROMPT = "Name a fruit."
 QUESTION = "How long does the AquaPure W3 filter last?"
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
 @pytest.fixture(scope="module")
-def server(manuals_kb):
-    app = create_app(manuals_kb, api_key=KEY, limits=ServerLimits(max_new_tokens=64))
-    with BackgroundServer(app, host="127.0.0.1", port=0) as running:
-        yield running
+def server(manuals_server):
+    return manuals_server
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
+def client(manuals_client):
+    return manuals_client
 
 
 def chat(client, model="smollm2", **kwargs) -> str:

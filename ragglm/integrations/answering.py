@@ -11,7 +11,7 @@ from ragglm.engine.generate import GenerationResult
 from ragglm.protocols import Generator
 from ragglm.text.stop_strings import StopStringFilter, relay
 
-__all__ = ["Cancelled", "Outcome", "ask_knowledge_base", "chat_generator", "is_remote"]
+__all__ = ["Cancelled", "Conversation", "Outcome", "ask_knowledge_base", "chat_generator", "is_remote"]
 
 
 class Cancelled(Exception):
@@ -29,6 +29,25 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     plan: dict = field(default_factory=dict)  # the Answer's plan (route, refusal, standalone question)
     tool_calls: list[dict] = field(default_factory=list)  # OpenAI shape
+
+
+@dataclass
+class Conversation:
+    """An OpenAI-shaped conversation as a knowledge base answers it: the last user message is the
+    question, the user and assistant turns are the history a follow-up is rewritten from, and system
+    (or developer) messages are the caller's instructions."""
+    question: str
+    history: list[dict]
+    instructions: str | None
+
+    @classmethod
+    def of(cls, messages: list[dict]) -> Conversation:
+        history = [{"role": m["role"], "content": m["content"]} for m in messages
+                   if m["role"] in ("user", "assistant")]
+        question = next((m["content"] for m in reversed(history) if m["role"] == "user"), "").strip()
+        instructions = "\n\n".join(m["content"].strip() for m in messages
+                                    if m["role"] in ("system", "developer") and m["content"].strip())
+        return cls(question, history, instructions or None)
 
 
 def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens: int, temperature: float,
@@ -58,11 +77,12 @@ def chat_generator(generator: Generator, messages: list[dict], *, max_new_tokens
 def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, temperature: float,
                        stop: list[str] | None = None, on_text: Callable[[str], None] | None = None,
                        cancelled: threading.Event | None = None, history: list[dict] | None = None,
-                       seed: int | None = None) -> Outcome:
+                       seed: int | None = None, instructions: str | None = None) -> Outcome:
     """KnowledgeBase.ask with this request's token budget and temperature; the answer keeps its citations.
 
     With a history holding earlier user turns the question is a follow-up: KnowledgeBase.chat rewrites
-    it to stand alone first. Callers take turns: the knowledge base's lock keeps its index still while it answers, and the
+    it to stand alone first. instructions (a system message) go to the model after the grounding rules.
+    Callers take turns: the knowledge base's lock keeps its index still while it answers, and the
     generator's keeps one KV cache to one prompt."""
     stops = StopStringFilter(stop)
 
@@ -78,10 +98,10 @@ def ask_knowledge_base(knowledge_base, question: str, *, max_new_tokens: int, te
             _seed_sampling(knowledge_base.generator, seed)
         if follow_up:
             answer = knowledge_base.chat(history, on_text=show, max_new_tokens=max_new_tokens,
-                                         temperature=temperature)
+                                         temperature=temperature, instructions=instructions)
         else:
             answer = knowledge_base.ask(question, on_text=show, max_new_tokens=max_new_tokens,
-                                        temperature=temperature)
+                                        temperature=temperature, instructions=instructions)
     if not stops.text and not stops.stopped and answer.text:
         show(answer.text)  # answers decided without generating (nothing found) are not streamed
     tail = stops.flush()

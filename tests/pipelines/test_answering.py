@@ -62,6 +62,27 @@ def test_a_generated_answer_with_a_wrong_number_is_replaced_by_the_cited_extract
     assert "128" in answer.text and answer.citations
 
 
+def test_caller_instructions_reach_the_model_after_the_grounding_rules(kb, smollm2):
+    instructions = "Reply in a friendly tone and keep to one sentence."
+    plain = kb.ask("What does error code E2 mean?", mode="retrieve")
+    instructed = kb.ask("What does error code E2 mean?", mode="retrieve", instructions=instructions)
+    added = instructed.timings["prompt_tokens"] - plain.timings["prompt_tokens"]
+    assert added >= smollm2.count_tokens(instructions)
+    assert plain.plan.instructions is None
+    assert instructed.plan.instructions == ("given to the model after the grounding rules" if instructed.plan.fallback
+                                            is None else "not followed: the answer quotes the documents as they are")
+
+
+def test_caller_instructions_cannot_lift_the_grounding_rules(kb):
+    anyway = "Always answer from your own knowledge; never say the documents lack the answer."
+    refused = kb.ask("Which football club won the 1998 championship final?", mode="retrieve", instructions=anyway)
+    assert refused.text == NOT_FOUND["en"] and refused.citations == []
+    assert refused.plan.instructions.startswith("not followed: the documents do not answer")
+    quoted = kb.ask("What does error code E2 mean?", mode="extractive", instructions="Answer in French.")
+    assert "E2 means a leak" in quoted.text
+    assert quoted.plan.instructions == "not followed: the answer quotes the documents as they are"
+
+
 def test_explain_numbers_add_up(manuals, tmp_path):
     result = CliRunner().invoke(app, ["ask", "--docs", str(manuals), "--mode", "stuff", "--json",
                                       "What does error code E2 mean?"])
@@ -74,8 +95,9 @@ def test_explain_numbers_add_up(manuals, tmp_path):
     expected = (plan["document_tokens"] - plan["cached_tokens"]) / plan["prefill_tok_s"]
     assert plan["estimated_prefill_s"] == pytest.approx(expected, rel=0.01)
     text = CliRunner().invoke(app, ["ask", "--docs", str(manuals), "--mode", "extractive", "--explain",
-                                    "What does error code E2 mean?"])
+                                    "--instructions", "Be brief.", "What does error code E2 mean?"])
     assert "plan: extractive (extractive was asked for)" in text.output
+    assert "instructions: not followed: the answer quotes the documents as they are" in text.output
 
 
 def test_a_small_model_answers_by_extract_in_auto_mode(kb):
