@@ -11,6 +11,7 @@ from ragglm.connectors.ocr import OCR_INSTALL, ocr_available, ocr_mode
 from ragglm.connectors.ocr_pages import ocr_images, render_pdf_pages
 from ragglm.connectors.pdf_cleanup import clean_pages
 from ragglm.connectors.pdf_spacing import join_tight_pairs, spaced_pages, tight_pairs
+from ragglm.connectors.pdf_tables import PageDrawing, Table, put_tables, tabulate
 from ragglm.documents import Document, Page
 from ragglm.errors import SourceError
 
@@ -28,9 +29,11 @@ _EDGE_BAND = 0.08  # running headers and footers sit in the top and bottom 8% of
 MAX_PAGES = 5000
 
 
-def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str | None, list[set[str]]]:
-    """Raw text per page, whether each page draws an image, the title from the metadata, and per page
-    the text fragments printed near the top or bottom edge."""
+def read_pdf_pages(data: bytes, source: str
+                   ) -> tuple[list[str], list[bool], str | None, list[set[str]], list[list[Table]]]:
+    """Raw text per page, whether each page draws an image, the title from the metadata, per page
+    the text fragments printed near the top or bottom edge, and per page its ruled tables (each
+    stands in the raw text as a mark line, see pdf_tables)."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -46,24 +49,30 @@ def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str
         if len(reader.pages) > MAX_PAGES:
             raise SourceError(source, f"has {len(reader.pages)} pages, more than the {MAX_PAGES} ragglm reads",
                               "split it into smaller PDFs")
-        texts, images, edges = [], [], []
+        texts, images, edges, drawings = [], [], [], {}
         for number, page in enumerate(reader.pages, 1):
             try:
                 low, high = float(page.mediabox.bottom), float(page.mediabox.top)
                 band = _EDGE_BAND * (high - low)
                 at_edge: set[str] = set()
+                drawing = PageDrawing(body=(low + band, high - band))
 
-                def visit(text, cm, tm, *_, at_edge=at_edge, low=low, high=high, band=band):
+                def visit(text, cm, tm, *_, at_edge=at_edge, low=low, high=high, band=band, drawing=drawing):
+                    drawing.visit_text(text, cm, tm)
                     y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
                     if text.strip() and (y >= high - band or y <= low + band):
                         at_edge.add(text.strip())
 
-                texts.append(page.extract_text(visitor_text=visit) or "")
+                texts.append(page.extract_text(visitor_text=visit, visitor_operand_before=drawing.visit_operator)
+                             or "")
                 edges.append(at_edge)
+                if drawing.has_grid():  # only these pages are searched for tables; the rest drop theirs
+                    drawings[number - 1] = drawing
             except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise SourceError(source, f"page {number} is damaged ({exc})", _REDOWNLOAD_FIX) from exc
             images.append(not texts[-1].strip() and _draws_image(page))
         title = reader.metadata.get("/Title") if reader.metadata else None
+        texts, tables = tabulate(data, texts, drawings)
     except SourceError:
         raise
     except FileNotDecryptedError as exc:
@@ -73,7 +82,7 @@ def read_pdf_pages(data: bytes, source: str) -> tuple[list[str], list[bool], str
                           "pip install cryptography") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise SourceError(source, f"not a readable PDF ({exc})", _REDOWNLOAD_FIX) from exc
-    return texts, images, str(title).strip() if title else None, edges
+    return texts, images, str(title).strip() if title else None, edges, tables
 
 
 def _draws_image(page) -> bool:
@@ -89,13 +98,15 @@ def load_pdf(path: Path, data: bytes | None = None) -> Document:
     or kept empty and listed in metadata notes and warnings when they cannot be."""
     source = str(path)
     data = Path(path).read_bytes() if data is None else data
-    raw_pages, images, title, edges = read_pdf_pages(data, source)
+    raw_pages, images, title, edges, tables = read_pdf_pages(data, source)
     suspects = spaced_pages(raw_pages)
     if suspects:  # characters spread apart on the page, split by spaces in the text
         for index, pairs in tight_pairs(data, suspects).items():
             raw_pages[index] = join_tight_pairs(raw_pages[index], pairs)
-    texts = clean_pages(raw_pages, edges)
-    metadata: dict = {"page_count": len(texts), "ocr_pages": [], "warnings": [], "notes": []}
+    # tables go in after cleaning: it joins wrapped lines, and a row is no wrapped line
+    texts = [put_tables(text, found) for text, found in zip(clean_pages(raw_pages, edges), tables, strict=True)]
+    metadata: dict = {"page_count": len(texts), "ocr_pages": [], "warnings": [], "notes": [],
+                      "tables": sum(map(len, tables))}
     mode = ocr_mode()
     wanted = [n for n, text in enumerate(texts, 1) if mode == "always" or (mode == "auto" and _needs_ocr(text))]
     if wanted:

@@ -27,7 +27,7 @@ from ragglm.text.chunker import Chunker
 __all__ = ["IngestReport", "Ingestor"]
 
 # Part of every content hash: a change to how sources are read invalidates what was indexed before.
-READER_VERSION = "3"
+READER_VERSION = "4"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""A long table read from HTML, DOCX or XLSX chunks into whole rows, every chunk under its header."""
+"""A long table read from HTML, DOCX, XLSX or a PDF chunks into whole rows, every chunk under its header."""
 
 from __future__ import annotations
 
@@ -51,7 +51,20 @@ def _xlsx(path):
     return path
 
 
-@pytest.mark.parametrize("build", [_html, _docx, _xlsx], ids=["html", "docx", "xlsx"])
+def _pdf(path):
+    from reportlab.lib import colors
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Table, TableStyle
+
+    table = Table([HEADER, *ROWS])
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
+    story = [Paragraph("Every laptop the company owns, with where it is and who has it.",
+                       getSampleStyleSheet()["BodyText"]), table]
+    SimpleDocTemplate(str(path), pagesize=(842, 2200)).build(story)  # one tall page holds the whole table
+    return path
+
+
+@pytest.mark.parametrize("build", [_html, _docx, _xlsx, _pdf], ids=["html", "docx", "xlsx", "pdf"])
 def test_register_chunks_carry_the_header_and_keep_rows_whole(tmp_path, build):
     file = build(tmp_path / f"register.{build.__name__[1:]}")
     [document] = load(file)
