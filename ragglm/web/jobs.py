@@ -29,9 +29,12 @@ class FileTask:
     error: str | None = None
     chunks: int = 0
     stored: StoredFile | None = None
+    warnings: list[str] = field(default_factory=list)  # pages left out or read by OCR, with why
+    read: dict | None = None  # how it was read (formats.how_read): pages, OCR pages, tables
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "error": self.error, "chunks": self.chunks}
+        return {"name": self.name, "status": self.status, "error": self.error, "chunks": self.chunks,
+                "warnings": self.warnings, "read": self.read}
 
 
 @dataclass
@@ -149,8 +152,10 @@ class Indexer:
 
 
 def _settle(task: FileTask, report: IngestReport, kb) -> None:
+    # the stored path means nothing to whoever uploaded the file: name it as they did
+    task.warnings = [line.replace(task.source, task.name) for line in [*report.warnings, *report.notes]]
+    task.read = next(iter(report.read.values()), None)
     if report.errors:
-        # the stored path means nothing to whoever uploaded the file: name it as they did
         task.status, task.error = "failed", str(report.errors[0]).replace(task.source, task.name)
     elif report.added:
         task.status, task.chunks = "indexed", report.chunks
@@ -160,5 +165,5 @@ def _settle(task: FileTask, report: IngestReport, kb) -> None:
         task.status, task.chunks = "unchanged", len(entry.get("ids", []))
     else:
         task.status = "failed"
-        task.error = "; ".join(report.notes) or "nothing could be read from it"
+        task.error = "; ".join(task.warnings) or "nothing could be read from it"
 

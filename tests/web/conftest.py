@@ -38,6 +38,32 @@ def web_server(tmp_path_factory, smollm2, embedder):
         yield server, libraries
 
 
+def table_and_scan_pdf() -> bytes:
+    """A page of text with a ruled table, then a page that is only a picture (a scan without text)."""
+    import io
+
+    from PIL import Image
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer)
+    pdf.drawString(72, 760, "Opening hours of the service desks, by site.")
+    rows = [("Site", "Opens", "Closes"), ("Berlin", "08:00", "17:00"), ("Lyon", "09:00", "18:00")]
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            pdf.drawString(78 + 120 * j, 726 - 20 * i, cell)
+    for i in range(len(rows) + 1):
+        pdf.line(72, 740 - 20 * i, 432, 740 - 20 * i)
+    for j in range(len(rows[0]) + 1):
+        pdf.line(72 + 120 * j, 740, 72 + 120 * j, 740 - 20 * len(rows))
+    pdf.showPage()
+    pdf.drawImage(ImageReader(Image.new("RGB", (60, 80), "white")), 72, 400, 300, 400)
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
 def client_for(port: int, key: str = KEY) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"},
                         timeout=300)

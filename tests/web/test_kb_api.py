@@ -22,6 +22,7 @@ from tests.web.conftest import (
     QUESTION,
     client_for,
     documents,
+    table_and_scan_pdf,
     upload,
     wait_job,
 )
@@ -124,6 +125,19 @@ def test_delete_and_reindex(client):
     assert MARKDOWN.name not in documents(client, "alpha")
     again = client.delete(f"/v1/knowledge-bases/alpha/documents/{rows[MARKDOWN.name]['id']}")
     assert again.status_code == 404 and again.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_job_reports_how_each_file_was_read_and_what_was_left_out(client, monkeypatch):
+    monkeypatch.setenv("RAGGLM_OCR", "never")  # read by the parser processes this job starts
+    job = wait_job(client, upload(client, "alpha", [("hours.pdf", table_and_scan_pdf())]).json()["id"])
+    [file] = job["files"]
+    assert file["status"] == "indexed", file
+    assert file["read"] == {"pages": 2, "text_layer_pages": 1, "ocr_pages": [], "tables": 1,
+                            "pages_without_text": [2]}
+    [warning] = file["warnings"]
+    assert warning.startswith("hours.pdf: page(s) 2 have no text layer (scanned image)") and "OCR is off" in warning
+    notes = wait_job(client, upload(client, "alpha", [("plain.md", b"# Plain\nNothing left out.")]).json()["id"])
+    assert notes["files"][0]["warnings"] == [] and notes["files"][0]["read"]["tables"] == 0
 
 
 def test_auth_limits_and_errors(client, web_server):

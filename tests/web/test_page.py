@@ -47,7 +47,7 @@ def ask(page, expect, question: str):
     expect(page.get_by_test_id("ask")).to_be_enabled()  # the stream has ended
 
 
-def test_the_page_end_to_end(browser_page, tmp_path):
+def test_the_page_end_to_end(browser_page, tmp_path, monkeypatch):
     page, server, requested, expect = browser_page
     origin = f"http://127.0.0.1:{server.port}"
     page.goto(origin + "/")
@@ -64,13 +64,21 @@ def test_the_page_end_to_end(browser_page, tmp_path):
     # several files at once; the corrupt one fails on its own while the others index
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(web.CORRUPT_PDF)
-    page.get_by_test_id("upload").set_input_files([str(web.PDF), str(web.MARKDOWN), str(broken)])
+    scan = tmp_path / "hours.pdf"  # its second page is a picture, left out with OCR off: the line says so
+    scan.write_bytes(web.table_and_scan_pdf())
+    monkeypatch.setenv("RAGGLM_OCR", "never")
+    page.get_by_test_id("upload").set_input_files([str(web.PDF), str(web.MARKDOWN), str(broken), str(scan)])
     for name in (web.PDF.name, web.MARKDOWN.name):
         expect(row(page, name).get_by_test_id("doc-status")).to_have_text("indexed")
     failed = page.locator('[data-testid=upload-item][data-name="broken.pdf"]')
     expect(failed).to_have_class("failed")
     expect(failed).to_contain_text("PDF")
     expect(row(page, "broken.pdf")).to_have_count(0)
+    read = page.locator('[data-testid=upload-item][data-name="hours.pdf"]')
+    expect(read).to_contain_text("2 page(s), 1 table(s)")
+    expect(read.get_by_test_id("upload-warning")).to_contain_text("page(s) 2 have no text layer")
+    row(page, "hours.pdf").get_by_test_id("delete").click()
+    expect(row(page, "hours.pdf")).to_have_count(0)
 
     # the streamed answer, its citation, and the passage in context
     ask(page, expect, web.QUESTION)

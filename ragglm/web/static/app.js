@@ -371,7 +371,22 @@ function uploadLine(name) {
     status: (key, chunks) => { status.textContent = t(key) + (chunks ? ` (${chunks})` : ""); },
     fail: (message) => { line.classList.add("failed"); bar.value = 100; status.textContent = message; },
     done: () => { line.classList.add("done"); bar.value = 100; },
+    // how the file was read, and what was left out of it (pages without text, OCR missing or failed)
+    details: (read, warnings) => {
+      if (read) status.textContent += ` · ${howRead(read)}`;
+      if (warnings && warnings.length) {
+        line.append(element("ul", {class: "upload-warnings"},
+          ...warnings.map((text) => element("li", {"data-testid": "upload-warning", text}))));
+      }
+    },
   };
+}
+
+function howRead(read) {
+  const parts = [t("pagesRead", {n: read.pages})];
+  if (read.ocr_pages && read.ocr_pages.length) parts.push(t("ocrPages", {n: read.ocr_pages.length}));
+  if (read.tables) parts.push(t("tablesFound", {n: read.tables}));
+  return parts.join(", ");
 }
 
 function uploadOne(file) {
@@ -412,7 +427,7 @@ async function followJob(job, lines) {
     const line = lines[i];
     if (!line) return;
     if (file.status === "failed") line.fail(`${t("failed")}: ${file.error}`);
-    else { line.status(file.status, file.chunks); line.done(); }
+    else { line.status(file.status, file.chunks); line.done(); line.details(file.read, file.warnings); }
   });
   await loadDocuments();
 }

@@ -13,7 +13,8 @@ const TEXT = {
     uploading: "uploading", queued: "queued", indexing: "indexing", indexed: "indexed",
     unchanged: "unchanged", failed: "failed", "not indexed": "not indexed", score: "score",
     noDocuments: "No documents yet: upload some to ask about them.", tooLarge: "too large (limit {limit})",
-    error: "Error", noHits: "Nothing found.",
+    error: "Error", noHits: "Nothing found.", pagesRead: "{n} page(s)", ocrPages: "{n} by OCR",
+    tablesFound: "{n} table(s)",
   },
   zh: {
     knowledgeBase: "知识库", newChat: "新对话", keyPrompt: "此服务器的 API 密钥", keySave: "继续",
@@ -25,7 +26,7 @@ const TEXT = {
     thinking: "正在回答…", uploading: "上传中", queued: "排队中", indexing: "索引中", indexed: "已索引",
     unchanged: "未变化", failed: "失败", "not indexed": "未索引", score: "得分",
     noDocuments: "还没有文档：上传后即可提问。", tooLarge: "文件太大（上限 {limit}）", error: "错误",
-    noHits: "没有找到。",
+    noHits: "没有找到。", pagesRead: "{n} 页", ocrPages: "其中 {n} 页经 OCR 识别", tablesFound: "{n} 个表格",
   },
 };
 const LANG = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
