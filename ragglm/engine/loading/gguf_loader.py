@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ragglm.engine.loading.gguf_blocks import to_float
+from ragglm.engine.loading.gguf_chatglm import GGUF_CHATGLM_NAMES, chatglm_gguf_args
 from ragglm.engine.loading.gguf_header import check_gguf
 from ragglm.engine.loading.gguf_tensors import GGUFTensor, open_gguf_data
 from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, Naming, rename_weights
@@ -18,7 +19,7 @@ from ragglm.errors import ModelNotFoundError
 
 __all__ = ["GGUFCheckpoint", "GGUFDescription", "describe_gguf", "read_gguf", "float_tensors"]
 
-ARCHITECTURES = ("llama", "qwen2")
+ARCHITECTURES = ("llama", "qwen2", "chatglm")
 
 
 @dataclass
@@ -51,7 +52,7 @@ def describe_gguf(path: Path) -> GGUFDescription:
                           int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
     del reader  # its map of the whole file goes with it
     args.tie_embeddings = all(t.name != "output.weight" for t in tensors)
-    naming = GGUF_LLAMA_NAMES if arch == "llama" else GGUF_NAMES
+    naming = {"llama": GGUF_LLAMA_NAMES, "chatglm": GGUF_CHATGLM_NAMES}.get(arch, GGUF_NAMES)
     return GGUFDescription(path, args, meta, tensors, naming)
 
 
@@ -109,6 +110,8 @@ def _args_from_meta(meta: dict, arch: str, path: Path) -> ModelArgs:
 
 
 def _args_from_fields(meta: dict, arch: str) -> ModelArgs:
+    if arch == "chatglm":
+        return chatglm_gguf_args(meta)
     n_heads = meta[f"{arch}.attention.head_count"]
     dim = meta[f"{arch}.embedding_length"]
     return ModelArgs(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ragglm.engine.loading.gguf_chatglm import chatglm_gguf_tokenizer, is_chatglm_vocab
 from ragglm.engine.tokenizers.chat_format import ChatFormat
 from ragglm.engine.tokenizers.chatglm6b_format import ChatGLM6BFormat
 from ragglm.engine.tokenizers.chatglm6b_tokenizer import NUM_IMAGE_TOKENS, ChatGLM6BTokenizer
 from ragglm.engine.tokenizers.chatglm6b_tokenizer import TOKENIZER_FILE as CHATGLM6B_TOKENIZER_FILE
 from ragglm.engine.tokenizers.glm_tokenizer import load_glm_tokenizer
 from ragglm.engine.tokenizers.token_level import TokenLevelFormat, TokenLevelTokenizer
-from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, bpe_from_gguf
+from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, tokenizer_from_gguf
 
 __all__ = ["PLAIN_TEMPLATE", "TOKENIZER_FILES", "TokenizerFiles", "chatglm6b_folder_tokenizer", "gguf_tokenizer",
            "glm_folder_tokenizer", "hf_folder_tokenizer", "token_level_unless_files"]
@@ -31,7 +32,9 @@ PLAIN_TEMPLATE = (
 
 def gguf_tokenizer(fields: dict) -> TokenizerFiles:
     """From a GGUF file's `tokenizer.*` and `general.languages` fields."""
-    tokenizer = bpe_from_gguf(fields)
+    if is_chatglm_vocab(fields):  # the GLM formats place their commands by id, with no template
+        return chatglm_gguf_tokenizer(fields)
+    tokenizer = tokenizer_from_gguf(fields)
     template = fields.get("tokenizer.chat_template") or PLAIN_TEMPLATE
     languages = tuple(fields.get("general.languages") or ("en", "zh"))
     return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages

@@ -10,9 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from ragglm.engine.tokenizers.gguf_sentencepiece import (
+    GGUFSentencePieceTokenizer,
+    SentencePieceFields,
+)
 from ragglm.engine.tokenizers.specials import SpecialTokens
 
-__all__ = ["Tokenizer", "BPETokenizer", "SentencePieceTokenizer", "bpe_from_gguf"]
+__all__ = ["Tokenizer", "BPETokenizer", "SentencePieceTokenizer", "bpe_from_gguf", "tokenizer_from_gguf"]
+
+# besides eos_token_id, the end-of-turn tokens of chat vocabularies written to GGUF
+GGUF_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
 
 
 class Tokenizer(Protocol):
@@ -90,7 +97,7 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
     from tokenizers import Tokenizer as Backend
 
     if meta.get("tokenizer.ggml.model") != "gpt2":
-        raise ValueError(f"GGUF tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported (gpt2 BPE is)")
+        raise ValueError(f"GGUF tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported (gpt2 BPE and llama SentencePiece are)")
     tokens = meta["tokenizer.ggml.tokens"]
     merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
     backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
@@ -99,6 +106,13 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
         # these vocabularies split every digit on its own before the GPT-2 pattern
         digits = pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
+    elif meta.get("tokenizer.ggml.pre") == "chatglm-bpe":
+        from ragglm.engine.tokenizers.glm_tokenizer import _GLM4_PATTERN  # it imports this module
+
+        # GLM-4 splits by its own pattern (digits in threes), then maps bytes as GPT-2 does
+        words = pre_tokenizers.Split(Regex(_GLM4_PATTERN), behavior="isolated")
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
         backend.pre_tokenizer = byte_level
     backend.decoder = decoders.ByteLevel()
@@ -116,6 +130,13 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
         if extra in tokens and tokens.index(extra) not in eos_ids:
             eos_ids.append(tokens.index(extra))
     return BPETokenizer(backend, eos_ids, bos_token=token("bos"), eos_token=eos)
+
+
+def tokenizer_from_gguf(meta: dict) -> BPETokenizer | GGUFSentencePieceTokenizer:
+    """The tokenizer of GGUF metadata: 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)."""
+    if meta.get("tokenizer.ggml.model") == "llama":
+        return GGUFSentencePieceTokenizer(SentencePieceFields.from_metadata(meta), GGUF_STOP_TOKENS)
+    return bpe_from_gguf(meta)
 
 
 class SentencePieceTokenizer:

@@ -1,0 +1,165 @@
+"""llama.cpp's `chatglm` GGUF files against the checkpoint folders they were converted from.
+
+A tiny ChatGLM3 (and GLM-4) folder is written as llama.cpp lays such a file out (see
+gguf_chatglm_fixtures); the engine built from the file must compute what the folder's computes,
+and its tokenizer and chat format must give the folder's ids.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ragglm.engine import Engine
+from ragglm.engine.linear.quantize import QuantConfig, dequantize, linear_names, quantize_weight
+from ragglm.engine.loading.gguf_blocks import Q4_0, Q8_0
+from ragglm.engine.loading.gguf_loader import describe_gguf, read_gguf
+from ragglm.engine.loading.gguf_model import load_gguf
+from ragglm.engine.model import Transformer
+from ragglm.engine.tokenizers.glm_chat_format import ChatGLM3Format, GLM4Format
+from ragglm.errors import ModelNotFoundError
+from tests.engine.gguf_chatglm_fixtures import (
+    chatglm3_vocab_fields,
+    glm4_ranks,
+    glm4_vocab_fields,
+    train_prefixed_sentencepiece,
+    write_chatglm_gguf,
+)
+from tests.engine.glm_fixtures import (
+    PROMPT,
+    VOCAB,
+    chatglm_config,
+    save_chatglm_folder,
+    save_glm_folder,
+    tiny_glm_config,
+    tiny_glm_model,
+)
+
+TEXTS = ["滤芯的使用寿命大约是六个月，请按时更换。", "Flush the device for 5 minutes (12345).", "  two  spaces\n\ttab",
+         "emoji 😀 and ü", "[gMASK]<|user|> sop"]
+MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "滤芯多久更换？<|user|>"},
+            {"role": "assistant", "content": "六个月。"}, {"role": "user", "content": "And the flush?"}]
+
+
+@pytest.fixture(scope="module")
+def our_state(tmp_path_factory):
+    reference = tiny_glm_model(tiny_glm_config())
+    engine = Engine.from_pretrained(save_glm_folder(reference, tmp_path_factory.mktemp("glm-hf")), dtype="fp32")
+    return engine.model.state_dict(), reference.config
+
+
+@pytest.fixture(scope="module")
+def chatglm3(our_state, tmp_path_factory):
+    """(folder engine, {GGML type: GGUF path}) for ChatGLM3 with its SentencePiece vocabulary."""
+    state, config = our_state
+    folder = save_chatglm_folder(state, chatglm_config(config), tmp_path_factory.mktemp("chatglm3"))
+    model = train_prefixed_sentencepiece()
+    (folder / "tokenizer.model").write_bytes(model)
+    vocab = chatglm3_vocab_fields(model, VOCAB)
+    files = {kind: write_chatglm_gguf(folder.parent / f"chatglm3-{kind}.gguf", folder, vocab, kind)
+             for kind in (0, Q8_0, Q4_0)}
+    return Engine.from_pretrained(folder, dtype="fp32"), files
+
+
+@pytest.fixture(scope="module")
+def glm4(our_state, tmp_path_factory):
+    """(folder engine, F32 GGUF path) for GLM-4 with its tiktoken ranks written as BPE merges."""
+    state, config = our_state
+    folder = save_chatglm_folder(state, chatglm_config(config, rope_ratio=5.0, name="THUDM/glm-4-9b-chat"),
+                                 tmp_path_factory.mktemp("glm4"))
+    ranks = glm4_ranks()
+    (folder / "tokenizer.model").write_bytes(ranks)
+    path = write_chatglm_gguf(folder.parent / "glm4.gguf", folder, glm4_vocab_fields(ranks, VOCAB))
+    return Engine.from_pretrained(folder, dtype="fp32"), path
+
+
+def test_float_chatglm3_file_computes_the_folders_logits(chatglm3):
+    folder, files = chatglm3
+    engine = Engine.from_pretrained(files[0], dtype="fp32")
+    args = engine.args
+    assert (args.family, args.rope_fraction, args.rope_interleaved, args.qkv_bias, args.n_kv_heads) == (
+        "glm", 0.5, True, True, 2)
+    assert (engine.logits(PROMPT) - folder.logits(PROMPT)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("kind, config", [(Q8_0, "int8"), (Q4_0, "int4:g32")])
+def test_quantized_chatglm3_file_computes_what_its_weights_compute(chatglm3, kind, config):
+    """Quantized layers built from the blocks against a float model of the file's weights, dequantized
+    by the gguf package and (int8) put through the engine's own int8 rounding; Q4_0 blocks are
+    int4 group 32 as they stand."""
+    _, files = chatglm3
+    quant_config = QuantConfig.parse(config)
+    ours, _, quant = load_gguf(files[kind], quant_config, "cpu", torch.float32)
+    checkpoint = read_gguf(files[kind])
+    with torch.device("meta"):
+        reference = Transformer(checkpoint.args)
+    state = dict(checkpoint.state_dict)
+    if config == "int8":
+        for name in linear_names(reference):
+            state[f"{name}.weight"] = dequantize(quantize_weight(state[f"{name}.weight"], quant_config))
+    reference.load_state_dict(state, assign=True)
+    for model in (ours, reference):
+        model.setup_cache(1, 16)
+    with torch.inference_mode():
+        got, want = ours(PROMPT, start=0), reference.eval()(PROMPT, start=0)
+    assert quant == config
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_q8_0_weights_are_the_folders_within_a_block_step(chatglm3):
+    folder, files = chatglm3
+    theirs = read_gguf(files[Q8_0]).state_dict
+    for name, want in folder.model.state_dict().items():
+        got = theirs[name]
+        if got.dim() != 2:
+            assert torch.equal(got, want), name
+            continue
+        blocks = want.reshape(want.shape[0], -1, 32)
+        step = (blocks.abs().amax(-1, keepdim=True) / 127).expand_as(blocks).reshape(want.shape)
+        # half a step, plus what rounding the block's scale to float16 moves the largest value by
+        assert ((got - want).abs() <= step * (0.5 + 127 * 2**-11) + 1e-6).all(), name
+
+
+def test_chatglm3_tokenizer_and_format_match_the_folders(chatglm3):
+    folder, files = chatglm3
+    engine = Engine.from_pretrained(files[0], dtype="fp32")
+    assert isinstance(engine.chat_format, ChatGLM3Format)
+    for text in TEXTS:
+        assert engine.tokenizer.encode_plain(text) == folder.tokenizer.encode_plain(text), text
+        assert engine.tokenizer.encode(text) == folder.tokenizer.encode(text), text
+        assert engine.tokenizer.decode(engine.tokenizer.encode(text)) == text
+    assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
+    assert engine.tokenizer.eos_token_ids == folder.tokenizer.eos_token_ids
+
+
+def test_float_glm4_file_computes_the_folders_logits(glm4):
+    folder, path = glm4
+    engine = Engine.from_pretrained(path, dtype="fp32")
+    assert engine.args.rope_theta == folder.args.rope_theta == 50000.0
+    assert (engine.logits(PROMPT) - folder.logits(PROMPT)).abs().max().item() <= 1e-5
+
+
+def test_glm4_tokenizer_and_format_match_the_folders(glm4):
+    folder, path = glm4
+    engine = Engine.from_pretrained(path, dtype="fp32")
+    assert isinstance(engine.chat_format, GLM4Format)
+    for text in TEXTS:
+        assert engine.tokenizer.encode_plain(text) == folder.tokenizer.encode_plain(text), text
+        assert engine.tokenizer.decode(engine.tokenizer.encode_plain(text)) == text
+    assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
+    assert sorted(engine.tokenizer.eos_token_ids) == sorted(folder.tokenizer.eos_token_ids)
+
+
+def test_a_chatglm_file_without_its_sizes_names_the_file(chatglm3, tmp_path):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "broken.gguf"
+    writer = GGUFWriter(str(path), "chatglm")
+    writer.add_embedding_length(64)
+    writer.add_token_list(["a", "b"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelNotFoundError, match="broken.gguf.*chatglm metadata"):
+        describe_gguf(path)
