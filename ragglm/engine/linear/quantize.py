@@ -25,7 +25,7 @@ from ragglm.errors import RagglmError
 __all__ = [
     "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
     "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "fill_row_blocks", "concat_rows",
-    "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks",
+    "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks", "cpu_int4_pack",
 ]
 
 SCHEMES = ("int8", "int4")
@@ -243,6 +243,34 @@ def cpu_int4_blocks(packed: Tensor, in_features: int, dtype: torch.dtype) -> Ten
     return values
 
 
+def cpu_int4_pack(qweight: Tensor) -> Tensor:
+    """uint8 [out, in // 2] (neighbouring columns share a byte) -> the CPU int4 kernel's layout, the
+    same bytes torch's own conversion gives but without an int32 copy of the weight.
+
+    In a block of 64 rows, rows n and 32 + n share a byte of each column: column 2j takes the low
+    nibbles of their byte j, column 2j + 1 the high ones. The nibbles are moved eight bytes at a
+    time (shifts and masks on int64 words, which never mix two bytes once masked), then the bytes
+    are transposed once.
+    """
+    out, half = qweight.shape
+    blocks = out // _CPU_BLOCK_ROWS
+    packed = torch.empty(blocks, half, 2, _CPU_BLOCK_ROWS // 2, dtype=torch.uint8)
+    step = max(1, (1 << 22) // (_CPU_BLOCK_ROWS * max(half, 1)))  # blocks at a time: 4 MB of scratch
+    words = qweight.contiguous().view(torch.int64).reshape(blocks, 2, _CPU_BLOCK_ROWS // 2, -1)
+    for first in range(0, blocks, step):
+        top, bottom = words[first:first + step].unbind(1)  # rows 0..31 and 32..63 [b, 32, in // 16]
+        pairs = torch.empty(top.shape[0], 2, *top.shape[1:], dtype=torch.int64)  # low nibbles, high nibbles
+        torch.bitwise_and(top, _LOW_NIBBLES, out=pairs[:, 0]).bitwise_or_((bottom << 4).bitwise_and_(_HIGH_NIBBLES))
+        torch.bitwise_and(bottom, _HIGH_NIBBLES, out=pairs[:, 1]).bitwise_or_((top >> 4).bitwise_and_(_LOW_NIBBLES))
+        # [b, 2, 32, in // 2] -> [b, in // 2, 2, 32]
+        packed[first:first + step] = pairs.view(torch.uint8).permute(0, 3, 1, 2)
+    return packed.reshape(out, half)
+
+
+_LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
+_HIGH_NIBBLES = -0x0F0F0F0F0F0F0F10  # 0xF0F0F0F0F0F0F0F0 as a signed int64
+
+
 @cache
 def _cpu_int4_layout_known() -> bool:
     """Whether this torch build packs int4 as cpu_int4_blocks reads it (checked once on random values)."""
@@ -318,10 +346,13 @@ class Int4Linear(nn.Module):
                   and (device.type != "cuda" or self.in_features % 128 == 0))
         if kernel:
             self.path = "_weight_int4pack_mm_for_cpu" if device.type == "cpu" else "_weight_int4pack_mm"
-            # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
-            blocks = [_pack_int4(_int4_values(qw.qweight[i:i + _PACK_ROWS]), device.type)
-                      for i in range(0, self.out_features, _PACK_ROWS)]
-            self.register_buffer("packed", torch.cat(blocks) if len(blocks) > 1 else blocks[0])
+            if device.type == "cpu" and self.out_features % _CPU_BLOCK_ROWS == 0 and _cpu_int4_layout_known():
+                packed = cpu_int4_pack(qw.qweight)
+            else:  # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
+                blocks = [_pack_int4(_int4_values(qw.qweight[i:i + _PACK_ROWS]), device.type)
+                          for i in range(0, self.out_features, _PACK_ROWS)]
+                packed = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+            self.register_buffer("packed", packed)
             # [groups, out, 2] as the kernels take it
             scales_and_zeros = torch.stack((qw.scales.t(), qw.zeros.t()), dim=-1)
             self.register_buffer("scales_and_zeros", scales_and_zeros.to(device, dtype).contiguous())

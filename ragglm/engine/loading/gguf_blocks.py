@@ -6,9 +6,10 @@ the high ones, the engine keeps neighbours in one byte. With w = (q - 8) * scale
   Q4_0: w = (q - 8) * d          -> scale d, zero 0 (exact)
   Q4_1: w = q * d + m            -> scale d, zero m + 8d (one float32 rounding of m + 8d)
   Q4_K: w = (d sc) q - (dmin m)  per sub-block of 32 -> scale d sc, zero 8 d sc - dmin m (likewise)
-Every other type is dequantized by the gguf package a slab of rows at a time and, when the target
-is quantized, quantized again by the engine's own rule, so no float copy of more than one slab
-(about 16 MB) exists besides the tensor being built.
+Q4_0 and Q4_1 tensors are converted whole, by a few numpy operations on the mapped bytes (their
+scratch is half the result's size). Every other type is dequantized by the gguf package a slab of
+rows at a time and, when the target is quantized, quantized again by the engine's own rule, so no
+float copy of more than one slab (about 16 MB) exists besides the tensor being built.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def to_quantized(raw: np.ndarray, kind: int, cols: int, config: QuantConfig, nam
         return int4_from_q4(part, kind) if direct else quantize_weight(_dequantize(part, kind, cols, name), config)
 
     step = _slab_rows(cols, 64)
-    if raw.shape[0] <= step:
+    if raw.shape[0] <= step or (direct and kind in (Q4_0, Q4_1)):  # whole: scratch of half its size
         return slab(raw)
     return fill_row_blocks(raw.shape[0], step, lambda start: slab(raw[start:start + step]))
 
@@ -96,19 +97,22 @@ def int4_from_q4(raw: np.ndarray, kind: int) -> QuantizedWeight:
         return _int4_from_q4_k(raw)
     head = 2 if kind == Q4_0 else 4
     rows = raw.shape[0]
-    blocks = torch.from_numpy(np.array(raw, copy=True)).reshape(rows, -1, head + 16)  # [rows, nb, head + 16]
+    blocks = raw.reshape(rows, -1, head + 16)  # [rows, nb, head + 16], a view of the map
     n_blocks = blocks.shape[1]
-    scales = blocks[..., 0:2].contiguous().view(torch.float16).float().reshape(rows, n_blocks)
+    scales = np.ascontiguousarray(blocks[..., 0:2]).view(np.float16).reshape(rows, n_blocks).astype(np.float32)
     if kind == Q4_0:
-        zeros = torch.zeros_like(scales)
+        zeros = np.zeros_like(scales)
     else:
-        mins = blocks[..., 2:4].contiguous().view(torch.float16).float().reshape(rows, n_blocks)
-        zeros = mins + 8.0 * scales
-    qs = blocks[..., head:]  # [rows, nb, 16]: value i in the low nibble of byte i, value 16 + i in the high
-    values = torch.cat((qs & 0x0F, qs >> 4), dim=-1).reshape(rows, n_blocks * 32)  # [rows, in], 0..15
-    del blocks, qs
-    packed = values[:, 0::2] | (values[:, 1::2] << 4)  # [rows, in // 2]
-    return QuantizedWeight("int4", packed.contiguous(), scales, zeros, 32)
+        mins = np.ascontiguousarray(blocks[..., 2:4]).view(np.float16).reshape(rows, n_blocks).astype(np.float32)
+        zeros = mins + np.float32(8.0) * scales
+    # byte i of a block holds value i (low nibble) and value 16 + i (high); the engine wants values
+    # 2j and 2j + 1 in one byte, so bytes 2k and 2k + 1 give the pairs (2k, 2k + 1) and (16 + 2k, 17 + 2k)
+    even, odd = blocks[..., head::2], blocks[..., head + 1::2]  # [rows, nb, 8] each
+    packed = np.empty((rows, n_blocks, 2, 8), dtype=np.uint8)
+    np.bitwise_or(even & 0x0F, odd << 4, out=packed[:, :, 0])
+    np.bitwise_or(even >> 4, odd & 0xF0, out=packed[:, :, 1])
+    return QuantizedWeight("int4", torch.from_numpy(packed.reshape(rows, n_blocks * 16)), torch.from_numpy(scales),
+                           torch.from_numpy(zeros), 32)
 
 
 def _int4_from_q4_k(raw: np.ndarray) -> QuantizedWeight:
