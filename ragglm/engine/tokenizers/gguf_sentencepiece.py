@@ -83,7 +83,7 @@ def sentencepiece_proto(fields: SentencePieceFields) -> tuple[bytes, dict[int, s
             kind = NORMAL
         if text in seen or text == "":
             renamed[i] = text
-            text, kind = f"\x00[{i}]", UNUSED
+            text, kind = _stand_in(i, seen, fields.tokens), UNUSED
         seen.add(text)
         piece = model.pieces.add()
         piece.piece, piece.score, piece.type = text, score, kind
@@ -103,6 +103,14 @@ def sentencepiece_proto(fields: SentencePieceFields) -> tuple[bytes, dict[int, s
     normalizer.remove_extra_whitespaces = False
     normalizer.escape_whitespaces = True
     return model.SerializeToString(), renamed
+
+
+def _stand_in(index: int, seen: set[str], tokens: list[str]) -> str:
+    """A text for a renamed piece that no other piece has (a noncharacter, never in real text)."""
+    text = f"\ufdd0{index}"
+    while text in seen or text in tokens:
+        text += "\ufdd0"
+    return text
 
 
 class GGUFSentencePieceTokenizer:
