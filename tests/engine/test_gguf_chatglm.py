@@ -163,3 +163,24 @@ def test_a_chatglm_file_without_its_sizes_names_the_file(chatglm3, tmp_path):
     writer.close()
     with pytest.raises(ModelNotFoundError, match="broken.gguf.*chatglm metadata"):
         describe_gguf(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["chatglm3", "glm4"])
+def test_llama_cpp_reads_the_file_as_we_do(request, which):
+    """llama.cpp itself (llama-cpp-python, when installed) on the same file: the same ids for the
+    same text and, with a float32 KV cache, the same logits."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import numpy as np
+
+    fixture = request.getfixturevalue(which)
+    path = fixture[1][0] if which == "chatglm3" else fixture[1]
+    ours = Engine.from_pretrained(path, dtype="fp32")
+    theirs = llama_cpp.Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=2,
+                             type_k=0, type_v=0)
+    for text in TEXTS[:4]:
+        assert theirs.tokenize(text.encode(), add_bos=False, special=False) == ours.tokenizer.encode_plain(text), text
+    ids = PROMPT[0].tolist()
+    theirs.eval(ids)
+    logits = torch.from_numpy(np.array(theirs.scores[:len(ids)], dtype=np.float32))
+    assert (logits - ours.logits(PROMPT)[0]).abs().max().item() <= 1e-4
