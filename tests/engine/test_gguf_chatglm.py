@@ -184,3 +184,14 @@ def test_llama_cpp_reads_the_file_as_we_do(request, which):
     theirs.eval(ids)
     logits = torch.from_numpy(np.array(theirs.scores[:len(ids)], dtype=np.float32))
     assert (logits - ours.logits(PROMPT)[0]).abs().max().item() <= 1e-4
+
+
+def test_a_quantized_folder_of_a_chatglm_file_keeps_its_tokenizer_and_format(chatglm3, tmp_path):
+    """`ragglm quantize` keeps only the file's tokenizer fields; they still say ChatGLM3."""
+    from ragglm.engine.loading.quantize_checkpoint import save_quantized_checkpoint
+
+    folder, files = chatglm3
+    save_quantized_checkpoint(files[0], tmp_path / "q", "int8")
+    engine = Engine.from_pretrained(tmp_path / "q", dtype="fp32")
+    assert engine.quant == "int8" and isinstance(engine.chat_format, ChatGLM3Format)
+    assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
