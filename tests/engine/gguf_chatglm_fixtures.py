@@ -152,8 +152,9 @@ def glm4_vocab_fields(ranks_file: bytes, padded_vocab: int) -> dict:
 
 
 def write_chatglm_gguf(path: Path, folder: Path, vocab: dict, kind: int = 0) -> Path:
-    """The original-naming checkpoint in folder (see glm_fixtures.save_chatglm_folder) as a chatglm
-    GGUF; kind: the GGML type of the 2-D weights (0 F32, 8 Q8_0, 2 Q4_0, ...)."""
+    """The checkpoint in folder (original ChatGLM naming, see glm_fixtures.save_chatglm_folder, or
+    transformers' GLM naming, whose q/k/v stay apart) as a chatglm GGUF; kind: the GGML type of the
+    2-D weights (0 F32, 8 Q8_0, 2 Q4_0, ...)."""
     from gguf import MODEL_ARCH, GGMLQuantizationType, GGUFWriter, get_tensor_name_map
     from gguf.quants import quantize
 
@@ -161,19 +162,21 @@ def write_chatglm_gguf(path: Path, folder: Path, vocab: dict, kind: int = 0) -> 
 
     config = json.loads((folder / "config.json").read_text())
     tensors = dict(iter_checkpoint_tensors(folder))
-    table = get_tensor_name_map(MODEL_ARCH.CHATGLM, config["num_layers"])
-    writer = GGUFWriter(str(path), "chatglm")
-    writer.add_name(config["_name_or_path"].split("/")[-1])
+    # the converter reads ChatGLM's keys, falling back to transformers' GLM ones where it does
     heads, dim = config["num_attention_heads"], config["hidden_size"]
-    writer.add_context_length(config["seq_length"])
+    layers = config.get("num_layers") or config["num_hidden_layers"]
+    table = get_tensor_name_map(MODEL_ARCH.CHATGLM, layers)
+    writer = GGUFWriter(str(path), "chatglm")
+    writer.add_name(str(config.get("_name_or_path", "glm")).split("/")[-1])
+    writer.add_context_length(config.get("seq_length", dim))
     writer.add_embedding_length(dim)
-    writer.add_feed_forward_length(config["ffn_hidden_size"])
-    writer.add_block_count(config["num_layers"])
+    writer.add_feed_forward_length(config.get("ffn_hidden_size") or config["intermediate_size"])
+    writer.add_block_count(layers)
     writer.add_head_count(heads)
-    writer.add_head_count_kv(config["multi_query_group_num"])
-    writer.add_layer_norm_rms_eps(config["layernorm_epsilon"])
+    writer.add_head_count_kv(config.get("multi_query_group_num") or config.get("num_key_value_heads", heads))
+    writer.add_layer_norm_rms_eps(config.get("layernorm_epsilon", 1e-5))
     writer.add_file_type(0 if kind == 0 else 7 if kind == 8 else 2)
-    writer.add_rope_dimension_count(int(dim // heads * 0.5))
+    writer.add_rope_dimension_count(int(dim // heads * config.get("partial_rotary_factor", 0.5)))
     writer.add_add_bos_token(False)
     writer.add_rope_freq_base(10000 * config.get("rope_ratio", 1))
     writer.add_tokenizer_model(vocab["tokenizer.ggml.model"])
@@ -188,7 +191,7 @@ def write_chatglm_gguf(path: Path, folder: Path, vocab: dict, kind: int = 0) -> 
         if key.endswith("_token_id"):
             writer.add_uint32(key, value)
     for name, tensor in tensors.items():
-        if name.endswith(".rotary_pos_emb.inv_freq"):
+        if name.endswith("rotary_pos_emb.inv_freq"):
             continue
         theirs = table.get_name(name.removeprefix("transformer."), try_suffixes=(".weight", ".bias"))
         data = tensor.float().numpy()

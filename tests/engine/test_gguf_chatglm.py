@@ -44,14 +44,15 @@ MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "
 @pytest.fixture(scope="module")
 def our_state(tmp_path_factory):
     reference = tiny_glm_model(tiny_glm_config())
-    engine = Engine.from_pretrained(save_glm_folder(reference, tmp_path_factory.mktemp("glm-hf")), dtype="fp32")
-    return engine.model.state_dict(), reference.config
+    folder = save_glm_folder(reference, tmp_path_factory.mktemp("glm-hf"))
+    engine = Engine.from_pretrained(folder, dtype="fp32")
+    return engine.model.state_dict(), reference.config, folder, engine
 
 
 @pytest.fixture(scope="module")
 def chatglm3(our_state, tmp_path_factory):
     """(folder engine, {GGML type: GGUF path}) for ChatGLM3 with its SentencePiece vocabulary."""
-    state, config = our_state
+    state, config, _, _ = our_state
     folder = save_chatglm_folder(state, chatglm_config(config), tmp_path_factory.mktemp("chatglm3"))
     model = train_prefixed_sentencepiece()
     (folder / "tokenizer.model").write_bytes(model)
@@ -64,7 +65,7 @@ def chatglm3(our_state, tmp_path_factory):
 @pytest.fixture(scope="module")
 def glm4(our_state, tmp_path_factory):
     """(folder engine, F32 GGUF path) for GLM-4 with its tiktoken ranks written as BPE merges."""
-    state, config = our_state
+    state, config, _, _ = our_state
     folder = save_chatglm_folder(state, chatglm_config(config, rope_ratio=5.0, name="THUDM/glm-4-9b-chat"),
                                  tmp_path_factory.mktemp("glm4"))
     ranks = glm4_ranks()
@@ -132,6 +133,21 @@ def test_chatglm3_tokenizer_and_format_match_the_folders(chatglm3):
     assert engine.tokenizer.eos_token_ids == folder.tokenizer.eos_token_ids
 
 
+@pytest.fixture(scope="module")
+def glm_hf(our_state):
+    """(folder engine, F32 GGUF path) for a transformers-naming GLM folder (llama.cpp converts
+    GlmForCausalLM to chatglm too, with attn_q/attn_k/attn_v)."""
+    _, _, folder, engine = our_state
+    return engine, write_chatglm_gguf(folder.parent / "glm-hf.gguf", folder, glm4_vocab_fields(glm4_ranks(), VOCAB))
+
+
+def test_a_file_from_transformers_glm_naming_keeps_q_k_v_apart_and_computes_the_same(glm_hf):
+    engine, path = glm_hf
+    assert {"blk.0.attn_q.bias", "blk.0.attn_k.weight"} <= {t.name for t in describe_gguf(path).tensors}
+    ours = Engine.from_pretrained(path, dtype="fp32")
+    assert (ours.logits(PROMPT) - engine.logits(PROMPT)).abs().max().item() <= 1e-5
+
+
 def test_float_glm4_file_computes_the_folders_logits(glm4):
     folder, path = glm4
     engine = Engine.from_pretrained(path, dtype="fp32")
@@ -166,7 +182,7 @@ def test_a_chatglm_file_without_its_sizes_names_the_file(chatglm3, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["chatglm3", "glm4"])
+@pytest.mark.parametrize("which", ["chatglm3", "glm4", "glm_hf"])
 def test_llama_cpp_reads_the_file_as_we_do(request, which):
     """llama.cpp itself (llama-cpp-python, when installed) on the same file: the same ids for the
     same text and, with a float32 KV cache, the same logits."""
