@@ -18,6 +18,7 @@ tool call), then constrains the rest with a grammar.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,13 +43,19 @@ class GrammarConstraint:
         self.pieces = pieces
         self.vocab_size = vocab_size
         self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
-        self._quote_rank, self._bracket_rank, self._tiebreak, self._harmless = ranks or closing_ranks(pieces)
+        quote_rank, bracket_rank, tiebreak, self._harmless = ranks or closing_ranks(pieces)
+        # numpy throughout: a step is a few single-threaded vector operations over the vocabulary,
+        # where torch's would each wake its thread pool (milliseconds on a loaded machine)
+        self._text_scores = quote_rank + tiebreak
+        self._structure_scores = bracket_rank + tiebreak
+        stops = np.array(sorted(self.matcher.stop_token_ids), dtype=np.int64)
+        self._stop_ids = stops[stops < vocab_size]
         self.closing: list[int] | None = None  # the completion being written, once the end is near
         self._plan: list[int] | None = self._completion(self.matcher.fork())
         self.min_tokens = len(self._plan) if self._plan else 0
         self.zone = max(_MIN_ZONE, self.min_tokens)
         self._plan_length = self.min_tokens  # the last completion's length, even once out of date
-        self._mask: Tensor | None = None  # bool [V] for the current state
+        self._mask: np.ndarray | None = None  # bool [V] for the current state
         self._in_text = False
 
     def require_budget(self, max_new_tokens: int, what: str = "the output format") -> None:
@@ -64,15 +71,15 @@ class GrammarConstraint:
             if plan and remaining <= len(plan) + _END_MARGIN:
                 self.closing = self._completion(self.matcher.fork())  # fresh, not an estimate
         if self.closing:
-            only = torch.full_like(logits, float("-inf"))
+            only = torch.full_like(logits, float("-inf"), dtype=torch.float32)
             only[self.closing[0]] = 0.0
             return only
         mask = self._current_mask()
         if self._plan and remaining <= len(self._plan) + self.zone:
             narrowed = mask & self._harmless
             narrowed[self._plan[0]] = mask[self._plan[0]]
-            mask = narrowed if bool(narrowed.any()) else mask
-        return logits.float().masked_fill(~mask, float("-inf"))
+            mask = narrowed if narrowed.any() else mask
+        return _masked(logits, mask)
 
     def accept(self, token: int) -> bool:
         """Record the chosen token; True once the output is complete (nothing but an end token may follow)."""
@@ -82,7 +89,7 @@ class GrammarConstraint:
             raise RuntimeError(f"token {token} was chosen outside the grammar")
         if self._plan and token == self._plan[0]:
             self._plan = self._plan[1:]  # the walk is deterministic: the rest is the new state's completion
-        elif not (self._in_text and bool(self._harmless[token])):
+        elif not (self._in_text and self._harmless[token]):
             self._plan = None  # string contents leave the completion as it was (kept as an estimate)
         self._mask = None
         if self.matcher.is_terminated():
@@ -95,10 +102,10 @@ class GrammarConstraint:
         self._plan = None
         return not text or bool(self.matcher.accept_string(text))
 
-    def _current_mask(self) -> Tensor:
+    def _current_mask(self) -> np.ndarray:
         if self._mask is None:
-            self._mask = self._allowed_mask(self.matcher)
-            self._in_text = int(self._mask.sum()) > self.vocab_size // 4
+            self._mask = self._allowed_bits(self.matcher).view(np.bool_)
+            self._in_text = int(np.count_nonzero(self._mask)) > self.vocab_size // 4
         return self._mask
 
     def _current_plan(self) -> list[int] | None:
@@ -108,14 +115,15 @@ class GrammarConstraint:
                 self._plan_length = len(self._plan)
         return self._plan
 
-    def _allowed_mask(self, matcher) -> Tensor:
-        """bool [V]: the ids the matcher allows next."""
+    def _allowed_bits(self, matcher) -> np.ndarray:
+        """uint8 [V], 1 where the matcher allows the id next (a fresh array: the bitmask is reused)."""
         matcher.fill_next_token_bitmask(self.bitmask)
-        bits = (self.bitmask[0].unsqueeze(1) >> _SHIFTS) & 1  # [V/32, 32]
-        return bits.flatten()[: self.vocab_size].bool()
+        # bit i of int32 word j is id 32j+i; little-endian words read as bytes keep that order
+        bytes_ = self.bitmask[0].numpy().view(np.uint8)
+        return np.unpackbits(bytes_, bitorder="little")[: self.vocab_size]
 
     def _only_stop_allowed(self) -> bool:
-        allowed = set(self._current_mask().nonzero().flatten().tolist())
+        allowed = set(np.flatnonzero(self._current_mask()).tolist())
         return allowed <= set(self.matcher.stop_token_ids)
 
     def _completion(self, matcher) -> list[int]:
@@ -129,26 +137,30 @@ class GrammarConstraint:
             while not matcher.is_completed():
                 if len(tokens) >= _MAX_COMPLETION:
                     return []
-                allowed = self._allowed_mask(matcher)
-                allowed[list(matcher.stop_token_ids)] = False
-                in_text = int(allowed.sum()) > self.vocab_size // 4
-                scores = (self._quote_rank if in_text else self._bracket_rank) + self._tiebreak
-                token = int(scores.masked_fill(~allowed, float("-inf")).argmax())
-                if not allowed[token] or not matcher.accept_token(token):
+                allowed = self._allowed_bits(matcher)
+                allowed[self._stop_ids] = 0
+                ids = np.flatnonzero(allowed)  # [allowed count]
+                if not len(ids):
                     return []
+                in_text = len(ids) > self.vocab_size // 4
+                scores = (self._text_scores if in_text else self._structure_scores)[ids]
+                best = int(scores.argmax())
+                if scores[best] == float("-inf") or not matcher.accept_token(int(ids[best])):
+                    return []
+                token = int(ids[best])
                 tokens.append(token)
             return tokens
         finally:
             self._mask = None  # the shared bitmask now holds another state's mask
 
 
-def closing_ranks(pieces: list[bytes]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def closing_ranks(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """[V] each: how much a token closes inside a string (a quote, then brackets) and outside one
     (brackets only), a small bonus for long tokens that end on a whole UTF-8 character (-inf
     for empty pieces, never chosen), and
     whether it is harmless (bool: no byte that could open or close a structure)."""
-    quote, bracket, long = (torch.zeros(len(pieces)) for _ in range(3))
-    harmless = torch.zeros(len(pieces), dtype=torch.bool)
+    quote, bracket, long = (np.zeros(len(pieces), dtype=np.float32) for _ in range(3))
+    harmless = np.zeros(len(pieces), dtype=np.bool_)
     for index, piece in enumerate(pieces):
         if not piece:
             long[index] = float("-inf")
@@ -166,7 +178,11 @@ def closing_ranks(pieces: list[bytes]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return quote, bracket, long, harmless
 
 
-_SHIFTS = torch.arange(32, dtype=torch.int32)
+def _masked(logits: Tensor, mask: np.ndarray) -> Tensor:
+    """float logits [V] with the ids outside mask (bool [V]) at -inf."""
+    if logits.device.type == "cpu":
+        return torch.from_numpy(np.where(mask, logits.float().numpy(), np.float32("-inf")))
+    return logits.float().masked_fill(~torch.from_numpy(mask).to(logits.device), float("-inf"))
 
 
 def _ends_whole(piece: bytes) -> bool:
