@@ -130,6 +130,8 @@ def load_library() -> ctypes.CDLL:
     library.decode_step.restype = None
     library.decode_scratch_floats.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     library.decode_scratch_floats.restype = ctypes.c_int64
+    library.dequantize_int4_bf16.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p]
+    library.dequantize_int4_bf16.restype = None
     return library
 
 

@@ -341,6 +341,9 @@ class Int4Linear(nn.Module):
         self.out_features, self.in_features = qw.shape
         self.group_size = qw.group_size
         self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
+        # layer -> its weight as bf16 [out, in], valid until the next call: set where a native
+        # dequantization exists (kernels.int4_prefill), for products of many rows in bf16
+        self.prefill_weight: Callable[[Int4Linear], Tensor] | None = None
         device = torch.device(device)
         kernel = (self.out_features % 16 == 0 and _kernel_available("int4", device.type)
                   and (device.type != "cuda" or self.in_features % 128 == 0))
@@ -376,6 +379,8 @@ class Int4Linear(nn.Module):
         if self.path == "dequantize":
             qw = QuantizedWeight("int4", self.packed, self.scales, self.zeros, self.group_size)
             y = F.linear(rows, dequantize(qw, compute))
+        elif rows.shape[0] > KERNEL_MAX_ROWS and self.prefill_weight is not None and compute == torch.bfloat16:
+            y = F.linear(rows, self.prefill_weight(self))
         elif rows.shape[0] > KERNEL_MAX_ROWS and self._cpu_layout:
             y = _int4_cpu_blocks_mm(rows, self.packed, self.group_size, self.scales_and_zeros)
         else:

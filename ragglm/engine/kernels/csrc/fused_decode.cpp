@@ -416,3 +416,47 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
     }
 }
 
+
+// A prompt's products take many rows at once, where a bf16 matrix product on the matrix units is
+// faster than the int4 kernel; this writes an INT4 matrix out as bf16 rows [rows, K] for it.
+// Every value is (q - 8) * scale + zero computed in float32 and rounded to bf16 once (to nearest
+// even). A tile of 32 columns of a 64-row block is transposed to rows first; each row then looks
+// its 32 values up in a table of the 16 values its (scale, zero) gives.
+static inline uint16_t to_bf16(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
+    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+extern "C" void dequantize_int4_bf16(const uint8_t* packed, const uint16_t* scales_zeros, int64_t rows, int64_t K,
+                                     int64_t group, int64_t threads, uint16_t* out) {
+    const int64_t half_block = INT4_BLOCK / 2, tile = 32;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t block = 0; block < rows / INT4_BLOCK; block++) {
+        const uint8_t* columns = packed + block * K * half_block;
+        alignas(64) uint8_t rows_of_tile[32][tile];
+        alignas(64) uint16_t table[32] = {0};
+        for (int64_t k0 = 0; k0 < K; k0 += tile) {
+            for (int64_t c = 0; c < tile; c++)
+                for (int64_t r = 0; r < half_block; r++) rows_of_tile[r][c] = columns[(k0 + c) * half_block + r];
+            const uint16_t* pairs = scales_zeros + ((k0 / group) * rows + block * INT4_BLOCK) * 2;
+            for (int64_t r = 0; r < INT4_BLOCK; r++) {
+                const float scale = to_float(pairs[2 * r]), zero = to_float(pairs[2 * r + 1]);
+                for (int q = 0; q < 16; q++) table[q] = to_bf16((q - 8) * scale + zero);
+                const int shift = r < half_block ? 0 : 4;
+                const uint8_t* bytes = rows_of_tile[r % half_block];
+                uint16_t* row = out + (block * INT4_BLOCK + r) * K + k0;
+#if defined(__AVX512BW__)
+                __m256i nibbles = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+                nibbles = _mm256_and_si256(_mm256_srli_epi16(nibbles, shift), _mm256_set1_epi8(0x0F));
+                __m512i values = _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(nibbles),
+                                                          _mm512_load_si512(reinterpret_cast<const void*>(table)));
+                _mm512_storeu_si512(reinterpret_cast<void*>(row), values);
+#else
+                for (int64_t c = 0; c < tile; c++) row[c] = table[(bytes[c] >> shift) & 0x0F];
+#endif
+            }
+        }
+    }
+}
