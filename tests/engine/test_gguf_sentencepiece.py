@@ -113,3 +113,17 @@ def test_llama_gguf_with_a_sentencepiece_vocabulary_loads_and_chats(models, tmp_
     assert ids == [1] + original.encode("[INST] 滤芯 </s> [/INST]")
     result = engine.generate(ids, max_new_tokens=3)
     assert len(result.token_ids) <= 3
+
+
+@pytest.mark.slow
+def test_llama_cpp_splits_text_as_the_rebuilt_model_does(models, tmp_path):
+    """llama.cpp's own SentencePiece tokenizer (llama-cpp-python, when installed) on the same file."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+
+    fields = sentencepiece_fields(models["llama"])
+    shape = SyntheticShape(64, 1, 2, 2, 128, len(fields["tokenizer.ggml.tokens"]), 256)
+    path = write_random_gguf(tmp_path / "llama2-spm.gguf", shape, 0, fields)
+    theirs = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    ours = tokenizer_from_gguf(fields)
+    for text in TEXTS:
+        assert theirs.tokenize(text.encode(), add_bos=False, special=False) == ours.encode_plain(text), text
