@@ -131,6 +131,9 @@ def test_chatglm3_tokenizer_and_format_match_the_folders(chatglm3):
         assert engine.tokenizer.decode(engine.tokenizer.encode(text)) == text
     assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
     assert engine.tokenizer.eos_token_ids == folder.tokenizer.eos_token_ids
+    # commands and the padded vocabulary's unused ids write nothing, as in the folder's tokenizer
+    ids = engine.tokenizer.encode_plain(TEXTS[0]) + [folder.tokenizer.token_id("[gMASK]"), VOCAB - 1, 2]
+    assert engine.tokenizer.decode(ids) == folder.tokenizer.decode(ids) == TEXTS[0]
 
 
 @pytest.fixture(scope="module")

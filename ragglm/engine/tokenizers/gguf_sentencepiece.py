@@ -134,7 +134,9 @@ class GGUFSentencePieceTokenizer:
         self._ids: dict[str, int] = {}
         for i, text in enumerate(fields.tokens):
             self._ids.setdefault(text, i)
-        self._renamed = renamed
+        # unused pieces (a padded vocabulary's "[PADn]", renamed repeats) never come out of encode
+        # and write nothing, as ids past a SentencePiece model's vocabulary do
+        self._silent = set(renamed) | {i for i, kind in enumerate(fields.types) if kind == UNUSED}
         control = {text: i for text, i in self._ids.items() if fields.types[i] == CONTROL and text}
         self.specials = SpecialTokens(control if control_in_text else {})
         self.bos_token = fields.tokens[fields.bos_id] if fields.bos_id is not None else None
@@ -159,7 +161,7 @@ class GGUFSentencePieceTokenizer:
         return self.sp.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size and i not in self._renamed])
+        return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size and i not in self._silent])
 
     def token_id(self, token: str) -> int | None:
         return self._ids.get(token)
