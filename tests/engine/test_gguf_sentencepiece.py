@@ -127,3 +127,14 @@ def test_llama_cpp_splits_text_as_the_rebuilt_model_does(models, tmp_path):
     ours = tokenizer_from_gguf(fields)
     for text in TEXTS:
         assert theirs.tokenize(text.encode(), add_bos=False, special=False) == ours.encode_plain(text), text
+
+
+def test_without_a_chat_template_the_prompt_still_starts_with_bos(models):
+    from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
+
+    tokenizer, chat_format, _ = gguf_tokenizer(sentencepiece_fields(models["llama"]))
+    ids = chat_format.ids([{"role": "user", "content": "hi"}], tokenizer)
+    assert ids[0] == 1 and 1 not in ids[1:]
+    tokenizer, chat_format, _ = gguf_tokenizer(sentencepiece_fields(models["llama"],
+                                                                    **{"tokenizer.ggml.add_bos_token": False}))
+    assert chat_format.ids([{"role": "user", "content": "hi"}], tokenizer)[0] != 1

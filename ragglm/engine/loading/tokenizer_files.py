@@ -36,6 +36,9 @@ def gguf_tokenizer(fields: dict) -> TokenizerFiles:
         return chatglm_gguf_tokenizer(fields)
     tokenizer = tokenizer_from_gguf(fields)
     template = fields.get("tokenizer.chat_template") or PLAIN_TEMPLATE
+    if getattr(tokenizer, "add_bos", False) and "bos_token" not in template:
+        # a SentencePiece model trained with BOS before every text (Llama-2) expects it, template or not
+        template = "{{ bos_token }}" + template
     languages = tuple(fields.get("general.languages") or ("en", "zh"))
     return tokenizer, ChatFormat(template, tokenizer.bos_token, tokenizer.eos_token), languages
 
