@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ragglm.engine import Engine
+from ragglm.engine.constraints.vocabulary import token_pieces
 from ragglm.engine.linear.quantize import QuantConfig, dequantize, linear_names, quantize_weight
 from ragglm.engine.loading.gguf_blocks import Q4_0, Q8_0
 from ragglm.engine.loading.gguf_loader import describe_gguf, read_gguf
@@ -131,9 +132,11 @@ def test_chatglm3_tokenizer_and_format_match_the_folders(chatglm3):
         assert engine.tokenizer.decode(engine.tokenizer.encode(text)) == text
     assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
     assert engine.tokenizer.eos_token_ids == folder.tokenizer.eos_token_ids
-    # commands and the padded vocabulary's unused ids write nothing, as in the folder's tokenizer
+    # commands and the padded vocabulary's unused ids write nothing, as in the folder's tokenizer,
+    # for decoding and for grammars alike
     ids = engine.tokenizer.encode_plain(TEXTS[0]) + [folder.tokenizer.token_id("[gMASK]"), VOCAB - 1, 2]
     assert engine.tokenizer.decode(ids) == folder.tokenizer.decode(ids) == TEXTS[0]
+    assert token_pieces(engine.tokenizer, VOCAB) == token_pieces(folder.tokenizer, VOCAB)
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,11 @@ def sentencepiece_proto(fields: SentencePieceFields) -> tuple[bytes, dict[int, s
 
     A SentencePiece model holds each text once; a GGUF vocabulary may list a text twice (a
     converter's command token that is also an ordinary piece). The later one keeps its id under a
-    unique stand-in text, unused, so encoding never yields it.
+    unique stand-in text, as a control piece.
+
+    Unused pieces (a padded vocabulary's "[PADn]") become control pieces: encoding never yields
+    either kind, and control pieces write nothing when decoded, as ids past a SentencePiece
+    model's own vocabulary do in the original tokenizers.
     """
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -79,11 +83,13 @@ def sentencepiece_proto(fields: SentencePieceFields) -> tuple[bytes, dict[int, s
             kind = UNKNOWN
         elif kind == UNKNOWN:  # a model has one unknown piece
             kind = CONTROL
-        if kind not in (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE):
+        if kind == UNUSED:
+            kind = CONTROL
+        elif kind not in (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE):
             kind = NORMAL
         if text in seen or text == "":
             renamed[i] = text
-            text, kind = _stand_in(i, seen, fields.tokens), UNUSED
+            text, kind = _stand_in(i, seen, fields.tokens), CONTROL
         seen.add(text)
         piece = model.pieces.add()
         piece.piece, piece.score, piece.type = text, score, kind
@@ -127,16 +133,13 @@ class GGUFSentencePieceTokenizer:
 
         if fields.unk_id is None:
             raise ValueError("GGUF SentencePiece vocabulary has no unknown token (type 2 or unknown_token_id)")
-        proto, renamed = sentencepiece_proto(fields)
+        proto, _ = sentencepiece_proto(fields)
         self.sp = spm.SentencePieceProcessor(model_proto=proto)
         self.fields = fields
         self.add_bos = fields.add_bos
         self._ids: dict[str, int] = {}
         for i, text in enumerate(fields.tokens):
             self._ids.setdefault(text, i)
-        # unused pieces (a padded vocabulary's "[PADn]", renamed repeats) never come out of encode
-        # and write nothing, as ids past a SentencePiece model's vocabulary do
-        self._silent = set(renamed) | {i for i, kind in enumerate(fields.types) if kind == UNUSED}
         control = {text: i for text, i in self._ids.items() if fields.types[i] == CONTROL and text}
         self.specials = SpecialTokens(control if control_in_text else {})
         self.bos_token = fields.tokens[fields.bos_id] if fields.bos_id is not None else None
@@ -161,7 +164,7 @@ class GGUFSentencePieceTokenizer:
         return self.sp.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size and i not in self._silent])
+        return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size])
 
     def token_id(self, token: str) -> int | None:
         return self._ids.get(token)
