@@ -45,15 +45,26 @@ def _open(data: bytes, source: str):
 
 
 def _frames(image, frames: int):
-    """(frame number, RGB image or the exception that stopped its decoding), one frame at a time."""
+    """(frame number, RGB image or the exception that stopped its decoding), one frame at a time.
+
+    Each frame of a TIFF declares its own size: one past MAX_PIXELS or of no pixels fails alone."""
+    from PIL import Image
+
     for number in range(1, frames + 1):
         try:
-            image.seek(number - 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.seek(number - 1)
+            width, height = image.size
+            if not width or not height or width * height > MAX_PIXELS:
+                raise ValueError(f"the frame is {width}x{height} pixels: none, or more than "
+                                 f"{MAX_PIXELS // 10**6} million")
             frame = image.convert("RGB")
             if max(frame.size) > _LONG_SIDE:
                 frame.thumbnail((_LONG_SIDE, _LONG_SIDE))
             yield number, frame
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as exc:
             yield number, exc
 
 

@@ -24,6 +24,9 @@ OCR_DPI = 200  # scans are read at the resolution the OCR figures were measured 
 
 _local = threading.local()
 _MAX_SIDE = 2000  # pixels: larger pages are scaled down first, as the engine's own pipeline does
+# The detector scales an image's short side up to 736 px: a 3000x1 strip would grow to 2,208,000 px
+# wide, gigabytes. A strip is padded with white until its sides are at most this far apart.
+_MAX_ASPECT = 8
 _MIN_SCORE = 0.5  # recognitions the engine is less sure of are noise (specks, rules, pictures)
 _REC_HEIGHT, _REC_STRIDE = 48, 8  # the recognition model's input height and pixels per output step
 _SPACE_GAP = 0.18  # a blank run this share of the line height between Latin letters is a space
@@ -80,7 +83,8 @@ def recognise(image) -> list[OcrBox]:
     engine = _engine()
     scale = min(1.0, _MAX_SIDE / max(image.size))
     if scale < 1.0:
-        image = image.resize((round(image.width * scale), round(image.height * scale)))
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    image = _padded(image)
     pixels = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # (h, w, 3) BGR
     found, _ = engine.text_det(pixels)
     if found is None or len(found) == 0:
@@ -95,6 +99,19 @@ def recognise(image) -> list[OcrBox]:
         boxes.append(OcrBox(float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()),
                             word_spaces(text, columns, crop), float(score)))
     return boxes
+
+
+def _padded(image):
+    """image with white added right and below until its short side is a _MAX_ASPECT-th of its long
+    side; the pixels stay where they were, so the boxes found need no shift."""
+    from PIL import Image
+
+    side = math.ceil(max(image.size) / _MAX_ASPECT)
+    if min(image.size) >= side:
+        return image
+    padded = Image.new("RGB", (max(image.width, side), max(image.height, side)), "white")
+    padded.paste(image.convert("RGB"), (0, 0))
+    return padded
 
 
 def word_spaces(text: str, columns: list, crop) -> str:

@@ -87,7 +87,7 @@ class _Worker:
     def receive(self, job: ParseJob, budget_s: float, on_progress=None) -> Document | SourceError:
         """The job's result; each page of OCR the worker reports (PageProgress) renews the budget."""
         while True:
-            ready, _, _ = select.select([self.process.stdout], [], [], budget_s)
+            ready = _read_ahead(self.process.stdout) or select.select([self.process.stdout], [], [], budget_s)[0]
             if not ready:
                 self.process.kill()
                 self.process.wait()
@@ -111,6 +111,18 @@ class _Worker:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def _read_ahead(stream) -> bool:
+    """Whether bytes of the next message wait in the stream's buffer: a progress event and the result
+    written together are read into it together, and select on the pipe does not see them there."""
+    os.set_blocking(stream.fileno(), False)
+    try:
+        return bool(stream.peek(1))
+    except BlockingIOError:
+        return False
+    finally:
+        os.set_blocking(stream.fileno(), True)
 
 
 def parse_in_order(jobs: Iterable[ParseJob], workers: int | None = None,
