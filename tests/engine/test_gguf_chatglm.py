@@ -217,3 +217,14 @@ def test_a_quantized_folder_of_a_chatglm_file_keeps_its_tokenizer_and_format(cha
     engine = Engine.from_pretrained(tmp_path / "q", dtype="fp32")
     assert engine.quant == "int8" and isinstance(engine.chat_format, ChatGLM3Format)
     assert engine.chat_format.ids(MESSAGES, engine.tokenizer) == folder.chat_format.ids(MESSAGES, folder.tokenizer)
+
+
+def test_chatglm3_file_chats_as_its_folder(chatglm3):
+    """Greedy replies, plain and held to a JSON schema, are the folder's token for token."""
+    folder, files = chatglm3
+    engine = Engine.from_pretrained(files[0], dtype="fp32")
+    for kwargs in ({}, {"response_format": {"type": "json_schema", "json_schema": {"schema": {
+            "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}}):
+        ours = engine.chat(MESSAGES, max_new_tokens=12, **kwargs)
+        theirs = folder.chat(MESSAGES, max_new_tokens=12, **kwargs)
+        assert (ours.token_ids, ours.text) == (theirs.token_ids, theirs.text) and ours.token_ids
