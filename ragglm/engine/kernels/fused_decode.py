@@ -132,6 +132,8 @@ def load_library() -> ctypes.CDLL:
     library.decode_scratch_floats.restype = ctypes.c_int64
     library.dequantize_int4_bf16.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p]
     library.dequantize_int4_bf16.restype = None
+    library.pack_int4_blocks.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
+    library.pack_int4_blocks.restype = None
     return library
 
 

@@ -6,6 +6,9 @@ that conversion is cheap. Done with PyTorch operations it costs more than the pr
 native step's library (csrc/fused_decode.cpp, dequantize_int4_bf16) writes it at memory speed into
 one scratch buffer that every layer reuses, so a model holds one bf16 copy of its largest weight
 at most, and only while it prefills.
+
+The same library packs int4 weights into the CPU kernel's layout as models load (a byte transpose
+that PyTorch's operations do several times slower); this module registers it on import.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import threading
 import torch
 from torch import Tensor, nn
 
-from ragglm.engine.kernels.fused_decode import MAX_INT4_GROUPS
-from ragglm.engine.linear.quantize import Int4Linear
+from ragglm.engine.kernels.fused_decode import MAX_INT4_GROUPS, load_library, native_step_available
+from ragglm.engine.linear.quantize import Int4Linear, use_int4_packer
 
-__all__ = ["NativeInt4Weights", "attach_int4_prefill"]
+__all__ = ["NativeInt4Weights", "attach_int4_prefill", "native_int4_pack"]
 
 
 class NativeInt4Weights:
@@ -58,3 +61,17 @@ def attach_int4_prefill(model: nn.Module, library: ctypes.CDLL) -> int:
             module.prefill_weight = weights
             attached += 1
     return attached
+
+
+def native_int4_pack(qweight: Tensor) -> Tensor | None:
+    """cpu_int4_pack through the native library; None where the library does not build."""
+    if not native_step_available() or qweight.shape[0] % 64:
+        return None
+    rows, half = qweight.shape
+    qweight = qweight.contiguous()
+    packed = torch.empty(rows, half, dtype=torch.uint8)
+    load_library().pack_int4_blocks(qweight.data_ptr(), rows, half * 2, torch.get_num_threads(), packed.data_ptr())
+    return packed
+
+
+use_int4_packer(native_int4_pack)

@@ -25,7 +25,7 @@ from ragglm.errors import RagglmError
 __all__ = [
     "QuantizationError", "QuantConfig", "QuantizedWeight", "Int8Linear", "Int4Linear", "SCHEMES",
     "quantize_int8", "quantize_int4", "dequantize", "quantize_weight", "fill_row_blocks", "concat_rows",
-    "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks", "cpu_int4_pack",
+    "linear_names", "kernel_paths", "quantized_bytes", "cpu_int4_blocks", "cpu_int4_pack", "use_int4_packer",
 ]
 
 SCHEMES = ("int8", "int4")
@@ -267,6 +267,14 @@ def cpu_int4_pack(qweight: Tensor) -> Tensor:
     return packed.reshape(out, half)
 
 
+def use_int4_packer(packer: Callable[[Tensor], Tensor | None] | None) -> None:
+    """Have CPU int4 layers packed by `packer` (cpu_int4_pack's input and result; it returns None
+    where it cannot, and cpu_int4_pack runs): a native one is registered from a unit above."""
+    global _int4_packer
+    _int4_packer = packer
+
+
+_int4_packer: Callable[[Tensor], Tensor | None] | None = None
 _LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
 _HIGH_NIBBLES = -0x0F0F0F0F0F0F0F10  # 0xF0F0F0F0F0F0F0F0 as a signed int64
 
@@ -350,7 +358,8 @@ class Int4Linear(nn.Module):
         if kernel:
             self.path = "_weight_int4pack_mm_for_cpu" if device.type == "cpu" else "_weight_int4pack_mm"
             if device.type == "cpu" and self.out_features % _CPU_BLOCK_ROWS == 0 and _cpu_int4_layout_known():
-                packed = cpu_int4_pack(qw.qweight)
+                packed = _int4_packer(qw.qweight) if _int4_packer is not None else None
+                packed = cpu_int4_pack(qw.qweight) if packed is None else packed
             else:  # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
                 blocks = [_pack_int4(_int4_values(qw.qweight[i:i + _PACK_ROWS]), device.type)
                           for i in range(0, self.out_features, _PACK_ROWS)]

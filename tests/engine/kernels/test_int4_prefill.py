@@ -33,7 +33,7 @@ def test_native_weights_are_the_float32_values_rounded_to_bf16(rows, cols, group
     layer, reference = _layer(rows, cols, group)
     weight = layer.prefill_weight(layer)
     assert weight.dtype == torch.bfloat16 and weight.shape == (rows, cols)
-    # one rounding to bf16, as torch rounds; a fused multiply-add may move a tie by one bf16 step
+    # one rounding to bf16, as torch rounds (a fused multiply-add may move a tie by one bf16 step)
     rounded = reference.bfloat16()
     assert (weight == rounded).float().mean() > 0.999
     torch.testing.assert_close(weight.float(), rounded.float(), rtol=2.0**-7, atol=0)
@@ -54,3 +54,12 @@ def test_a_smaller_layer_after_a_larger_one_reads_its_own_weight():
     small.prefill_weight = big.prefill_weight  # one scratch buffer for both, as in a model
     big.prefill_weight(big)
     torch.testing.assert_close(small.prefill_weight(small).float(), reference.bfloat16().float(), rtol=2.0**-7, atol=0)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(64, 64), (192, 160), (640, 4096)])
+def test_native_packing_gives_the_bytes_of_torchs_conversion(rows, cols):
+    from ragglm.engine.kernels.int4_prefill import native_int4_pack
+    from ragglm.engine.linear.quantize import cpu_int4_pack
+
+    qweight = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(rows))
+    assert torch.equal(native_int4_pack(qweight), cpu_int4_pack(qweight))

@@ -460,3 +460,26 @@ extern "C" void dequantize_int4_bf16(const uint8_t* packed, const uint16_t* scal
         }
     }
 }
+
+// int4 weights [rows, K / 2] (columns 2j and 2j + 1 in the low and high nibble of byte j) -> the
+// INT4 layout above: in each block of 64 rows, column 2j of rows n and n + 32 in byte (2j, n) and
+// column 2j + 1 in byte (2j + 1, n) of the block's [K, 32] bytes. Byte columns go in tiles so that
+// a tile's reads and writes stay in the cache.
+extern "C" void pack_int4_blocks(const uint8_t* weights, int64_t rows, int64_t K, int64_t threads, uint8_t* out) {
+    const int64_t half = K / 2, half_block = INT4_BLOCK / 2, tile = 64;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t block = 0; block < rows / INT4_BLOCK; block++) {
+        const uint8_t* top = weights + block * INT4_BLOCK * half;
+        const uint8_t* bottom = top + half_block * half;
+        uint8_t* columns = out + block * K * half_block;
+        for (int64_t j0 = 0; j0 < half; j0 += tile) {
+            const int64_t j1 = j0 + tile < half ? j0 + tile : half;
+            for (int64_t n = 0; n < half_block; n++)
+                for (int64_t j = j0; j < j1; j++) {
+                    const uint8_t t = top[n * half + j], b = bottom[n * half + j];
+                    columns[(2 * j) * half_block + n] = static_cast<uint8_t>((t & 0x0F) | (b << 4));
+                    columns[(2 * j + 1) * half_block + n] = static_cast<uint8_t>((t >> 4) | (b & 0xF0));
+                }
+        }
+    }
+}
