@@ -205,6 +205,8 @@ def main() -> None:
 
     report: dict = {"shape": f"llama2-7b (vocab 49152{f', {args.layers} layers' if args.layers else ''})",
                     "threads": THREADS, "new_tokens": args.new}
+    # the machine may be shared: the load average says how much of it the figures had
+    report["load_average_start"] = [round(x, 1) for x in os.getloadavg()]
     report["bandwidth_gb_s"] = round(read_bandwidth_gb_s(), 1)
     common = ["--new", str(args.new), "--contexts", args.contexts, "--prompts", args.prompts]
     for kind in args.kinds.split(","):
@@ -236,6 +238,7 @@ def main() -> None:
         slice_part["int4_vs_bf16"] = _ratio(slice_part["int4"].get("prefill_tok_s"),
                                             slice_part["bf16"].get("prefill_tok_s"))
         report["prefill_int4_vs_bf16_slice"] = slice_part
+    report["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(report))
 
 
