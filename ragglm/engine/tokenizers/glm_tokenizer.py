@@ -17,7 +17,7 @@ from ragglm.engine.tokenizers.specials import SpecialTokens
 from ragglm.engine.tokenizers.tokenizer import BPETokenizer, SentencePieceTokenizer
 from ragglm.errors import ModelNotFoundError
 
-__all__ = ["TiktokenTokenizer", "load_glm_tokenizer", "GLM4_SPECIAL_TOKENS"]
+__all__ = ["GLM4_PATTERN", "GLM4_SPECIAL_TOKENS", "TiktokenTokenizer", "load_glm_tokenizer"]
 
 GLM4_SPECIAL_TOKENS = (
     "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
@@ -26,7 +26,7 @@ GLM4_SPECIAL_TOKENS = (
 )
 GLM4_STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 # GLM-4's pre-tokenizer pattern (cl100k-like, digits in groups of up to three)
-_GLM4_PATTERN = (
+GLM4_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -78,7 +78,7 @@ class TiktokenTokenizer:
     """Byte-level BPE from a tiktoken ranks file ("<base64 token> <rank>" per line), as GLM-4 ships."""
 
     def __init__(self, ranks: dict[bytes, int], special_tokens: tuple[str, ...] = GLM4_SPECIAL_TOKENS,
-                 stop_tokens: tuple[str, ...] = GLM4_STOP_TOKENS, pattern: str = _GLM4_PATTERN):
+                 stop_tokens: tuple[str, ...] = GLM4_STOP_TOKENS, pattern: str = GLM4_PATTERN):
         import regex
 
         self.ranks = ranks

@@ -107,10 +107,10 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
         digits = pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
     elif meta.get("tokenizer.ggml.pre") == "chatglm-bpe":
-        from ragglm.engine.tokenizers.glm_tokenizer import _GLM4_PATTERN  # it imports this module
+        from ragglm.engine.tokenizers.glm_tokenizer import GLM4_PATTERN  # it imports this module
 
         # GLM-4 splits by its own pattern (digits in threes), then maps bytes as GPT-2 does
-        words = pre_tokenizers.Split(Regex(_GLM4_PATTERN), behavior="isolated")
+        words = pre_tokenizers.Split(Regex(GLM4_PATTERN), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
