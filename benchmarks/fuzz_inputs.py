@@ -60,6 +60,28 @@ def _looping_pdf(rng: random.Random) -> bytes:
     return body
 
 
+def _table_pdf() -> bytes:
+    """A page of text over a ruled table, the kind of page that goes to the table search."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Table, TableStyle
+
+    table = Table([["Register", "Offset", "Reset"], *[[f"R{n}", f"0x{4 * n:02X}", "0"] for n in range(12)]])
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
+    buffer = io.BytesIO()
+    SimpleDocTemplate(buffer).build([Paragraph("Register map of the controller.", getSampleStyleSheet()["BodyText"]),
+                                     table])
+    return buffer.getvalue()
+
+
+def _damaged_table_pdf(rng: random.Random) -> bytes:
+    """A table page with flipped bytes or repeated slices, past the end-of-file check (a cut file fails
+    before the table search)."""
+    data = _table_pdf()
+    tail = data[-64:]
+    return _mutated(data[:-64], rng) + tail if rng.random() < 0.8 else data
+
+
 def _docx(document_xml: bytes, zeros_mb: int = 0) -> bytes:
     """A minimal .docx around a document.xml body; zeros_mb adds a member of that many zero bytes,
     written in pieces so that a bomb never exists unpacked here."""
@@ -223,6 +245,7 @@ KINDS: dict[str, tuple[tuple[str, ...], Callable[[random.Random], bytes]]] = {
     "mutated_docx": ((".docx",), lambda rng: _mutated(_docx(_W + b"<w:p><w:r><w:t>Filter</w:t></w:r></w:p>"
                                                                  b"</w:body></w:document>"), rng)),
     "looping_pdf": ((".pdf",), _looping_pdf),
+    "damaged_table_pdf": ((".pdf",), _damaged_table_pdf),
     "many_paragraphs": ((".docx",), _many_paragraphs),
     "zip_bomb": ((".docx",), _zip_bomb),
     "deep_html": ((".html",), _deep_html),

@@ -12,6 +12,7 @@ table's box is then replaced by the table's rows, so no cell is read twice.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -136,6 +137,7 @@ def find_tables(data: bytes, indices: list[int]) -> dict[int, list[Table]]:
         import pdfplumber
     except ImportError:
         return {}
+    logging.getLogger("pdfminer").setLevel(logging.ERROR)  # its notes on recoverable syntax are noise here
     found: dict[int, list[Table]] = {}
     started = time.monotonic()
     try:
