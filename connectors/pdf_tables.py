@@ -179,10 +179,24 @@ def _cleaned(rows: list[list[str | None]]) -> list[list[str]]:
     width = max((len(row) for row in cells), default=0)
     cells = [row + [""] * (width - len(row)) for row in cells]
     keep = [c for c in range(width) if any(row[c] for row in cells)]
-    cells = [[row[c] for c in keep] for row in cells if any(row[c] for c in keep)]
+    cells = _joined([[row[c] for c in keep] for row in cells if any(row[c] for c in keep)])
     if len(keep) < 2 or sum(1 for row in cells if sum(map(bool, row)) >= 2) < 2:
         return []  # also a framed listing with a rule down it: no row holds two values
     return cells
+
+
+def _joined(rows: list[list[str]]) -> list[list[str]]:
+    """Rows with a row holding one value, under a filled cell of the row above and not in the first of
+    three or more columns, joined to that cell: a cell's second line that a rule drawn under each line
+    of text made a row of its own ("Bit" over "definition", a description and its "1: Enabled.")."""
+    out: list[list[str]] = []
+    for row in rows:
+        filled = [c for c, cell in enumerate(row) if cell]
+        if out and len(row) >= 3 and len(filled) == 1 and filled[0] > 0 and out[-1][filled[0]]:
+            out[-1][filled[0]] += " " + row[filled[0]]
+        else:
+            out.append(row)
+    return out
 
 
 def _carry_headers(tables: list[list[Table]], drawings: dict[int, PageDrawing]) -> None:

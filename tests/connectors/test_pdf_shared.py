@@ -93,6 +93,8 @@ def test_ruled_tables_are_rows_under_their_header(documents):
                                               "HeapSize | WCHNET _MEM_HEAP_SIZE | 0-31 | 堆分配内存大小"]
     assert pages[0].text.count("WCHNET_TCP_MSS") == 1  # the loose cells are gone
     assert pages[1].text.startswith("名称 | 宏定义 | 位定义 | 描述\n")  # the table goes on under its header
+    # a description's second line, ruled off as a row of its own, stays in its cell
+    assert " | HARDWARE_CHECKSUM_CONFIG | 26 | 硬件校验和检验和插入配置 1：启用，0：禁用" in pages[1].text.split("\n")
     tables = sum(d.metadata["tables"] for d in documents.values())
     assert tables > 100
 
