@@ -23,6 +23,7 @@ from ragglm.engine.tokenizers.tool_format import (
     openai_tool_call,
     tool_format_for,
 )
+from ragglm.engine.tokenizers.tool_format_templates import template_tool_format
 from ragglm.errors import InvalidRequestError
 
 __all__ = ["ChatPlan", "plan_chat", "json_schema_constraint", "regex_constraint"]
@@ -88,12 +89,15 @@ class _Grammars:
 
 def plan_chat(engine, messages: list[dict], *, tools: list[dict] | None = None, tool_choice=None,
               response_format: dict | None = None, max_new_tokens: int = 256) -> ChatPlan:
-    tool_format = tool_format_for(engine.chat_format)
+    tool_format = template_tool_format(engine.chat_format) or tool_format_for(engine.chat_format)
     functions = [function_of(t) for t in tools or ()]
     choice = _tool_choice(tool_choice, functions)
-    shown = functions if choice != "none" else []
-    rendered = tool_format.messages(messages, [{"type": "function", "function": f} for f in shown])
-    plan = ChatPlan(engine.chat_ids(rendered), tool_format=tool_format, tool_names=[f["name"] for f in shown])
+    shown = [{"type": "function", "function": f} for f in functions] if choice != "none" else []
+    rendered = tool_format.messages(messages, shown)
+    listed = tool_format.template_tools(shown)  # the template's own `tools`, for formats that have one
+    prompt_ids = (engine.chat_ids(rendered) if listed is None
+                  else engine.chat_format.ids(rendered, engine.tokenizer, tools=listed))
+    plan = ChatPlan(prompt_ids, tool_format=tool_format, tool_names=[f["name"] for f in functions if shown])
     if choice in ("required",) or isinstance(choice, dict):
         forced = functions if choice == "required" else [f for f in functions if f["name"] == choice["name"]]
         grammars = _Grammars(engine)
@@ -103,7 +107,7 @@ def plan_chat(engine, messages: list[dict], *, tools: list[dict] | None = None, 
         plan.constraint = format_constraint(engine, response_format)
         plan.constraint.require_budget(max_new_tokens, "response_format")
     elif shown:
-        plan.constraint = _auto_calls(engine, tool_format, shown)
+        plan.constraint = _auto_calls(engine, tool_format, functions)
     return plan
 
 

@@ -4,11 +4,14 @@ The Jinja template writes the markup; the markers it writes ("<|im_start|>", bos
 control ids, while message contents are encoded as plain text, so a document that spells
 "<|im_end|>" cannot end its turn. To tell the two apart, control strings inside contents are
 swapped for private-use characters while the template renders, and swapped back before the text
-between the template's markers is encoded.
+between the template's markers is encoded. The same holds for the tools a template lists and the
+tool calls it writes (their strings are hidden alike).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,18 +35,26 @@ class ChatFormat:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
+        env.filters["tojson"] = _tojson
         return env.from_string(self.template)
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    @cached_property
+    def takes_tools(self) -> bool:
+        """Whether the template writes a `tools` list it is given (tool-calling templates do)."""
+        return bool(re.search(r"\btools\b", self.template))
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
         return self._compiled.render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
+            messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
             bos_token=self.bos_token or "", eos_token=self.eos_token or "",
         )
 
-    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True) -> list[int]:
+    def ids(self, messages: list[dict], tokenizer, add_generation_prompt: bool = True,
+            tools: list[dict] | None = None) -> list[int]:
         """Contents without control strings give the ids of encoding the rendered text whole."""
-        masks = _ContentMasks(tokenizer.specials, messages, self._fixed_text())
-        text = self.render(masks.hide_in(messages), add_generation_prompt)
+        masks = _ContentMasks(tokenizer.specials, [*messages, *(tools or ())], self._fixed_text())
+        hidden_tools = [masks.hide_all(tool) for tool in tools] if tools else tools
+        text = self.render(masks.hide_in(messages), add_generation_prompt, hidden_tools)
         ids: list[int] = []
         for part in tokenizer.specials.split(text):
             ids += tokenizer.encode_plain(masks.restore(part)) if isinstance(part, str) else [part]
@@ -72,8 +83,19 @@ class _ContentMasks:
     def hide_in(self, messages: list[dict]) -> list[dict]:
         if not self.specials:
             return messages
-        return [{**m, "content": self._hide(m["content"])} if isinstance(m.get("content"), str) else m
-                for m in messages]
+        return [{k: v if k == "role" else self.hide_all(v) for k, v in m.items()} for m in messages]
+
+    def hide_all(self, value):
+        """value with every string in it (nested in lists and dicts too) hidden."""
+        if not self.specials:
+            return value
+        if isinstance(value, str):
+            return self._hide(value)
+        if isinstance(value, dict):
+            return {k: self.hide_all(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.hide_all(v) for v in value]
+        return value
 
     def _hide(self, content: str) -> str:
         parts, position = [], 0
@@ -97,7 +119,19 @@ class _ContentMasks:
 
 
 def _contents(messages: list[dict]) -> list[str]:
-    return [m["content"] for m in messages if isinstance(m.get("content"), str)]
+    """Every string in the messages (contents, tool calls) and tools, but the roles."""
+    return [text for m in messages for k, v in m.items() if k != "role" for text in _strings(v)]
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
 
 
 def _roles(messages: list[dict]) -> list[str]:
@@ -110,6 +144,11 @@ def _edge_indexes(chars: list[str]) -> set[int]:
     start = next((i for i, c in enumerate(chars) if not c.isspace()), None)
     end = next((i for i in reversed(range(len(chars))) if not chars[i].isspace()), None)
     return set(ends) | {i for i in (start, end) if i is not None}
+
+
+def _tojson(value, indent=None, separators=None, sort_keys=False, ensure_ascii=False) -> str:
+    """JSON as chat templates are written against: keys in order, nothing escaped for HTML."""
+    return json.dumps(value, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
 
 
 def _raise(message: str):

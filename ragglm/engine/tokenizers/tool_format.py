@@ -6,7 +6,9 @@
 - GLM-4: the tools under a "# 可用工具" heading in the system turn, one "## name" section each, as
   GLM-4 was trained; a call is an assistant turn "name\\n{arguments JSON}"; results are
   `<|observation|>` turns.
-- Every other chat template (SmolLM2, Llama-family ChatML and Jinja templates, ChatGLM2): a JSON
+- Jinja templates with a tool syntax of their own (Llama 3.1/3.2, Qwen2.5, Mistral): that syntax,
+  see tool_format_templates.
+- Every other chat template (SmolLM2, ChatML and other Jinja templates, ChatGLM2): a JSON
   convention. The system message lists the tools inside <tools></tools>; a call is written
   `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`; a tool's result comes back as a
   user turn wrapped in <tool_response></tool_response>.
@@ -69,6 +71,10 @@ class ToolFormat:
         if tools:
             out = self.with_tools(out, [function_of(t) for t in tools])
         return out
+
+    def template_tools(self, tools: list[dict]) -> list[dict] | None:
+        """The tools for the chat template's own `tools` variable; None when messages() shows them."""
+        return None
 
     def with_tools(self, messages: list[dict], functions: list[dict]) -> list[dict]:
         raise NotImplementedError
