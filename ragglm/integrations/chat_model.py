@@ -43,17 +43,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from ragglm.errors import RemoteGeneratorError
 from ragglm.integrations.answering import Cancelled as _Cancelled
 from ragglm.integrations.answering import Outcome, ask_knowledge_base, chat_generator, is_remote
-from ragglm.integrations.langchain import (
-    DecodingOptions,
-    _renamed_max_tokens,
-    pieces_from_thread,
-    shared_generator,
-)
+from ragglm.integrations.engine_params import DecodingOptions, EngineParams
+from ragglm.integrations.langchain import pieces_from_thread, shared_generator
 
 __all__ = ["ChatRagGLM"]
 
@@ -96,7 +92,7 @@ class _Reply:
         return good, bad
 
 
-class ChatRagGLM(BaseChatModel):
+class ChatRagGLM(BaseChatModel, EngineParams):
     """A LangChain chat model on the ragglm engine (or a remote `openai:http://...` model).
 
     Decoding: max_tokens (or max_new_tokens), temperature, top_p, top_k, repetition_penalty, seed
@@ -106,32 +102,10 @@ class ChatRagGLM(BaseChatModel):
     the knowledge base's own generator, with citations in `response_metadata["citations"]`.
     """
 
-    model: str = "smollm2"
-    quant: str | None = None
-    device: str = "cpu"
-    knowledge_base: Any = Field(default=None, exclude=True)
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float | None = None  # plain generation only, as are top_k and repetition_penalty
-    top_k: int | None = None
-    repetition_penalty: float = 1.0
-    seed: int | None = None
     stop: list[str] | None = None
     timeout: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=0, ge=0)
     streaming: bool = False  # invoke() streams (on_llm_new_token fires per piece)
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _max_tokens(cls, data: Any) -> Any:
-        return _renamed_max_tokens(data) if isinstance(data, dict) else data
-
-    @model_validator(mode="after")
-    def _valid_decoding(self) -> ChatRagGLM:
-        self._decoding()
-        return self
 
     @property
     def _llm_type(self) -> str:
@@ -139,10 +113,7 @@ class ChatRagGLM(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        kb = self.knowledge_base
-        where = None if kb is None else str(kb.path) if kb.path is not None else "in-memory"
-        return {"model": self.model, "quant": self.quant, "device": self.device, "knowledge_base": where,
-                **{name: getattr(self, name) for name in DecodingOptions.model_fields}, "stop": self.stop}
+        return {**self._engine_params(), "stop": self.stop}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         decoding = self._decoding(**{k: v for k, v in kwargs.items() if k in _DECODING_NAMES})
@@ -289,10 +260,6 @@ class ChatRagGLM(BaseChatModel):
                                      cancelled=cancelled, sampling=sampling, options=constraints, **budget)
             return _Reply(outcome, model, outcome.tool_calls)
         return generate
-
-    def _decoding(self, **overrides: Any) -> DecodingOptions:
-        settings = {name: getattr(self, name) for name in DecodingOptions.model_fields}
-        return DecodingOptions.model_validate({**settings, **_renamed_max_tokens(overrides)})
 
     def _deadline(self, cancelled: threading.Event) -> threading.Timer | None:
         if self.timeout is None:

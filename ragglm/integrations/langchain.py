@@ -23,9 +23,10 @@ from langchain_core.documents import Document
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.retrievers import BaseRetriever
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from ragglm.integrations.answering import Cancelled, Outcome, ask_knowledge_base, chat_generator
+from ragglm.integrations.engine_params import DecodingOptions, EngineParams
 from ragglm.integrations.openai_api import CITATIONS_HEADER
 
 __all__ = ["ChatRagGLM", "DecodingOptions", "RagGLM", "RagGLMRetriever", "citations_from",  # noqa: F822
@@ -48,37 +49,13 @@ def shared_generator(model: str, quant: str | None, device: str):
         return _loaded[key]
 
 
-class RagGLM(LLM):
+class RagGLM(LLM, EngineParams):
     """A LangChain LLM on the ragglm engine (or a remote `openai:http://...` model).
 
     Bound to a `knowledge_base`, the prompt is taken as a question and answered from the
     documents by the knowledge base's own generator (its `model` setting); the citations come
-    back in the generation's `generation_info["citations"]`.
+    back in the generation's `generation_info["citations"]`. Its settings are EngineParams'.
     """
-
-    model: str = "smollm2"
-    quant: str | None = None
-    device: str = "cpu"
-    knowledge_base: Any = Field(default=None, exclude=True)
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float | None = None  # plain generation only, as are top_k and repetition_penalty
-    top_k: int | None = None
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    # a setting this class does not know is an error, not a silent no-op
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _max_tokens(cls, data: Any) -> Any:
-        return _renamed_max_tokens(data) if isinstance(data, dict) else data
-
-    @model_validator(mode="after")
-    def _valid_decoding(self) -> RagGLM:
-        self._decoding()
-        return self
 
     @property
     def _llm_type(self) -> str:
@@ -86,12 +63,7 @@ class RagGLM(LLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        kb = self.knowledge_base
-        where = None if kb is None else str(kb.path) if kb.path is not None else "in-memory"
-        return {"model": self.model, "quant": self.quant, "device": self.device,
-                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "repetition_penalty": self.repetition_penalty, "seed": self.seed,
-                "knowledge_base": where}
+        return self._engine_params()
 
     def _call(self, prompt: str, stop: list[str] | None = None,
               run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
@@ -130,11 +102,6 @@ class RagGLM(LLM):
         generator = shared_generator(self.model, self.quant, self.device)
         return chat_generator(generator, [{"role": "user", "content": prompt}], stop=stop, seed=seed,
                               on_text=on_text, cancelled=cancelled, sampling=sampling, **budget)
-
-    def _decoding(self, **overrides: Any) -> DecodingOptions:
-        """This instance's decoding settings with a call's keyword arguments over them, checked."""
-        settings = {name: getattr(self, name) for name in DecodingOptions.model_fields}
-        return DecodingOptions.model_validate({**settings, **_renamed_max_tokens(overrides)})
 
 
 class RagGLMRetriever(BaseRetriever):
@@ -178,44 +145,6 @@ def citations_from(message: Any) -> list[dict]:
     if CITATIONS_HEADER in headers:
         return json.loads(headers[CITATIONS_HEADER])
     return []
-
-
-class DecodingOptions(BaseModel):
-    """How RagGLM decodes: its settings, or one call's keyword arguments; anything else is refused."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    seed: int | None = None
-
-    def split(self) -> tuple[dict, dict, int | None]:
-        """The token budget and temperature, the engine's sampling arguments (defaults left out), the seed.
-
-        top_p 0 keeps only the most likely token, which is greedy decoding (the engine reads 0 as off)."""
-        greedy = self.top_p == 0
-        budget = {"max_new_tokens": self.max_new_tokens, "temperature": 0.0 if greedy else self.temperature}
-        sampling = {}
-        if self.top_p is not None and 0 < self.top_p < 1:
-            sampling["top_p"] = self.top_p
-        if self.top_k:
-            sampling["top_k"] = self.top_k
-        if self.repetition_penalty != 1:
-            sampling["repetition_penalty"] = self.repetition_penalty
-        return budget, sampling, self.seed
-
-
-def _renamed_max_tokens(data: dict) -> dict:
-    """max_tokens, as other LangChain LLMs call it, is max_new_tokens here."""
-    if "max_tokens" not in data:
-        return data
-    data = dict(data)
-    tokens = data.pop("max_tokens")
-    if data.get("max_new_tokens", tokens) != tokens:
-        raise ValueError(f"max_tokens ({tokens}) and max_new_tokens ({data['max_new_tokens']}) disagree; give one")
-    return {**data, "max_new_tokens": tokens}
 
 
 def _info(outcome: Outcome) -> dict:
