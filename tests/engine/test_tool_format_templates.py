@@ -98,6 +98,35 @@ QWEN25_TEMPLATE = (
 )
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+# Mistral's (v3 tokenizer): the tools before the last user turn inside [AVAILABLE_TOOLS], a call turn
+# [TOOL_CALLS] with a JSON list carrying nine-character ids (anything else is refused), results as
+# [TOOL_RESULTS] {"content", "call_id"}
+MISTRAL_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- set users = messages | selectattr('role', 'equalto', 'user') | list %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' %}"
+    "{%- if tools and message == users[-1] %}{{- '[AVAILABLE_TOOLS] ' + tools | tojson + '[/AVAILABLE_TOOLS]' }}"
+    "{%- endif %}"
+    "{{- '[INST] ' + message.content + '[/INST]' }}"
+    "{%- elif message.tool_calls is defined %}"
+    "{{- '[TOOL_CALLS] [' }}"
+    "{%- for call in message.tool_calls %}"
+    "{%- if call.id is not string or call.id | length != 9 %}"
+    "{{- raise_exception('tool call ids are nine letters or digits') }}{%- endif %}"
+    "{{- '{\"name\": \"' + call.function.name + '\", \"arguments\": ' + call.function.arguments | tojson }}"
+    "{{- ', \"id\": \"' + call.id + '\"}' }}{%- if not loop.last %}{{- ', ' }}{%- endif %}"
+    "{%- endfor %}{{- ']' + eos_token }}"
+    "{%- elif message.role == 'tool' %}"
+    "{{- '[TOOL_RESULTS] ' + {'content': message.content, 'call_id': message.tool_call_id} | tojson }}"
+    "{{- '[/TOOL_RESULTS]' }}"
+    "{%- else %}{{- message.content + eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+)
+MISTRAL_SPECIALS = ["<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]
+
 CORPUS = [*TEXT, json.dumps([WEATHER, TIME]), '{"name": "get_weather", "parameters": {"city": "Paris"}}',
           "<tool_call> </tool_call> <tool_response> Weather in Paris? celsius fahrenheit Europe/Oslo"]
 
@@ -132,6 +161,11 @@ def llama31():
 @pytest.fixture(scope="module")
 def qwen25():
     return tiny_engine(QWEN_SPECIALS, ["<tool_call>", "</tool_call>"], QWEN25_TEMPLATE, None, "<|im_end|>")
+
+
+@pytest.fixture(scope="module")
+def mistral():
+    return tiny_engine(MISTRAL_SPECIALS, [], MISTRAL_TEMPLATE, "<s>", "</s>")
 
 
 def prompt_text(engine, messages, tools) -> str:
@@ -197,6 +231,7 @@ def test_prompt_ids_come_from_the_template_with_the_tools(llama31):
     assert llama31.tokenizer.decode(plan.prompt_ids).count("<|eot_id|>") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama31", "qwen25"])
 def test_forced_calls_follow_the_schema(request, family):
     engine = request.getfixturevalue(family)
@@ -256,3 +291,22 @@ def test_mistral_call_ids_are_nine_characters_and_stable():
     call_id = messages[1]["tool_calls"][0]["id"]
     assert len(call_id) == 9 and call_id.isalnum() and messages[2]["tool_call_id"] == call_id
     assert call_id == mistral_call_id("call_1") and mistral_call_id("abcDEF123") == "abcDEF123"
+
+
+def test_mistral_tools_calls_and_results_in_its_markup(mistral):
+    text = prompt_text(mistral, HISTORY, [WEATHER])
+    call_id = mistral_call_id("call_1")
+    assert text == ("<s>[AVAILABLE_TOOLS] " + json.dumps([WEATHER], ensure_ascii=False) + "[/AVAILABLE_TOOLS]"
+                    "[INST] Weather in Paris?[/INST]"
+                    '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}, '
+                    f'"id": "{call_id}"}}]</s>'
+                    f'[TOOL_RESULTS] {{"content": "18 degrees", "call_id": "{call_id}"}}[/TOOL_RESULTS]')
+
+
+def test_mistral_forced_call_follows_its_marker(mistral):
+    plan = plan_chat(mistral, HISTORY[:1], tools=[WEATHER], tool_choice="required")
+    assert plan.prompt_ids[-1] == mistral.tokenizer.token_id("[TOOL_CALLS]")
+    result = mistral.chat(HISTORY[:1], tools=[WEATHER], tool_choice="required", max_new_tokens=40)
+    (call,) = result.tool_calls
+    assert result.finish_reason == "tool_calls" and call["function"]["name"] == "get_weather"
+    validate(call["function"]["arguments"], WEATHER["function"]["parameters"])

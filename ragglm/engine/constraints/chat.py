@@ -100,6 +100,9 @@ def plan_chat(engine, messages: list[dict], *, tools: list[dict] | None = None, 
     plan = ChatPlan(prompt_ids, tool_format=tool_format, tool_names=[f["name"] for f in functions if shown])
     if choice in ("required",) or isinstance(choice, dict):
         forced = functions if choice == "required" else [f for f in functions if f["name"] == choice["name"]]
+        marker = engine.tokenizer.token_id(tool_format.forced_marker) if tool_format.forced_marker else None
+        if marker is not None:  # the grammar writes text only: the control token that opens calls goes first
+            plan.prompt_ids.append(marker)
         grammars = _Grammars(engine)
         plan.constraint = grammars.constraint(grammars.calls(tool_format, forced))
         plan.constraint.require_budget(max_new_tokens, "a call of the tool")

@@ -56,6 +56,7 @@ class ToolFormat:
     """How one family writes tools, calls and results. Subclasses fill in the format's pieces."""
 
     at_start_only = False  # whether a call can only open the reply (GLM) or may follow some text
+    forced_marker: str | None = None  # a control token that opens calls, written into the prompt when one is forced
 
     def messages(self, messages: list[dict], tools: list[dict]) -> list[dict]:
         """Messages the chat format renders: tools in the system turn, calls and results as turns."""

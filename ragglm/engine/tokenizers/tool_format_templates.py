@@ -93,6 +93,7 @@ class LlamaToolFormat(TemplateToolFormat):
 
 class MistralToolFormat(TemplateToolFormat):
     at_start_only = True
+    forced_marker = "[TOOL_CALLS]"
 
     def template_call(self, call):
         return {**super().template_call(call), "id": mistral_call_id(call.get("id"))}
