@@ -24,7 +24,8 @@ def display_name(source: str, files: Path) -> str:
         return source
 
 
-def document_rows(library, active_jobs) -> list[dict]:
+def document_rows(library, active_jobs, last_read: dict | None = None) -> list[dict]:
+    """last_read: per source, the job task that last read it, whose warnings the row carries."""
     kb, files = library.kb, library.files
     with kb.lock:
         sources = {source: list(entry.get("ids", [])) for source, entry in kb.store.sources.items()}
@@ -44,7 +45,8 @@ def document_rows(library, active_jobs) -> list[dict]:
         numbered = [p for p in pages.get(source, ()) if p is not None]
         rows.append({"id": document_id(source), "name": display_name(source, files), "source": source,
                      "type": _kind(source), "pages": len(numbered) or None, "chunks": len(ids or []),
-                     **_file_facts(source), "status": status})
+                     **_file_facts(source), "status": status,
+                     "warnings": list(getattr((last_read or {}).get(source), "warnings", []))})
     return rows
 
 

@@ -85,6 +85,13 @@ class JobBoard:
         with self._lock:
             return [job for job in self._jobs.values() if job.kb == kb and job.active]
 
+    def last_read(self, kb: str) -> dict[str, FileTask]:
+        """Per source, the task that last read it (indexed or failed) among the jobs kept."""
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if job.kb == kb]
+        return {task.source: task for job in jobs for task in job.tasks
+                if task.source and task.status in ("indexed", "failed")}
+
 
 class Indexer:
     def __init__(self, library, board: JobBoard):

@@ -61,7 +61,7 @@ def install_web(app: FastAPI, knowledge_bases, max_upload_bytes: int) -> None:
     @app.get("/v1/knowledge-bases/{kb}/documents")
     async def list_documents(kb: str) -> dict:
         lib = library(kb)
-        rows = await run_in_threadpool(document_rows, lib, board.active(kb))
+        rows = await run_in_threadpool(document_rows, lib, board.active(kb), board.last_read(kb))
         return {"object": "list", "data": rows}
 
     @app.post("/v1/knowledge-bases/{kb}/documents", status_code=202)

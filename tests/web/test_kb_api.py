@@ -138,6 +138,8 @@ def test_a_job_reports_how_each_file_was_read_and_what_was_left_out(client, monk
     assert warning.startswith("hours.pdf: page(s) 2 have no text layer (scanned image)") and "OCR is off" in warning
     notes = wait_job(client, upload(client, "alpha", [("plain.md", b"# Plain\nNothing left out.")]).json()["id"])
     assert notes["files"][0]["warnings"] == [] and notes["files"][0]["read"]["tables"] == 0
+    rows = documents(client, "alpha")  # the list keeps what the last reading of each file left out
+    assert rows["hours.pdf"]["warnings"] == [warning] and rows["plain.md"]["warnings"] == []
 
 
 def test_auth_limits_and_errors(client, web_server):

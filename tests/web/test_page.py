@@ -3,6 +3,7 @@ deletion, another knowledge base, and no request leaving the server's origin."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def test_the_page_end_to_end(browser_page, tmp_path, monkeypatch):
     read = page.locator('[data-testid=upload-item][data-name="hours.pdf"]')
     expect(read).to_contain_text("2 page(s), 1 table(s)")
     expect(read.get_by_test_id("upload-warning")).to_contain_text("page(s) 2 have no text layer")
+    flagged = row(page, "hours.pdf").get_by_test_id("doc-warning")
+    expect(flagged).to_have_attribute("title", re.compile("page\\(s\\) 2 have no text layer"))
     row(page, "hours.pdf").get_by_test_id("delete").click()
     expect(row(page, "hours.pdf")).to_have_count(0)
 

@@ -301,7 +301,10 @@ async function loadDocuments() {
     element("td", {text: doc.size == null ? "–" : formatSize(doc.size)}),
     element("td", {text: doc.added ? new Date(doc.added).toLocaleString(LANG === "zh" ? "zh-CN" : "en") : "–"}),
     element("td", {"data-testid": "doc-status", class: `status ${doc.status.replace(" ", "-")}`,
-                   text: t(doc.status)}),
+                   text: t(doc.status)},
+      // what its last reading left out (pages without text, OCR missing or failed), on hover
+      doc.warnings && doc.warnings.length ? element("span", {class: "doc-warning", "data-testid": "doc-warning",
+                                                             title: doc.warnings.join("\n"), text: " ⚠"}) : null),
     element("td", {class: "actions"},
       element("button", {type: "button", "data-testid": "reindex", text: t("reindex"),
                          onclick: () => reindex(doc)}),
