@@ -20,7 +20,7 @@ __all__ = ["MAX_SEGMENTS", "MAX_TABLE_PAGES", "TABLE_BUDGET_S", "PageDrawing", "
            "put_tables", "table_mark", "tabulate"]
 
 MAX_TABLE_PAGES = 300  # pages of one file laid out for tables; the rest keep their text as extracted
-TABLE_BUDGET_S = 30.0  # of the per-file parse budget; past it the remaining pages keep their text
+TABLE_BUDGET_S = 30.0  # at most, and at most a quarter of the per-file parse budget; later pages keep their text
 MAX_SEGMENTS = 5000  # rules on a page past which it is a drawing (a schematic), not a table
 _THIN = 2.0  # a rectangle thinner than this is a rule
 _NEAR = 1.5  # points of slack when placing text inside a table's box
@@ -139,11 +139,11 @@ def find_tables(data: bytes, indices: list[int]) -> dict[int, list[Table]]:
         return {}
     logging.getLogger("pdfminer").setLevel(logging.ERROR)  # its notes on recoverable syntax are noise here
     found: dict[int, list[Table]] = {}
-    started = time.monotonic()
+    started, budget_s = time.monotonic(), _budget_s()
     try:
         with pdfplumber.open(io.BytesIO(data), pages=[i + 1 for i in indices]) as pdf:
             for page in pdf.pages:
-                if time.monotonic() - started > TABLE_BUDGET_S:
+                if time.monotonic() - started > budget_s:
                     break
                 tables = _page_tables(page)
                 page.close()  # drops its laid-out characters
@@ -152,6 +152,13 @@ def find_tables(data: bytes, indices: list[int]) -> dict[int, list[Table]]:
     except Exception:  # noqa: BLE001 - pdfminer raises its own types for damaged files; the text stands
         return {}
     return found
+
+
+def _budget_s() -> float:
+    # imported here: parallel imports the readers, this one among them
+    from ragglm.connectors.parallel import parse_budget_s
+
+    return min(TABLE_BUDGET_S, parse_budget_s() / 4)
 
 
 def _page_tables(page) -> list[Table]:
