@@ -107,3 +107,13 @@ def test_a_pdf_without_rules_keeps_its_text_as_extracted(tmp_path):
     assert " | " not in document.pages[0].text and "Speed" in document.pages[0].text
     assert document.metadata["tables"] == 0
     assert how_read(Document(document.source, document.pages, metadata=document.metadata))["tables"] == 0
+
+
+def test_past_the_search_budget_a_page_keeps_its_text_as_extracted(tmp_path, monkeypatch):
+    from ragglm.connectors import pdf_tables
+
+    monkeypatch.setattr(pdf_tables, "TABLE_BUDGET_S", 0.0)
+    document = load_pdf(_register_pdf(tmp_path / "registers.pdf"))
+    text = document.pages[0].text
+    assert " | " not in text and "\x00" not in text and document.metadata["tables"] == 0
+    assert all(name in text for name, *_ in REGISTERS)  # the cells are still there, loose
