@@ -133,6 +133,18 @@ def test_tracing_parameters():
                       "ls_temperature": 0.3, "ls_max_tokens": 10, "ls_stop": ["x"]}
 
 
+def test_identifying_parameters_match_the_plain_llms(manuals_kb):
+    from ragglm.integrations.langchain import RagGLM
+
+    settings = {"model": "smollm2", "max_tokens": 10, "temperature": 0.3, "top_k": 5, "seed": 2}
+    chat = ChatRagGLM(**settings, stop=["x"])._identifying_params
+    assert chat == {**RagGLM(**settings)._identifying_params, "stop": ["x"]}
+    assert chat == {"model": "smollm2", "quant": None, "device": "cpu", "knowledge_base": None, "max_new_tokens": 10,
+                    "temperature": 0.3, "top_p": None, "top_k": 5, "repetition_penalty": 1.0, "seed": 2,
+                    "stop": ["x"]}
+    assert ChatRagGLM(knowledge_base=manuals_kb)._identifying_params["knowledge_base"] == "in-memory"
+
+
 def test_timeout_cancels_and_frees_the_engine(chat, smollm2):
     with pytest.raises(TimeoutError):
         ChatRagGLM(max_tokens=200, timeout=0.001).invoke(MESSAGES)
