@@ -181,6 +181,7 @@ def _page_tables(page) -> list[Table]:
 def _cleaned(rows: list[list[str | None]]) -> list[list[str]]:
     """Cells as one line each; columns and rows empty throughout dropped. Fewer than two rows with two
     values is no table (a framed code listing, a note in a box): [] then."""
+    rows = _filled_down(rows)
     # a line break inside a cell would end the row early; a "|" would add a column
     cells = [[" ".join((cell or "").replace("|", "/").split()) for cell in row] for row in rows]
     width = max((len(row) for row in cells), default=0)
@@ -190,6 +191,18 @@ def _cleaned(rows: list[list[str | None]]) -> list[list[str]]:
     if len(keep) < 2 or sum(1 for row in cells if sum(map(bool, row)) >= 2) < 2:
         return []  # also a framed listing with a rule down it: no row holds two values
     return cells
+
+
+def _filled_down(rows: list[list[str | None]]) -> list[list[str | None]]:
+    """A first-column cell merged over several rows is given to each of them: a row read alone (a chunk
+    may hold only it) must still say which register or item it belongs to. pdfplumber marks a cell
+    covered by a merge as None (an empty cell is ""), and in the first column only a vertical merge can
+    cover one."""
+    out = [list(row) for row in rows]
+    for above, row in zip(out, out[1:], strict=False):
+        if row and row[0] is None and above and above[0]:
+            row[0] = above[0]
+    return out
 
 
 def _joined(rows: list[list[str]]) -> list[list[str]]:

@@ -20,7 +20,7 @@ INTRO = "The controller holds thirty registers. Write them only while the clock 
 AFTER = "Reserved addresses read as zero."
 
 
-def _register_pdf(path, registers=REGISTERS, pagesize=None):
+def _register_pdf(path, registers=REGISTERS, pagesize=None, spans=()):
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
@@ -28,7 +28,8 @@ def _register_pdf(path, registers=REGISTERS, pagesize=None):
 
     styles = getSampleStyleSheet()
     table = Table([HEADER, *registers])
-    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black),
+                               *(("SPAN", start, end) for start, end in spans)]))
     story = [Paragraph("Register map", styles["Heading1"]), Paragraph(INTRO, styles["BodyText"]), table,
              Paragraph(AFTER, styles["BodyText"])]
     SimpleDocTemplate(str(path), pagesize=pagesize or A4).build(story)
@@ -63,6 +64,18 @@ def test_chunks_of_a_pdf_table_carry_the_header_and_keep_rows_whole(tmp_path):
         body = text[chunk.start:chunk.end]
         cut = [line for line in body.split("\n") if " | " in line and line not in rows and line != header]
         assert not cut, cut  # no row split between chunks
+
+
+def test_a_first_column_cell_merged_over_rows_names_each_of_them(tmp_path):
+    # R01CTL's cell spans its own row and the next two (bit fields of one register); R04CTL is alone
+    registers = [["R01CTL", "0x000", "0x00", "bit 0: enable"], ["", "0x000", "0x00", "bit 1: reset"],
+                 ["", "0x000", "0x00", "bit 2: sleep"], ["R04CTL", "0x004", "0x01", "clock divider"],
+                 ["R05CTL", "0x008", "", "reserved"]]
+    document = load_pdf(_register_pdf(tmp_path / "merged.pdf", registers, spans=[((0, 1), (0, 3))]))
+    lines = document.pages[0].text.split("\n")
+    assert "R01CTL | 0x000 | 0x00 | bit 2: sleep" in lines and "R01CTL | 0x000 | 0x00 | bit 1: reset" in lines
+    assert "R05CTL | 0x008 |  | reserved" in lines  # an empty cell stays empty
+    assert sum(line.startswith("R04CTL") for line in lines) == 1
 
 
 def test_a_table_going_on_over_the_page_keeps_its_header_there(tmp_path):
