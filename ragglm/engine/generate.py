@@ -188,10 +188,13 @@ def prefill(model: Transformer, prompt_ids: list[int], chunk: int = PREFILL_CHUN
     device = model.tok_embeddings.weight.device
     tokens = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     chunk = max(1, chunk)
+    ends = []
+    while not ends or ends[-1] < tokens.shape[1]:
+        ends.append(min(tokens.shape[1], (start + (ends[-1] if ends else 0)) // chunk * chunk + chunk - start))
+    if len(ends) > 1 and model.args.position_mode == "1d":
+        # the same pieces layer by layer (the same KV to the bit): an int4 layer dequantizes once
+        return model.prefill_by_layer(tokens, ends, start)[0, -1]
     logits = None
-    offset = 0
-    while offset < tokens.shape[1]:
-        end = min(tokens.shape[1], (start + offset) // chunk * chunk + chunk - start)
-        logits = model(tokens[:, offset:end], start=start + offset, last_only=True)
-        offset = end
+    for lo, hi in zip([0, *ends[:-1]], ends, strict=True):
+        logits = model(tokens[:, lo:hi], start=start + lo, last_only=True)
     return logits[0, -1]

@@ -321,6 +321,27 @@ class Transformer(nn.Module):
             return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()
         return self.output(x).float()  # called as a module so that a quantized head runs its own kernel
 
+    def prefill_by_layer(self, tokens: Tensor, ends: list[int], start: int) -> Tensor:
+        """The pieces tokens[:, previous end:end] run through forward(piece, start=...) in turn, run
+        instead layer by layer: every piece through the first layer, then through the second, ...;
+        logits [B, 1, V] of the last token. A 1D model only.
+
+        Each piece meets the same inputs and the same keys (those of the pieces before it, written
+        by then in that layer), so the KV and logits are forward's to the bit; but a layer's weights
+        serve all pieces in a row, which lets a layer that prepares its weights for a product (int4
+        dequantized to bf16) do it once per prompt rather than once per piece.
+        """
+        bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+        inputs = [self._causal_inputs(tokens[:, lo:hi], start + lo) for lo, hi in bounds]
+        xs = [self.tok_embeddings(tokens[:, lo:hi]) for lo, hi in bounds]  # [B, piece, dim] each
+        for layer in self.layers:
+            for i, ((lo, _), (rope, mask)) in enumerate(zip(bounds, inputs, strict=True)):
+                xs[i] = layer(xs[i], rope, self.args.rope_interleaved, start + lo, mask)
+        x = self.norm(xs[-1][:, -1:])
+        if self.output is None or self.args.tie_embeddings:
+            return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()
+        return self.output(x).float()
+
     def _cached_rope(self, start: int | None, end: int) -> tuple[Tensor, Tensor] | None:
         if start is not None and self.rope_cache is not None and end <= self.cache_len:
             return self.rope_cache

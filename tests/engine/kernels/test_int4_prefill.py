@@ -63,3 +63,35 @@ def test_native_packing_gives_the_bytes_of_torchs_conversion(rows, cols):
 
     qweight = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(rows))
     assert torch.equal(native_int4_pack(qweight), cpu_int4_pack(qweight))
+
+
+def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece_by_piece():
+    from ragglm.engine.generate import prefill
+    from ragglm.engine.kernels.fused_decode import load_library
+    from ragglm.engine.kernels.int4_prefill import attach_int4_prefill
+    from ragglm.engine.linear.packed_linear import use_bf16_linears
+    from ragglm.engine.linear.quantize import QuantConfig
+    from ragglm.engine.loading.quant_loader import build_quantized
+    from ragglm.engine.model import ModelArgs, Transformer
+
+    torch.manual_seed(0)
+    args = ModelArgs(vocab_size=320, dim=256, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=512,
+                     max_seq_len=512)
+    model = build_quantized(args, dict(Transformer(args).state_dict()), config=QuantConfig("int4", 32))
+    use_bf16_linears(model)
+    assert attach_int4_prefill(model, load_library()) == 9  # four a block, and the head
+    prompt = torch.randint(0, 320, (300,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def kv() -> list[torch.Tensor]:
+        return [t[0, :, :300].clone() for layer in model.layers for t in (layer.attention.kv_cache.k,
+                                                                            layer.attention.kv_cache.v)]
+
+    with torch.inference_mode():
+        model.setup_cache(1, 400)
+        by_layer = prefill(model, prompt, 128)  # pieces 0-128, 128-256, 256-300, layer by layer
+        kv_by_layer = kv()
+        model.setup_cache(1, 401)  # a fresh cache
+        for lo, hi in ((0, 128), (128, 256), (256, 300)):
+            by_piece = model(torch.tensor([prompt[lo:hi]]), start=lo, last_only=True)[0, -1]
+        assert torch.equal(by_layer, by_piece)
+        assert all(map(torch.equal, kv_by_layer, kv()))
