@@ -48,8 +48,9 @@ FONTS = ["/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/tru
 
 
 def normalise(text: str) -> str:
-    """NFKC, no whitespace, no leader dots (a table of contents' dot count is typesetting, not text)."""
-    text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+    """NFKC, no whitespace, no leader dots (a table of contents' dot count is typesetting, not text),
+    no cell separators (a ruled table read as "a | b" rows: layout the text layer does not hold)."""
+    text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text.replace(" | ", " ")))
     return re.sub(r"[.·…_]{4,}", "", text)
 
 

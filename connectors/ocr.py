@@ -13,6 +13,7 @@ import threading
 
 from ragglm.config import Settings
 from ragglm.connectors.ocr_layout import OcrBox, page_text
+from ragglm.connectors.ocr_tables import find_ruled_tables
 from ragglm.errors import ConfigError
 
 __all__ = ["OCR_DPI", "OCR_INSTALL", "OCR_MODES", "OcrUnavailable", "import_engine", "ocr_available",
@@ -148,5 +149,8 @@ def word_spaces(text: str, columns: list, crop) -> str:
 
 
 def recognise_text(image) -> str:
-    """The image's text in reading order."""
-    return page_text(recognise(image), float(image.width))
+    """The image's text in reading order, ruled tables as rows under their header."""
+    import numpy as np
+
+    tables = find_ruled_tables(np.asarray(image.convert("L")))
+    return page_text(recognise(image), float(image.width), tables)

@@ -3,15 +3,19 @@
 An engine returns boxes (a word, a phrase or a whole line each) in no reliable order. Boxes are
 grouped into bands split by wide vertical gaps; a band with an empty vertical strip through it is read
 as columns, left then right, unless its boxes pair up row by row across the strip (a table, read
-row by row). Chinese is joined without spaces between characters.
+row by row). Chinese is joined without spaces between characters. Boxes inside a ruled grid the image
+shows (ocr_tables.py) become that table's rows instead.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragglm.connectors.ocr_tables import RuledTable, table_cells
 from ragglm.connectors.pdf_cleanup import is_cjk, join_wrapped_lines
+from ragglm.connectors.table_rows import table_rows
 
 __all__ = ["OcrBox", "page_text", "reading_order"]
 
@@ -135,7 +139,26 @@ def _joined(line: list[OcrBox]) -> str:
     return text
 
 
-def page_text(boxes: list[OcrBox], width: float | None = None) -> str:
-    """The page's text: one line per text line, lines a paragraph wrapped at the margin joined."""
-    lines = [_joined(line) for line in reading_order(boxes, width)]
-    return "\n".join(join_wrapped_lines([line for line in lines if line], marked=False, cjk_runs_on=True)).strip()
+def page_text(boxes: list[OcrBox], width: float | None = None, tables: Sequence[RuledTable] = ()) -> str:
+    """The page's text: one line per text line, lines a paragraph wrapped at the margin joined; the
+    boxes inside a ruled table as its rows ("a | b | c", header first), where the table stands."""
+    placed = [(table, table_rows(table_cells(table, boxes, _joined))) for table in tables]
+    placed = sorted(((t, rows) for t, rows in placed if rows), key=lambda item: item[0].box[1])
+    outside = [b for b in boxes if not any(t.holds((b.x0 + b.x1) / 2, b.cy) for t, _ in placed)]
+    blocks: list[str] = []
+    prose: list[str] = []
+
+    def flush() -> None:
+        text = "\n".join(join_wrapped_lines([line for line in prose if line], marked=False, cjk_runs_on=True))
+        if text.strip():
+            blocks.append(text.strip())
+        prose.clear()
+
+    for line in reading_order(outside, width):
+        while placed and placed[0][0].box[1] <= min(b.y0 for b in line):
+            flush()  # table rows must not be joined as wrapped prose
+            blocks.append("\n".join(" | ".join(row) for row in placed.pop(0)[1]))
+        prose.append(_joined(line))
+    flush()
+    blocks += ["\n".join(" | ".join(row) for row in rows) for _, rows in placed]
+    return "\n".join(blocks).strip()

@@ -16,6 +16,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from ragglm.connectors.table_rows import table_rows
+
 __all__ = ["MAX_SEGMENTS", "MAX_TABLE_PAGES", "TABLE_BUDGET_S", "PageDrawing", "Table", "find_tables",
            "put_tables", "table_mark", "tabulate"]
 
@@ -168,7 +170,7 @@ def _page_tables(page) -> list[Table]:
     height = float(page.height)
     tables = []
     for found in page.find_tables():
-        rows = _cleaned(found.extract())
+        rows = table_rows(found.extract())
         if not rows:
             continue
         left, top, right, bottom = (float(v) for v in found.bbox)
@@ -176,47 +178,6 @@ def _page_tables(page) -> list[Table]:
         tables.append(Table(rows, (left, height - bottom, right, height - top), columns))
     tables.sort(key=lambda t: (-t.box[3], t.box[0]))
     return tables
-
-
-def _cleaned(rows: list[list[str | None]]) -> list[list[str]]:
-    """Cells as one line each; columns and rows empty throughout dropped. Fewer than two rows with two
-    values is no table (a framed code listing, a note in a box): [] then."""
-    rows = _filled_down(rows)
-    # a line break inside a cell would end the row early; a "|" would add a column
-    cells = [[" ".join((cell or "").replace("|", "/").split()) for cell in row] for row in rows]
-    width = max((len(row) for row in cells), default=0)
-    cells = [row + [""] * (width - len(row)) for row in cells]
-    keep = [c for c in range(width) if any(row[c] for row in cells)]
-    cells = _joined([[row[c] for c in keep] for row in cells if any(row[c] for c in keep)])
-    if len(keep) < 2 or sum(1 for row in cells if sum(map(bool, row)) >= 2) < 2:
-        return []  # also a framed listing with a rule down it: no row holds two values
-    return cells
-
-
-def _filled_down(rows: list[list[str | None]]) -> list[list[str | None]]:
-    """A first-column cell merged over several rows is given to each of them: a row read alone (a chunk
-    may hold only it) must still say which register or item it belongs to. pdfplumber marks a cell
-    covered by a merge as None (an empty cell is ""), and in the first column only a vertical merge can
-    cover one."""
-    out = [list(row) for row in rows]
-    for above, row in zip(out, out[1:], strict=False):
-        if row and row[0] is None and above and above[0]:
-            row[0] = above[0]
-    return out
-
-
-def _joined(rows: list[list[str]]) -> list[list[str]]:
-    """Rows with a row holding one value, under a filled cell of the row above and not in the first of
-    three or more columns, joined to that cell: a cell's second line that a rule drawn under each line
-    of text made a row of its own ("Bit" over "definition", a description and its "1: Enabled.")."""
-    out: list[list[str]] = []
-    for row in rows:
-        filled = [c for c, cell in enumerate(row) if cell]
-        if out and len(row) >= 3 and len(filled) == 1 and filled[0] > 0 and out[-1][filled[0]]:
-            out[-1][filled[0]] += " " + row[filled[0]]
-        else:
-            out.append(row)
-    return out
 
 
 def _carry_headers(tables: list[list[Table]], drawings: dict[int, PageDrawing]) -> None:
