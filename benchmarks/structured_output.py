@@ -3,7 +3,7 @@
 Decode ms/token of the same prompt with and without a JSON-schema grammar (the nested schema of
 the tests: an enum, numbers, an array of objects, a boolean), interleaved round by round, best of
 each; the grammar's own share per token (masking and the end-of-budget completion search),
-timed apart from the model; and how many of `--count` sampled generations (temperature 0.8)
+timed apart from the model and the sampler; and how many of `--count` sampled generations (temperature 0.8)
 parse and validate under the schema with a budget only a little above the shortest output.
 
     python benchmarks/structured_output.py [--count 100] [--new 64] [--rounds 3]
