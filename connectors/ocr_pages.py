@@ -76,8 +76,9 @@ def render_pdf_pages(data: bytes, numbers: list[int], dpi: int = OCR_DPI) -> Ite
 
 
 def ocr_images(source: str, images: Iterator[tuple[int, object]], total: int,
-               threads: int | None = None) -> tuple[dict[int, str], dict[int, str]]:
-    """Text per page number, and the error per page number for pages that could not be read."""
+               threads: int | None = None, read: Callable = recognise_text) -> tuple[dict[int, str], dict[int, str]]:
+    """Text per page number (what read gives for its image), and the error per page number for pages
+    that could not be read."""
     texts: dict[int, str] = {}
     failed: dict[int, str] = {}
     threads = threads or ocr_threads()
@@ -98,7 +99,7 @@ def ocr_images(source: str, images: Iterator[tuple[int, object]], total: int,
                 continue
             while len(in_flight) >= 2 * threads:
                 finish(*in_flight.popleft())
-            in_flight.append((number, pool.submit(recognise_text, image)))
+            in_flight.append((number, pool.submit(read, image)))
         while in_flight:
             finish(*in_flight.popleft())
     return texts, failed
