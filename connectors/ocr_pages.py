@@ -76,9 +76,10 @@ def render_pdf_pages(data: bytes, numbers: list[int], dpi: int = OCR_DPI) -> Ite
 
 
 def ocr_images(source: str, images: Iterator[tuple[int, object]], total: int,
-               threads: int | None = None, read: Callable = recognise_text) -> tuple[dict[int, str], dict[int, str]]:
-    """Text per page number (what read gives for its image), and the error per page number for pages
-    that could not be read."""
+               threads: int | None = None, read: Callable | None = None) -> tuple[dict[int, str], dict[int, str]]:
+    """Text per page number (what read, by default recognise_text, gives for its image), and the error
+    per page number for pages that could not be read."""
+    read = read or recognise_text
     texts: dict[int, str] = {}
     failed: dict[int, str] = {}
     threads = threads or ocr_threads()
