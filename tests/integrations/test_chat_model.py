@@ -236,3 +236,29 @@ def test_structured_output_parses_and_validates(method):
     assert isinstance(result, Weather) and result.unit in ("celsius", "fahrenheit")
     raw = ChatRagGLM(max_tokens=48).with_structured_output(Weather, include_raw=True).invoke("Weather in Oslo?")
     assert isinstance(raw["raw"], AIMessage) and isinstance(raw["parsed"], Weather) and raw["parsing_error"] is None
+
+
+def test_tool_round_trip_in_a_template_syntax():
+    """A checkpoint whose template has its own tool syntax (Llama 3.1's): the call is made and read
+    back in it, and the call and its result go back to the model in the template's turns."""
+    from ragglm.engine.constraints.chat import plan_chat
+    from ragglm.integrations.chat_model import _openai_messages
+    from tests.engine.test_tool_format_templates import (
+        LLAMA3_SPECIALS,
+        LLAMA31_TEMPLATE,
+        tiny_engine,
+    )
+
+    engine = tiny_engine(LLAMA3_SPECIALS, [], LLAMA31_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>")
+    module._loaded[("tiny-llama31", None, "cpu")] = engine
+    question = HumanMessage("Weather in Paris?")
+    reply = ChatRagGLM(model="tiny-llama31", max_tokens=40).bind_tools([get_weather], tool_choice="any").invoke(
+        [question])
+    (call,) = reply.tool_calls
+    assert call["name"] == "get_weather" and set(call["args"]) == {"city", "unit"}
+    assert all(isinstance(value, str) for value in call["args"].values())
+    assert reply.response_metadata["finish_reason"] == "tool_calls" and reply.content == ""
+    messages = _openai_messages([question, reply, ToolMessage("21 degrees", tool_call_id=call["id"])])
+    text = engine.tokenizer.decode(plan_chat(engine, messages).prompt_ids)
+    assert text.endswith('"parameters": ' + json.dumps(call["args"], ensure_ascii=False) + "}"
+                         + "ipython\n\n\"21 degrees\"assistant\n\n")  # control ids decode to nothing
