@@ -157,8 +157,9 @@ def find_tables(data: bytes, indices: list[int]) -> dict[int, list[Table]]:
 
 
 def _budget_s() -> float:
-    # imported here: parallel imports the readers, this one among them
-    from ragglm.connectors.parallel import parse_budget_s
+    from ragglm.connectors.parallel import (
+        parse_budget_s,  # parallel imports the readers, this one too
+    )
 
     return min(TABLE_BUDGET_S, parse_budget_s() / 4)
 

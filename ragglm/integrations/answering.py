@@ -42,11 +42,11 @@ class Conversation:
 
     @classmethod
     def of(cls, messages: list[dict]) -> Conversation:
-        history = [{"role": m["role"], "content": m["content"]} for m in messages
+        history = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
                    if m["role"] in ("user", "assistant")]
         question = next((m["content"] for m in reversed(history) if m["role"] == "user"), "").strip()
-        instructions = "\n\n".join(m["content"].strip() for m in messages
-                                    if m["role"] in ("system", "developer") and m["content"].strip())
+        instructions = "\n\n".join((m.get("content") or "").strip() for m in messages
+                                    if m["role"] in ("system", "developer") and (m.get("content") or "").strip())
         return cls(question, history, instructions or None)
 
 

@@ -47,7 +47,13 @@ from pydantic import BaseModel, Field
 
 from ragglm.errors import RemoteGeneratorError
 from ragglm.integrations.answering import Cancelled as _Cancelled
-from ragglm.integrations.answering import Outcome, ask_knowledge_base, chat_generator, is_remote
+from ragglm.integrations.answering import (
+    Conversation,
+    Outcome,
+    ask_knowledge_base,
+    chat_generator,
+    is_remote,
+)
 from ragglm.integrations.engine_params import DecodingOptions, EngineParams
 from ragglm.integrations.langchain import pieces_from_thread, shared_generator
 
@@ -240,14 +246,14 @@ class ChatRagGLM(BaseChatModel, EngineParams):
             if refused:
                 raise ValueError(f"{', '.join(refused)} applies to plain generation; a ChatRagGLM bound to "
                                  "a knowledge base answers with its pipeline's own decoding")
-            history = [m for m in openai_messages if m["role"] in ("user", "assistant")]
-            question = next((m["content"] for m in reversed(history) if m["role"] == "user"), "").strip()
-            if not question:
+            conversation = Conversation.of(openai_messages)
+            if not conversation.question:
                 raise ValueError("a ChatRagGLM bound to a knowledge base answers the last human message, "
                                  "and there is none")
 
             def answer(on_text, cancelled) -> _Reply:
-                outcome = ask_knowledge_base(kb, question, history=history, stop=stop, on_text=on_text,
+                outcome = ask_knowledge_base(kb, conversation.question, history=conversation.history,
+                                             instructions=conversation.instructions, stop=stop, on_text=on_text,
                                              cancelled=cancelled, seed=seed, **budget)
                 return _Reply(outcome, str(kb.generator.name))
             return answer

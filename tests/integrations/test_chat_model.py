@@ -192,6 +192,17 @@ def test_knowledge_base_follow_up_is_answered_from_the_documents(manuals_kb):
     assert follow_up.content == expected.text
 
 
+def test_knowledge_base_takes_a_system_message_as_instructions(manuals_kb):
+    bot = ChatRagGLM(knowledge_base=manuals_kb, max_tokens=12)
+    system = "You are the AquaPure support desk."
+    reply = bot.invoke([SystemMessage(system), HumanMessage(QUESTION)])
+    # SmolLM2 answers by extract: the plan says the instructions could not shape a quote
+    assert reply.response_metadata["plan"]["instructions"].startswith("not followed: the answer quotes")
+    assert "instructions" not in bot.invoke([HumanMessage(QUESTION)]).response_metadata["plan"]
+    expected = manuals_kb.ask(QUESTION, on_text=lambda piece: None, max_new_tokens=12, instructions=system)
+    assert reply.content == expected.text
+
+
 class Weather(BaseModel):
     """Report the weather for a city."""
 
