@@ -12,7 +12,12 @@ from ragglm.engine.tokenizers.chatglm6b_tokenizer import NUM_IMAGE_TOKENS, ChatG
 from ragglm.engine.tokenizers.chatglm6b_tokenizer import TOKENIZER_FILE as CHATGLM6B_TOKENIZER_FILE
 from ragglm.engine.tokenizers.glm_tokenizer import load_glm_tokenizer
 from ragglm.engine.tokenizers.token_level import TokenLevelFormat, TokenLevelTokenizer
-from ragglm.engine.tokenizers.tokenizer import BPETokenizer, Tokenizer, tokenizer_from_gguf
+from ragglm.engine.tokenizers.tokenizer import (
+    CHAT_STOP_TOKENS,
+    BPETokenizer,
+    Tokenizer,
+    tokenizer_from_gguf,
+)
 
 __all__ = ["PLAIN_TEMPLATE", "TOKENIZER_FILES", "TokenizerFiles", "chatglm6b_folder_tokenizer", "gguf_tokenizer",
            "glm_folder_tokenizer", "hf_folder_tokenizer", "token_level_unless_files"]
@@ -49,7 +54,7 @@ def hf_folder_tokenizer(path: Path, config: dict) -> TokenizerFiles:
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
     eos = tok_config.get("eos_token")
     eos = eos.get("content") if isinstance(eos, dict) else eos
-    tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, "<|im_end|>", "<|endoftext|>") if t])
+    tokenizer = BPETokenizer.from_file(path / "tokenizer.json", [t for t in (eos, *CHAT_STOP_TOKENS) if t])
     template = tok_config.get("chat_template") or PLAIN_TEMPLATE
     return tokenizer, ChatFormat(template, tok_config.get("bos_token"), eos), ("en", "zh")
 

@@ -16,10 +16,12 @@ from ragglm.engine.tokenizers.gguf_sentencepiece import (
 )
 from ragglm.engine.tokenizers.specials import SpecialTokens
 
-__all__ = ["Tokenizer", "BPETokenizer", "SentencePieceTokenizer", "bpe_from_gguf", "tokenizer_from_gguf"]
+__all__ = ["CHAT_STOP_TOKENS", "BPETokenizer", "SentencePieceTokenizer", "Tokenizer", "bpe_from_gguf", "tokenizer_from_gguf"]
 
 # besides eos_token_id, the end-of-turn tokens of chat vocabularies written to GGUF
-GGUF_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
+# Tokens that end a chat turn in the families we read, beside a file's own end-of-text token (Llama 3.1
+# ends a turn that calls a tool with <|eom_id|>, and waits for its result)
+CHAT_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>")
 
 
 class Tokenizer(Protocol):
@@ -126,7 +128,7 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
 
     eos = token("eos")
     eos_ids = [meta["tokenizer.ggml.eos_token_id"]] if eos else []
-    for extra in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+    for extra in CHAT_STOP_TOKENS:
         if extra in tokens and tokens.index(extra) not in eos_ids:
             eos_ids.append(tokens.index(extra))
     return BPETokenizer(backend, eos_ids, bos_token=token("bos"), eos_token=eos)
@@ -135,7 +137,7 @@ def bpe_from_gguf(meta: dict) -> BPETokenizer:
 def tokenizer_from_gguf(meta: dict) -> BPETokenizer | GGUFSentencePieceTokenizer:
     """The tokenizer of GGUF metadata: 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)."""
     if meta.get("tokenizer.ggml.model") == "llama":
-        return GGUFSentencePieceTokenizer(SentencePieceFields.from_metadata(meta), GGUF_STOP_TOKENS)
+        return GGUFSentencePieceTokenizer(SentencePieceFields.from_metadata(meta), CHAT_STOP_TOKENS)
     return bpe_from_gguf(meta)
 
 
