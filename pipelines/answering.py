@@ -105,7 +105,8 @@ class AnswerPipeline:
         planner = planner or self.planner
         language = language or detect_language(question)
         pages, document_tokens = self._whole_pages(generator, language)
-        question_tokens = generator.count_tokens(question)
+        # the caller's instructions take room in the prompt as the question does, and are counted with it
+        question_tokens = generator.count_tokens(question) + (generator.count_tokens(instructions) if instructions else 0)
         budget = generator.window - question_tokens - planner.answer_tokens - planner.prompt_overhead_tokens
         cached = 0
         if mode != "retrieve" and document_tokens <= budget:

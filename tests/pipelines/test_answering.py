@@ -68,6 +68,9 @@ def test_caller_instructions_reach_the_model_after_the_grounding_rules(kb, smoll
     instructed = kb.ask("What does error code E2 mean?", mode="retrieve", instructions=instructions)
     added = instructed.timings["prompt_tokens"] - plain.timings["prompt_tokens"]
     assert added >= smollm2.count_tokens(instructions)
+    # the planner leaves them room: they count with the question against the window
+    assert (instructed.plan.context.question_tokens
+            == plain.plan.context.question_tokens + smollm2.count_tokens(instructions))
     assert plain.plan.instructions is None
     assert instructed.plan.instructions == ("given to the model after the grounding rules" if instructed.plan.fallback
                                             is None else "not followed: the answer quotes the documents as they are")
