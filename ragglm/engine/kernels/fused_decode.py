@@ -130,8 +130,13 @@ def load_library() -> ctypes.CDLL:
     library.decode_step.restype = None
     library.decode_scratch_floats.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     library.decode_scratch_floats.restype = ctypes.c_int64
-    library.dequantize_int4_bf16.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p]
-    library.dequantize_int4_bf16.restype = None
+    library.dequantize_int4_int8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
+    library.dequantize_int4_int8.restype = None
+    library.quantize_rows_int8.argtypes = ([ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int64]
+                                           + [ctypes.c_void_p] * 3)
+    library.quantize_rows_int8.restype = None
+    library.scale_int32_bf16.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
+    library.scale_int32_bf16.restype = None
     library.pack_int4_blocks.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
     library.pack_int4_blocks.restype = None
     return library

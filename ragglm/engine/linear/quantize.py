@@ -37,6 +37,9 @@ _QUANT_BLOCK_ELEMENTS = 1 << 22  # weight elements quantized at a time (16 MB of
 # cheaper to dequantize once and run a single GEMM on the matrix units.
 KERNEL_MAX_ROWS = 48
 _CPU_BLOCK_ROWS = 64  # rows per block in the CPU int4 kernel's layout
+# (layer, rows [M, in] bf16) -> [M, out] bf16: a faster product for the many rows of a prompt, set on a
+# layer where one exists (kernels.int8_prompt_products)
+PromptProduct = Callable[[nn.Module, Tensor], Tensor]
 
 
 class QuantizationError(RagglmError, ValueError):
@@ -312,6 +315,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = qw.shape
         self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
+        self.prompt_product: PromptProduct | None = None
         device = torch.device(device)
         self.path = "_weight_int8pack_mm" if _kernel_available("int8", device.type) else "dequantize"
         self.register_buffer("qweight", qw.qweight.to(device))
@@ -328,6 +332,8 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).to(compute)
         if self.path == "_weight_int8pack_mm" and rows.shape[0] <= KERNEL_MAX_ROWS:
             y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), self.qweight, self.scales.to(compute))
+        elif self.prompt_product is not None and compute == torch.bfloat16:
+            y = self.prompt_product(self, rows)
         else:
             # the scale is per output channel, so it can wait until after the product
             y = F.linear(rows, self.qweight.to(compute)) * self.scales.to(compute)
@@ -349,9 +355,7 @@ class Int4Linear(nn.Module):
         self.out_features, self.in_features = qw.shape
         self.group_size = qw.group_size
         self.compute_dtype: torch.dtype | None = None  # matmul input dtype; None: the input's own
-        # layer -> its weight as bf16 [out, in], valid until the next call: set where a native
-        # dequantization exists (kernels.int4_prefill), for products of many rows in bf16
-        self.prefill_weight: Callable[[Int4Linear], Tensor] | None = None
+        self.prompt_product: PromptProduct | None = None
         device = torch.device(device)
         kernel = (self.out_features % 16 == 0 and _kernel_available("int4", device.type)
                   and (device.type != "cuda" or self.in_features % 128 == 0))
@@ -388,8 +392,8 @@ class Int4Linear(nn.Module):
         if self.path == "dequantize":
             qw = QuantizedWeight("int4", self.packed, self.scales, self.zeros, self.group_size)
             y = F.linear(rows, dequantize(qw, compute))
-        elif rows.shape[0] > KERNEL_MAX_ROWS and self.prefill_weight is not None and compute == torch.bfloat16:
-            y = F.linear(rows, self.prefill_weight(self))
+        elif rows.shape[0] > KERNEL_MAX_ROWS and self.prompt_product is not None and compute == torch.bfloat16:
+            y = self.prompt_product(self, rows)
         elif rows.shape[0] > KERNEL_MAX_ROWS and self._cpu_layout:
             y = _int4_cpu_blocks_mm(rows, self.packed, self.group_size, self.scales_and_zeros)
         else:

@@ -417,48 +417,12 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
 }
 
 
-// A prompt's products take many rows at once, where a bf16 matrix product on the matrix units is
-// faster than the int4 kernel; this writes an INT4 matrix out as bf16 rows [rows, K] for it.
-// Every value is (q - 8) * scale + zero computed in float32 and rounded to bf16 once (to nearest
-// even). A tile of 32 columns of a 64-row block is transposed to rows first; each row then looks
-// its 32 values up in a table of the 16 values its (scale, zero) gives.
+// float32 -> bf16, rounded to nearest even as torch rounds.
 static inline uint16_t to_bf16(float value) {
     uint32_t bits;
     std::memcpy(&bits, &value, sizeof bits);
     if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
     return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
-extern "C" void dequantize_int4_bf16(const uint8_t* packed, const uint16_t* scales_zeros, int64_t rows, int64_t K,
-                                     int64_t group, int64_t threads, uint16_t* out) {
-    const int64_t half_block = INT4_BLOCK / 2, tile = 32;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t block = 0; block < rows / INT4_BLOCK; block++) {
-        const uint8_t* columns = packed + block * K * half_block;
-        alignas(64) uint8_t rows_of_tile[32][tile];
-        alignas(64) uint16_t table[32] = {0};
-        for (int64_t k0 = 0; k0 < K; k0 += tile) {
-            for (int64_t c = 0; c < tile; c++)
-                for (int64_t r = 0; r < half_block; r++) rows_of_tile[r][c] = columns[(k0 + c) * half_block + r];
-            const uint16_t* pairs = scales_zeros + ((k0 / group) * rows + block * INT4_BLOCK) * 2;
-            for (int64_t r = 0; r < INT4_BLOCK; r++) {
-                const float scale = to_float(pairs[2 * r]), zero = to_float(pairs[2 * r + 1]);
-                for (int q = 0; q < 16; q++) table[q] = to_bf16((q - 8) * scale + zero);
-                const int shift = r < half_block ? 0 : 4;
-                const uint8_t* bytes = rows_of_tile[r % half_block];
-                uint16_t* row = out + (block * INT4_BLOCK + r) * K + k0;
-#if defined(__AVX512BW__)
-                __m256i nibbles = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
-                nibbles = _mm256_and_si256(_mm256_srli_epi16(nibbles, shift), _mm256_set1_epi8(0x0F));
-                __m512i values = _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(nibbles),
-                                                          _mm512_load_si512(reinterpret_cast<const void*>(table)));
-                _mm512_storeu_si512(reinterpret_cast<void*>(row), values);
-#else
-                for (int64_t c = 0; c < tile; c++) row[c] = table[(bytes[c] >> shift) & 0x0F];
-#endif
-            }
-        }
-    }
 }
 
 // int4 weights [rows, K / 2] (columns 2j and 2j + 1 in the low and high nibble of byte j) -> the
@@ -480,6 +444,109 @@ extern "C" void pack_int4_blocks(const uint8_t* weights, int64_t rows, int64_t K
                     columns[(2 * j) * half_block + n] = static_cast<uint8_t>((t & 0x0F) | (b << 4));
                     columns[(2 * j + 1) * half_block + n] = static_cast<uint8_t>((t >> 4) | (b & 0xF0));
                 }
+        }
+    }
+}
+
+// Integer prompt products: activations and weights in int8 with one scale per row, multiplied on
+// the VNNI units (about twice bf16's rate) into int32, then scaled back. Rows are quantized one by
+// one, so a row's result does not depend on which other rows share its product.
+
+// int4 weights (INT4 layout) -> int8 rows [rows, K] with one float scale per row. A row's scale is
+// the largest magnitude any of its groups' 16 values can take, over 127; each (scale, zero) group
+// then maps its 16 values to int8 once, and a row's nibbles are looked up in that table.
+extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scales_zeros, int64_t rows, int64_t K,
+                                     int64_t group, int64_t threads, int8_t* out, float* row_scales) {
+    const int64_t half_block = INT4_BLOCK / 2, tile = 32, groups = K / group;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t block = 0; block < rows / INT4_BLOCK; block++) {
+        const uint8_t* columns = packed + block * K * half_block;
+        float inverse[INT4_BLOCK];
+        for (int64_t r = 0; r < INT4_BLOCK; r++) {
+            const int64_t row = block * INT4_BLOCK + r;
+            float largest = 0.0f;
+            for (int64_t g = 0; g < groups; g++) {
+                const float scale = to_float(scales_zeros[(g * rows + row) * 2]);
+                const float zero = to_float(scales_zeros[(g * rows + row) * 2 + 1]);
+                largest = std::fmax(largest, std::fmax(std::fabs(zero - 8.0f * scale), std::fabs(zero + 7.0f * scale)));
+            }
+            row_scales[row] = largest / 127.0f;
+            inverse[r] = largest > 0.0f ? 127.0f / largest : 0.0f;
+        }
+        alignas(64) uint8_t rows_of_tile[32][tile];
+        alignas(16) int8_t table[16];
+        for (int64_t k0 = 0; k0 < K; k0 += tile) {
+            for (int64_t c = 0; c < tile; c++)
+                for (int64_t r = 0; r < half_block; r++) rows_of_tile[r][c] = columns[(k0 + c) * half_block + r];
+            const uint16_t* pairs = scales_zeros + ((k0 / group) * rows + block * INT4_BLOCK) * 2;
+            for (int64_t r = 0; r < INT4_BLOCK; r++) {
+                const float scale = to_float(pairs[2 * r]), zero = to_float(pairs[2 * r + 1]);
+                for (int q = 0; q < 16; q++)
+                    table[q] = static_cast<int8_t>(std::nearbyint(((q - 8) * scale + zero) * inverse[r]));
+                const int shift = r < half_block ? 0 : 4;
+                const uint8_t* bytes = rows_of_tile[r % half_block];
+                int8_t* row = out + (block * INT4_BLOCK + r) * K + k0;
+#if defined(__AVX2__)
+                __m256i nibbles = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+                nibbles = _mm256_and_si256(_mm256_srli_epi16(nibbles, shift), _mm256_set1_epi8(0x0F));
+                const __m256i lookup = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), _mm256_shuffle_epi8(lookup, nibbles));
+#else
+                for (int64_t c = 0; c < tile; c++) row[c] = table[(bytes[c] >> shift) & 0x0F];
+#endif
+            }
+        }
+    }
+}
+
+// bf16 rows [rows, K] -> int8 rows with one float scale per row, rounded to nearest even. A few
+// columns of trained models carry values tens of times a row's root mean square; one of them would
+// set the whole row's scale and round its other values away. Columns where any row holds a value
+// above `outlier` times its row's root mean square are marked in `outliers` [K] (0 or 1), left out
+// of the int8 rows (as 0) and of their scales: the caller multiplies them in float.
+extern "C" void quantize_rows_int8(const uint16_t* x, int64_t rows, int64_t K, float outlier, int64_t threads,
+                                   int8_t* out, float* row_scales, uint8_t* outliers) {
+    std::memset(outliers, 0, K);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < rows; row++) {
+            const uint16_t* in = x + row * K;
+            float squares = 0.0f;
+            for (int64_t k = 0; k < K; k++) squares += to_float(in[k]) * to_float(in[k]);
+            const float limit = outlier * std::sqrt(squares / K);
+            for (int64_t k = 0; k < K; k++)
+                if (std::fabs(to_float(in[k])) > limit) {
+#pragma omp atomic write
+                    outliers[k] = 1;
+                }
+        }
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < rows; row++) {
+            const uint16_t* in = x + row * K;
+            int8_t* q = out + row * K;
+            float largest = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                if (!outliers[k]) largest = std::fmax(largest, std::fabs(to_float(in[k])));
+            row_scales[row] = largest / 127.0f;
+            const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                q[k] = outliers[k] ? 0 : static_cast<int8_t>(std::nearbyint(to_float(in[k]) * inverse));
+        }
+    }
+}
+
+// int32 products [rows, N] -> bf16, each times its row's and its column's scale, plus `addend`
+// [rows, N] float32 where there is one.
+extern "C" void scale_int32_bf16(const int32_t* products, const float* row_scales, const float* column_scales,
+                                 const float* addend, int64_t rows, int64_t N, int64_t threads, uint16_t* out) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t row = 0; row < rows; row++) {
+        const float scale = row_scales[row];
+        const float* extra = addend ? addend + row * N : nullptr;
+        for (int64_t n = 0; n < N; n++) {
+            const float value = static_cast<float>(products[row * N + n]) * scale * column_scales[n];
+            out[row * N + n] = to_bf16(extra ? value + extra[n] : value);
         }
     }
 }

@@ -1,0 +1,135 @@
+"""int8 prompt products of int4 and int8 layers, against float32 references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ragglm.engine.kernels.fused_decode import native_step_available
+from ragglm.engine.linear.quantize import KERNEL_MAX_ROWS, Int4Linear, Int8Linear, dequantize, quantize_int4, quantize_int8
+
+pytestmark = pytest.mark.skipif(not native_step_available(), reason="no C++ compiler for the native library")
+
+
+def _attach(layer: torch.nn.Module) -> None:
+    from ragglm.engine.kernels.fused_decode import load_library
+    from ragglm.engine.kernels.int8_prompt_products import attach_int8_prompt_products
+
+    assert attach_int8_prompt_products(layer, load_library()) == 1
+
+
+def _int4_layer(rows: int, cols: int, group: int, seed: int = 0) -> tuple[Int4Linear, torch.Tensor]:
+    qw = quantize_int4(torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)), group)
+    layer = Int4Linear(qw, None)
+    layer.compute_in(torch.bfloat16)
+    if not layer._cpu_layout:
+        pytest.skip("this torch build has no CPU int4 kernel layout")
+    _attach(layer)
+    # the reference: float32 values from the stored (bf16) scales and zeros
+    stored = type(qw)("int4", qw.qweight, layer.scales_and_zeros[..., 0].t().float(),
+                      layer.scales_and_zeros[..., 1].t().float(), group)
+    return layer, dequantize(stored, torch.float32)
+
+
+@pytest.mark.parametrize(("rows", "cols", "group"), [(64, 32, 32), (128, 256, 32), (192, 512, 64), (64, 256, 128)])
+def test_an_int4_weight_becomes_int8_rows_within_half_a_step(rows, cols, group):
+    layer, reference = _int4_layer(rows, cols, group)
+    weight, scales = layer.prompt_product.int8_weight(layer)
+    assert weight.dtype == torch.int8 and weight.shape == (rows, cols) and scales.shape == (rows,)
+    # each row's scale is its largest possible value over 127, so some value of each row reaches +-127
+    # or near it, and every value is the reference rounded to the nearest step
+    assert weight.abs().amax(1).min() >= 100
+    error = (weight.float() * scales[:, None] - reference).abs()
+    assert (error <= scales[:, None] * 0.5 + 1e-6).all()
+
+
+def _rows(count: int, width: int, seed: int) -> torch.Tensor:
+    return torch.randn(count, width, generator=torch.Generator().manual_seed(seed)).bfloat16()
+
+
+def test_a_prompt_through_an_int4_layer_matches_the_float_product():
+    layer, reference = _int4_layer(256, 512, 32, seed=3)
+    x = _rows(KERNEL_MAX_ROWS + 80, 512, 4).float()
+    y = layer(x)
+    expected = F.linear(x, reference)
+    assert y.dtype == torch.float32 and y.shape == (KERNEL_MAX_ROWS + 80, 256)
+    # int8 rows: about 1% of the product's magnitude on Gaussian inputs
+    relative = ((y - expected).norm() / expected.norm()).item()
+    assert relative < 0.02
+
+
+def test_a_prompt_through_an_int8_layer_matches_the_float_product():
+    qw = quantize_int8(torch.randn(192, 320, generator=torch.Generator().manual_seed(7)))
+    layer = Int8Linear(qw, None)
+    layer.compute_in(torch.bfloat16)
+    if layer.path != "_weight_int8pack_mm":
+        pytest.skip("this torch build has no int8 weight kernel")
+    _attach(layer)
+    x = _rows(KERNEL_MAX_ROWS + 20, 320, 8).float()
+    expected = F.linear(x, dequantize(qw, torch.float32))
+    relative = ((layer(x) - expected).norm() / expected.norm()).item()
+    assert relative < 0.02
+
+
+def test_outlier_columns_are_multiplied_in_float():
+    """One column 50 times the others would round every other value of its rows to 0 in int8."""
+    layer, reference = _int4_layer(128, 256, 32, seed=9)
+    x = _rows(KERNEL_MAX_ROWS + 16, 256, 10).float()
+    x[:, 17] *= 50
+    y = layer.prompt_product(layer, x.bfloat16()).float()
+    expected = F.linear(x.bfloat16().float(), reference)
+    assert ((y - expected).norm() / expected.norm()).item() < 0.02
+    without_column = F.linear(x.bfloat16().float() * (torch.arange(256) != 17), reference)
+    # the rest of the row still counts: the product is not just the outlier column's
+    assert ((y - expected).norm() / without_column.norm()).item() < 0.05
+
+
+def test_a_smaller_layer_after_a_larger_one_reads_its_own_weight():
+    big, _ = _int4_layer(256, 512, 32, seed=5)
+    small, reference = _int4_layer(64, 256, 32, seed=6)
+    small.prompt_product = big.prompt_product  # one scratch buffer for both, as in a model
+    big.prompt_product.int8_weight(big)
+    weight, scales = small.prompt_product.int8_weight(small)
+    assert ((weight.float() * scales[:, None] - reference).abs() <= scales[:, None] * 0.5 + 1e-6).all()
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(64, 64), (192, 160), (640, 4096)])
+def test_native_packing_gives_the_bytes_of_torchs_conversion(rows, cols):
+    from ragglm.engine.kernels.int8_prompt_products import native_int4_pack
+    from ragglm.engine.linear.quantize import cpu_int4_pack
+
+    qweight = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(rows))
+    assert torch.equal(native_int4_pack(qweight), cpu_int4_pack(qweight))
+
+
+def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece_by_piece():
+    from ragglm.engine.generate import prefill
+    from ragglm.engine.kernels.fused_decode import load_library
+    from ragglm.engine.kernels.int8_prompt_products import attach_int8_prompt_products
+    from ragglm.engine.linear.packed_linear import use_bf16_linears
+    from ragglm.engine.linear.quantize import QuantConfig
+    from ragglm.engine.loading.quant_loader import build_quantized
+    from ragglm.engine.model import ModelArgs, Transformer
+
+    torch.manual_seed(0)
+    args = ModelArgs(vocab_size=320, dim=256, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=512,
+                     max_seq_len=512)
+    model = build_quantized(args, dict(Transformer(args).state_dict()), config=QuantConfig("int4", 32))
+    use_bf16_linears(model)
+    assert attach_int8_prompt_products(model, load_library()) == 9  # four a block, and the head
+    prompt = torch.randint(0, 320, (300,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def kv() -> list[torch.Tensor]:
+        return [t[0, :, :300].clone() for layer in model.layers for t in (layer.attention.kv_cache.k,
+                                                                            layer.attention.kv_cache.v)]
+
+    with torch.inference_mode():
+        model.setup_cache(1, 400)
+        by_layer = prefill(model, prompt, 128)  # pieces 0-128, 128-256, 256-300, layer by layer
+        kv_by_layer = kv()
+        model.setup_cache(1, 401)  # a fresh cache
+        for lo, hi in ((0, 128), (128, 256), (256, 300)):
+            by_piece = model(torch.tensor([prompt[lo:hi]]), start=lo, last_only=True)[0, -1]
+        assert torch.equal(by_layer, by_piece)
+        assert all(map(torch.equal, kv_by_layer, kv()))
