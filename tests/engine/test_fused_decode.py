@@ -14,6 +14,7 @@ from ragglm.engine.kernels.fused_decode import (
     KernelBuildError,
     attach_fused_decode,
     build_library,
+    load_library,
     native_step_available,
     streamed_weights,
 )
@@ -110,6 +111,7 @@ def dequantized(layer: Int8Linear | Int4Linear) -> torch.Tensor:
                                              ("int4:g32", INT4_GLM)], ids=["int8-llama", "int8-glm",
                                                                            "int4-llama", "int4-glm"])
 def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant, args):
+    vnni = load_library().int4_products_round_x_to_int8() == 1
     _, reference = models(args)
     model = build_quantized(args, {k: v.clone() for k, v in reference.state_dict().items()},
                             config=QuantConfig.parse(quant))
@@ -120,7 +122,17 @@ def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant,
     with torch.no_grad():
         for name, layer in layers.items():
             reference.get_submodule(name).weight.copy_(dequantized(layer))
+            if isinstance(layer, Int4Linear) and vnni:
+                reference.get_submodule(name).register_forward_pre_hook(lambda _, inputs: (rounded_in_blocks(inputs[0]),))
     assert_steps_match(model, reference, 24)
+
+
+def rounded_in_blocks(x: torch.Tensor) -> torch.Tensor:
+    """x as the native step's int4 product on integer units takes it: int8 with one scale per 32 values."""
+    blocks = x.unflatten(-1, (-1, 32))
+    largest = blocks.abs().amax(-1, keepdim=True)
+    a = torch.round(blocks * torch.where(largest > 0, 127.0 / largest, 0.0))
+    return (a * (largest / 127.0)).flatten(-2)
 
 
 @needs_native_step

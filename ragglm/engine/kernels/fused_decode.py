@@ -139,6 +139,8 @@ def load_library() -> ctypes.CDLL:
     library.scale_int32_bf16.restype = None
     library.pack_int4_blocks.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
     library.pack_int4_blocks.restype = None
+    library.int4_products_round_x_to_int8.argtypes = []
+    library.int4_products_round_x_to_int8.restype = ctypes.c_int64
     return library
 
 
