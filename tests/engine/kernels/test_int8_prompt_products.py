@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from ragglm.engine.kernels.fused_decode import native_step_available
-from ragglm.engine.linear.quantize import KERNEL_MAX_ROWS, Int4Linear, Int8Linear, dequantize, quantize_int4, quantize_int8
+from ragglm.engine.linear.quantize import (
+    KERNEL_MAX_ROWS,
+    Int4Linear,
+    Int8Linear,
+    dequantize,
+    quantize_int4,
+    quantize_int8,
+)
 
 pytestmark = pytest.mark.skipif(not native_step_available(), reason="no C++ compiler for the native library")
 
