@@ -18,6 +18,7 @@ byte-level BPE ("gpt2", pre-tokenizer "chatglm-bpe"); each gets its own chat for
 
 from __future__ import annotations
 
+from ragglm.engine.loading.gguf_fields import shape_fields
 from ragglm.engine.loading.weight_names import Naming
 from ragglm.engine.model import ModelArgs
 from ragglm.engine.tokenizers.gguf_sentencepiece import (
@@ -56,29 +57,13 @@ GGUF_CHATGLM_NAMES = Naming(
 
 def chatglm_gguf_args(meta: dict) -> ModelArgs:
     """ModelArgs from the `chatglm.*` fields (KeyError for a missing required one)."""
-    n_heads = meta[f"{ARCH}.attention.head_count"]
-    dim = meta[f"{ARCH}.embedding_length"]
-    head_dim = meta.get(f"{ARCH}.attention.key_length") or dim // n_heads
+    fields = shape_fields(meta, ARCH)
+    head_dim = fields["head_dim"]
     rotary = meta.get(f"{ARCH}.rope.dimension_count") or head_dim // 2
     if not 0 < rotary <= head_dim or rotary % 2:
         raise ValueError(f"{ARCH}.rope.dimension_count {rotary} does not fit a head of {head_dim}")
-    return ModelArgs(
-        family="glm",
-        vocab_size=meta.get(f"{ARCH}.vocab_size") or len(meta["tokenizer.ggml.tokens"]),
-        dim=dim,
-        n_layers=meta[f"{ARCH}.block_count"],
-        n_heads=n_heads,
-        n_kv_heads=meta.get(f"{ARCH}.attention.head_count_kv") or n_heads,
-        head_dim=head_dim,
-        intermediate_size=meta[f"{ARCH}.feed_forward_length"],
-        norm_eps=meta.get(f"{ARCH}.attention.layer_norm_rms_epsilon", 1e-5),
-        rope_theta=float(meta.get(f"{ARCH}.rope.freq_base", 10000.0)),
-        rope_fraction=rotary / head_dim,
-        rope_interleaved=True,
-        qkv_bias=True,
-        tie_embeddings=False,
-        max_seq_len=meta.get(f"{ARCH}.context_length", 8192),
-    )
+    return ModelArgs(family="glm", **fields, rope_fraction=rotary / head_dim, rope_interleaved=True, qkv_bias=True,
+                     tie_embeddings=False, max_seq_len=meta.get(f"{ARCH}.context_length", 8192))
 
 
 def is_chatglm_vocab(meta: dict) -> bool:

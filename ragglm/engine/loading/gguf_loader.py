@@ -11,6 +11,7 @@ import torch
 
 from ragglm.engine.loading.gguf_blocks import to_float
 from ragglm.engine.loading.gguf_chatglm import GGUF_CHATGLM_NAMES, chatglm_gguf_args
+from ragglm.engine.loading.gguf_fields import shape_fields
 from ragglm.engine.loading.gguf_header import check_gguf
 from ragglm.engine.loading.gguf_tensors import GGUFTensor, open_gguf_data
 from ragglm.engine.loading.weight_names import GGUF_LLAMA_NAMES, GGUF_NAMES, Naming, rename_weights
@@ -112,19 +113,5 @@ def _args_from_meta(meta: dict, arch: str, path: Path) -> ModelArgs:
 def _args_from_fields(meta: dict, arch: str) -> ModelArgs:
     if arch == "chatglm":
         return chatglm_gguf_args(meta)
-    n_heads = meta[f"{arch}.attention.head_count"]
-    dim = meta[f"{arch}.embedding_length"]
-    return ModelArgs(
-        family="llama",
-        vocab_size=meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"]),
-        dim=dim,
-        n_layers=meta[f"{arch}.block_count"],
-        n_heads=n_heads,
-        n_kv_heads=meta.get(f"{arch}.attention.head_count_kv", n_heads),
-        head_dim=meta.get(f"{arch}.attention.key_length", dim // n_heads),
-        intermediate_size=meta[f"{arch}.feed_forward_length"],
-        norm_eps=meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
-        rope_theta=meta.get(f"{arch}.rope.freq_base", 10000.0),
-        qkv_bias=arch == "qwen2",
-        max_seq_len=meta.get(f"{arch}.context_length", 4096),
-    )
+    return ModelArgs(family="llama", **shape_fields(meta, arch), qkv_bias=arch == "qwen2",
+                     max_seq_len=meta.get(f"{arch}.context_length", 4096))
