@@ -132,9 +132,23 @@ def test_llama_cpp_splits_text_as_the_rebuilt_model_does(models, tmp_path):
 def test_without_a_chat_template_the_prompt_still_starts_with_bos(models):
     from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
 
-    tokenizer, chat_format, _ = gguf_tokenizer(sentencepiece_fields(models["llama"]))
+    tokenizer, chat_format, _ = gguf_tokenizer(sentencepiece_fields(models["llama"]), "llama.gguf")
     ids = chat_format.ids([{"role": "user", "content": "hi"}], tokenizer)
     assert ids[0] == 1 and 1 not in ids[1:]
     tokenizer, chat_format, _ = gguf_tokenizer(sentencepiece_fields(models["llama"],
-                                                                    **{"tokenizer.ggml.add_bos_token": False}))
+                                                                    **{"tokenizer.ggml.add_bos_token": False}),
+                                               "llama.gguf")
     assert chat_format.ids([{"role": "user", "content": "hi"}], tokenizer)[0] != 1
+
+
+def test_a_vocabulary_that_cannot_be_read_is_an_error_naming_the_file(models, tmp_path):
+    from ragglm.engine.loading.tokenizer_files import gguf_tokenizer
+    from ragglm.errors import ModelNotFoundError
+
+    fields = sentencepiece_fields(models["llama"])
+    fields["tokenizer.ggml.scores"] = fields["tokenizer.ggml.scores"][:-5]
+    with pytest.raises(ModelNotFoundError, match=r"broken\.gguf: its tokenizer cannot be read .*scores"):
+        gguf_tokenizer(fields, tmp_path / "broken.gguf")
+    del fields["tokenizer.ggml.tokens"]
+    with pytest.raises(ModelNotFoundError, match=r"broken\.gguf: .*no 'tokenizer\.ggml\.tokens'"):
+        gguf_tokenizer(fields, tmp_path / "broken.gguf")

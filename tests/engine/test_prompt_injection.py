@@ -64,7 +64,7 @@ def smollm2_tokens():
 
     reader = GGUFReader(str(resolve_model_path("smollm2")))
     fields = {name: _field_value(f) for name, f in reader.fields.items() if name.startswith("tokenizer.")}
-    tokenizer, chat_format, _ = gguf_tokenizer(fields)
+    tokenizer, chat_format, _ = gguf_tokenizer(fields, "smollm2")
     return tokenizer, chat_format
 
 

@@ -44,7 +44,7 @@ def load_checkpoint(path: Path, dtype: torch.dtype | None, stream: bool = False,
         merge = LoraMerge(lora, LLAMA_NAMES, describe_gguf(path).args, str(path)) if lora is not None else None
         gguf = read_gguf(path, dtype)
         tensors = gguf.state_dict if merge is None else dict(merge.merged(drain(gguf.state_dict)))
-        return Checkpoint(gguf.args, tensors, *gguf_tokenizer(gguf.metadata), gguf_fields=gguf.metadata)
+        return Checkpoint(gguf.args, tensors, *gguf_tokenizer(gguf.metadata, path), gguf_fields=gguf.metadata)
     if path.suffix == ".safetensors" and path.is_file():
         raise ModelNotFoundError(f"{path}: a weights file alone is not a model; point --model at the folder "
                                  "that holds it with its config.json and tokenizer files")

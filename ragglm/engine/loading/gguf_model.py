@@ -70,7 +70,7 @@ def load_gguf(path: Path, config: QuantConfig | None, device: str, dtype: torch.
     description = describe_gguf(path)
     if config is None and use_default:
         config = default_quant(description)
-    tokenizer = gguf_tokenizer(description.metadata)
+    tokenizer = gguf_tokenizer(description.metadata, path)
     if config is None:
         linear_dtype = torch.bfloat16 if linears_as_stored else dtype
         model = _build_float(description, dtype, linear_dtype, device)

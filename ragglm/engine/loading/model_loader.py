@@ -91,7 +91,8 @@ def _from_quantized(path: Path, config: QuantConfig | None, device, dtype) -> Lo
 
 def _tokenizer_of_quantized(path: Path, meta: dict) -> TokenizerFiles:
     if meta.get("tokenizer") == "gguf":
-        return gguf_tokenizer(json.loads((path / GGUF_TOKENIZER_FILE).read_text(encoding="utf-8")))
+        tokenizer_file = path / GGUF_TOKENIZER_FILE
+        return gguf_tokenizer(json.loads(tokenizer_file.read_text(encoding="utf-8")), tokenizer_file)
     return folder_tokenizer(path)
 
 

@@ -18,6 +18,7 @@ from ragglm.engine.tokenizers.tokenizer import (
     Tokenizer,
     tokenizer_from_gguf,
 )
+from ragglm.errors import ModelNotFoundError
 
 __all__ = ["PLAIN_TEMPLATE", "TOKENIZER_FILES", "TokenizerFiles", "chatglm6b_folder_tokenizer", "gguf_tokenizer",
            "glm_folder_tokenizer", "hf_folder_tokenizer", "token_level_unless_files"]
@@ -35,8 +36,18 @@ PLAIN_TEMPLATE = (
 )
 
 
-def gguf_tokenizer(fields: dict) -> TokenizerFiles:
-    """From a GGUF file's `tokenizer.*` and `general.languages` fields."""
+def gguf_tokenizer(fields: dict, source: str | Path) -> TokenizerFiles:
+    """From a GGUF file's `tokenizer.*` and `general.languages` fields; source (the file) names the
+    model in the error raised when they cannot be read."""
+    try:
+        return _gguf_tokenizer(fields)
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        detail = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise ModelNotFoundError(f"{source}: its tokenizer cannot be read from the GGUF metadata ({detail}); "
+                                 "convert or download the model again") from error
+
+
+def _gguf_tokenizer(fields: dict) -> TokenizerFiles:
     if is_chatglm_vocab(fields):  # the GLM formats place their commands by id, with no template
         return chatglm_gguf_tokenizer(fields)
     tokenizer = tokenizer_from_gguf(fields)
