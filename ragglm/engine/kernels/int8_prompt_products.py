@@ -91,8 +91,9 @@ class Int8PromptProducts:
 
 
 def _readable(layer: nn.Module) -> bool:
-    if isinstance(layer, Int8Linear):
-        return layer.path == "_weight_int8pack_mm" and layer.qweight.is_contiguous()
+    if isinstance(layer, Int8Linear):  # the native library reads host memory only
+        return (layer.path == "_weight_int8pack_mm" and layer.qweight.device.type == "cpu"
+                and layer.qweight.is_contiguous())
     return (isinstance(layer, Int4Linear) and layer._cpu_layout and layer.scales_and_zeros.dtype == torch.bfloat16
             and layer.scales_and_zeros.is_contiguous() and layer.packed.is_contiguous()
             and layer.group_size % 32 == 0 and layer.in_features // layer.group_size <= MAX_INT4_GROUPS)
