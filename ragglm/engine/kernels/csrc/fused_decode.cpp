@@ -552,8 +552,8 @@ extern "C" void pack_int4_blocks(const uint8_t* weights, int64_t rows, int64_t K
 }
 
 // Integer prompt products: activations and weights in int8 with one scale per row, multiplied on
-// the VNNI units (about twice bf16's rate) into int32, then scaled back. Rows are quantized one by
-// one, so a row's result does not depend on which other rows share its product.
+// the VNNI units (about twice bf16's rate) into int32, then scaled back. A row's result depends on
+// the other rows of its product only through the outlier columns they mark (quantize_rows_int8).
 
 // int4 weights (INT4 layout) -> int8 rows [rows, K] with one float scale per row. A row's scale is
 // the largest magnitude any of its groups' 16 values can take, over 127; each (scale, zero) group
