@@ -192,7 +192,7 @@ def prefill(model: Transformer, prompt_ids: list[int], chunk: int = PREFILL_CHUN
     while not ends or ends[-1] < tokens.shape[1]:
         ends.append(min(tokens.shape[1], (start + (ends[-1] if ends else 0)) // chunk * chunk + chunk - start))
     if len(ends) > 1 and model.args.position_mode == "1d" and not model.kv_prefix_len:
-        # the same pieces layer by layer (the same KV to the bit): an int4 layer dequantizes once; not
+        # the same pieces layer by layer (the same KV to the bit): an int4 layer converts its weight once; not
         # under a P-Tuning prefix, whose pieces would all hold their masks at once (quadratic memory)
         return model.prefill_by_layer(tokens, ends, start)[0, -1]
     logits = None

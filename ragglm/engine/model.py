@@ -329,7 +329,7 @@ class Transformer(nn.Module):
         Each piece meets the same inputs and the same keys (those of the pieces before it, written
         by then in that layer), so the KV and logits are forward's to the bit; but a layer's weights
         serve all pieces in a row, which lets a layer that prepares its weights for a product (int4
-        dequantized to bf16) do it once per prompt rather than once per piece.
+        written out as int8) do it once per prompt rather than once per piece.
         """
         bounds = list(zip([0, *ends[:-1]], ends, strict=True))
         inputs = [self._causal_inputs(tokens[:, lo:hi], start + lo) for lo, hi in bounds]

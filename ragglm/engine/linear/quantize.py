@@ -34,7 +34,7 @@ _FALLBACK_GROUPS = (128, 64, 32)
 _PACK_ROWS = 512  # int4 rows converted to the kernel layout at a time (bounds the int32 scratch)
 _QUANT_BLOCK_ELEMENTS = 1 << 22  # weight elements quantized at a time (16 MB of float32 scratch)
 # The packed kernels cost one pass over the weight per input row; past this many rows (prefill) it is
-# cheaper to dequantize once and run a single GEMM on the matrix units.
+# cheaper to convert the weight once and run a single matrix product (kernels.int8_prompt_products).
 KERNEL_MAX_ROWS = 48
 _CPU_BLOCK_ROWS = 64  # rows per block in the CPU int4 kernel's layout
 # (layer, rows [M, in] bf16) -> [M, out] bf16: a faster product for the many rows of a prompt, set on a
