@@ -159,6 +159,8 @@ class Attention(nn.Module):
                                                enable_gqa=True)
         else:
             k, v = self.kv_cache.update(start, k, v)
+            if k.dtype != q.dtype:  # a bf16 cache: attention reads its rounded keys and values in q's dtype
+                k, v = k.to(q.dtype), v.to(q.dtype)
             if mask is not None:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             elif start == 0:
@@ -226,6 +228,7 @@ class Transformer(nn.Module):
         self._sized_caches = False
         self.prompt_layouts: list[PromptLayout] | None = None  # glm_2d: of the prompts in the KV cache
         self.kv_prefix_id: str | None = None  # names the P-Tuning prefix, if any (see set_kv_prefix)
+        self.kv_dtype: torch.dtype | None = None  # of the KV cache; None: the embedding's
 
     @property
     def decode_step(self) -> Callable[..., Tensor] | None:
@@ -245,12 +248,14 @@ class Transformer(nn.Module):
         if self._sized_caches:
             max_seq_len = max(MIN_COMPILED_CACHE, 1 << (max_seq_len - 1).bit_length())
         max_seq_len = min(max_seq_len, self.args.max_seq_len)
-        if self.cache_len >= max_seq_len and self.layers[0].attention.kv_cache.k.shape[0] == batch:
-            return
         weight = self.tok_embeddings.weight
+        dtype = self.kv_dtype or weight.dtype
+        cache = self.layers[0].attention.kv_cache
+        if self.cache_len >= max_seq_len and cache.k.shape[0] == batch and cache.k.dtype == dtype:
+            return
         for layer in self.layers:
             layer.attention.kv_cache = KVCache(
-                batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, weight.dtype, weight.device,
+                batch, self.args.n_kv_heads, max_seq_len, self.args.head_dim, dtype, weight.device,
                 prefix=layer.attention.kv_prefix,
             )
         self.cache_len = max_seq_len

@@ -20,7 +20,15 @@ from ragglm.engine.kernels.fused_decode import (
 )
 from ragglm.engine.kernels.huge_pages import HUGE_PAGE, huge_pages_available
 from ragglm.engine.linear.packed_linear import Bf16Linear, packing_supported, use_bf16_linears
-from ragglm.engine.linear.quantize import Int4Linear, Int8Linear, QuantConfig, cpu_int4_blocks
+from ragglm.engine.linear.quantize import (
+    Int4Linear,
+    Int8Linear,
+    QuantConfig,
+    QuantizedWeight,
+    cpu_int4_blocks,
+    linear_names,
+    quantize_int4,
+)
 from ragglm.engine.loading.quant_loader import build_quantized
 from ragglm.engine.model import ModelArgs, Transformer
 from tests.engine.glm_fixtures import (
@@ -102,21 +110,44 @@ def dequantized(layer: Int8Linear | Int4Linear) -> torch.Tensor:
         return layer.qweight.float() * layer.scales.float()[:, None]
     q = cpu_int4_blocks(layer.packed, layer.in_features, torch.float32).permute(0, 2, 1)
     scales, zeros = (part.float().t().repeat_interleave(layer.group_size, dim=1)
-                     for part in layer.scales_and_zeros.unbind(-1))
+                     for part in layer.kernel_scales(torch.float32).unbind(-1))
     return (q.reshape(layer.out_features, layer.in_features) - 8) * scales + zeros
+
+
+def q4_0_style(args: ModelArgs, state: dict[str, torch.Tensor]) -> list[tuple[str, object]]:
+    """The state dict with its linear weights as GGUF's Q4_0 holds them: int4 with float16 scales and no zeros."""
+    with torch.device("meta"):
+        linears = set(linear_names(Transformer(args)))
+    tensors: list[tuple[str, object]] = []
+    for name, value in state.items():
+        layer, _, leaf = name.rpartition(".")
+        if layer in linears and leaf == "weight":
+            qw = quantize_int4(value, 32)
+            value = QuantizedWeight("int4", qw.qweight, qw.scales.half().float(), torch.zeros_like(qw.zeros), 32)
+            name = layer
+        tensors.append((name, value))
+    return tensors
 
 
 @needs_native_step
 @pytest.mark.parametrize(("quant", "args"), [("int8", LLAMA), ("int8", GLM), ("int4:g32", INT4_LLAMA),
-                                             ("int4:g32", INT4_GLM)], ids=["int8-llama", "int8-glm",
-                                                                           "int4-llama", "int4-glm"])
+                                             ("int4:g32", INT4_GLM), ("q4_0", INT4_GLM)],
+                         ids=["int8-llama", "int8-glm", "int4-llama", "int4-glm", "q4_0-glm"])
 def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant, args):
     vnni = load_library().int4_products_round_x_to_int8() == 1
     _, reference = models(args)
-    model = build_quantized(args, {k: v.clone() for k, v in reference.state_dict().items()},
-                            config=QuantConfig.parse(quant))
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    if quant == "q4_0":
+        model = build_quantized(args, q4_0_style(args, state))
+        assert all(layer.group_scales is not None for layer in model.modules() if isinstance(layer, Int4Linear))
+    else:
+        model = build_quantized(args, state, config=QuantConfig.parse(quant))
     finish_bf16_linears(model)
     assert model.decode_step is not None
+    assert model.kv_dtype == torch.bfloat16  # quantized models keep keys and values in bf16
+    # ... whose rounding turns the last bits that tell the two paths apart into whole bf16 steps;
+    # the weights are checked here with a float32 cache, a bf16 cache below
+    model.kv_dtype = None
     layers = {name: module for name, module in model.named_modules() if isinstance(module, (Int8Linear, Int4Linear))}
     assert len(layers) >= 4 * args.n_layers
     with torch.no_grad():
@@ -125,6 +156,28 @@ def test_quantized_weights_decode_natively_like_their_dequantized_float32(quant,
             if isinstance(layer, Int4Linear) and vnni:
                 reference.get_submodule(name).register_forward_pre_hook(lambda _, inputs: (rounded_in_blocks(inputs[0]),))
     assert_steps_match(model, reference, 24)
+
+
+@needs_native_step
+@pytest.mark.parametrize("args", [LLAMA, GLM], ids=["llama", "glm"])
+def test_a_bf16_cache_decodes_natively_like_pytorch_with_a_bf16_cache(args):
+    model, reference = models(args)
+    model.kv_dtype = reference.kv_dtype = torch.bfloat16
+    length = 40
+    model.setup_cache(1, length)
+    reference.setup_cache(1, length)
+    cache, reference_cache = model.layers[-1].attention.kv_cache, reference.layers[-1].attention.kv_cache
+    assert cache.k.dtype == torch.bfloat16
+    with torch.inference_mode():
+        for position, token in enumerate(torch.randint(0, args.vocab_size, (length,)).tolist()):
+            step = torch.tensor([[token]])
+            got = model.decode(step, position)
+            want = reference.forward(step, start=position, last_only=True)
+            # the two paths' float32 keys round to bf16 values at most a step apart
+            for mine, theirs in ((cache.k, reference_cache.k), (cache.v, reference_cache.v)):
+                a, b = mine[0, :, position].float(), theirs[0, :, position].float()
+                assert ((a - b).abs() <= b.abs() * 2**-8 + 1e-6).all()
+            assert torch.allclose(got, want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
 
 
 def rounded_in_blocks(x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ragglm.engine.model import Transformer
 from ragglm.paths import cache_root
 
 __all__ = ["FusedDecoder", "attach_fused_decode", "build_library", "load_library", "native_step_available",
-           "streamed_weights", "KernelBuildError"]
+           "streamed_weights", "int4_readable", "int4_scales", "KernelBuildError"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class KernelBuildError(RuntimeError):
     """The native decode step could not be compiled or loaded."""
 
 
-BF16, INT8, INT4 = 0, 1, 2  # the weight formats of csrc/fused_decode.cpp
+BF16, INT8, INT4, INT4_SYMMETRIC = 0, 1, 2, 3  # the weight formats of csrc/fused_decode.cpp
 INT4_BLOCK, MAX_INT4_GROUPS = 64, 2048
 
 
@@ -61,7 +61,7 @@ class _LayerWeights(ctypes.Structure):
 class _DecodeModel(ctypes.Structure):
     _fields_ = (
         [(name, ctypes.c_int64) for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "inter",
-                                            "vocab", "rotary_dim", "cache_len", "interleaved")]
+                                            "vocab", "rotary_dim", "cache_len", "interleaved", "kv_bf16")]
         + [("norm_eps", ctypes.c_float), ("embedding", ctypes.c_void_p), ("norm", ctypes.c_void_p),
            ("head", _Matrix)]
         + [(name, ctypes.c_void_p) for name in ("cos", "sin", "layers", "scratch")]
@@ -130,7 +130,7 @@ def load_library() -> ctypes.CDLL:
     library.decode_step.restype = None
     library.decode_scratch_floats.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     library.decode_scratch_floats.restype = ctypes.c_int64
-    library.dequantize_int4_int8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
+    library.dequantize_int4_int8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 2
     library.dequantize_int4_int8.restype = None
     library.quantize_rows_int8.argtypes = ([ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int64]
                                            + [ctypes.c_void_p] * 3)
@@ -160,18 +160,32 @@ def _readable(linear: torch.nn.Module) -> bool:
     """Whether the native step can read this layer's weights as they are."""
     if isinstance(linear, Int8Linear):
         return linear.qweight.dtype == torch.int8 and linear.qweight.is_contiguous()
-    if isinstance(linear, Int4Linear):  # PyTorch's CPU layout, with bf16 scales and zeros
-        return (linear._cpu_layout and linear.scales_and_zeros.dtype == torch.bfloat16
-                and linear.scales_and_zeros.is_contiguous() and linear.packed.is_contiguous()
-                and linear.in_features // linear.group_size <= MAX_INT4_GROUPS)
+    if isinstance(linear, Int4Linear):
+        return int4_readable(linear)
     return isinstance(linear, Bf16Linear)
+
+
+def int4_readable(linear: Int4Linear) -> bool:
+    """Whether the native library reads this int4 layer: PyTorch's CPU layout with float16 scales
+    alone or bf16 (scale, zero) pairs."""
+    if (not linear._cpu_layout or not linear.packed.is_contiguous()
+            or linear.in_features // linear.group_size > MAX_INT4_GROUPS):
+        return False
+    name, kind = int4_scales(linear)
+    scales = getattr(linear, name)
+    return scales.is_contiguous() and scales.dtype == (torch.float16 if kind == INT4_SYMMETRIC else torch.bfloat16)
+
+
+def int4_scales(linear: Int4Linear) -> tuple[str, int]:
+    """The name of the int4 layer's scale buffer and the native format that reads it."""
+    return ("group_scales", INT4_SYMMETRIC) if linear.group_scales is not None else ("scales_and_zeros", INT4)
 
 
 def _weight_names(linear: torch.nn.Module) -> tuple[str, ...]:
     if isinstance(linear, Int8Linear):
         return ("qweight",)
     if isinstance(linear, Int4Linear):
-        return ("packed", "scales_and_zeros")
+        return ("packed", int4_scales(linear)[0])
     return ("weight",)
 
 
@@ -226,7 +240,8 @@ class FusedDecoder:
             self.scales.append(linear.scales.float().contiguous())
             return _Matrix(linear.qweight.data_ptr(), self.scales[-1].data_ptr(), INT8, 0)
         if isinstance(linear, Int4Linear):
-            return _Matrix(linear.packed.data_ptr(), linear.scales_and_zeros.data_ptr(), INT4, linear.group_size)
+            name, kind = int4_scales(linear)
+            return _Matrix(linear.packed.data_ptr(), getattr(linear, name).data_ptr(), kind, linear.group_size)
         return _Matrix(linear.weight.data_ptr(), None, BF16, 0)
 
     def _bind_cache(self, threads: int) -> None:
@@ -238,6 +253,7 @@ class FusedDecoder:
         self.rope = (cos.contiguous(), sin.contiguous())
         self.spec.cos, self.spec.sin = self.rope[0].data_ptr(), self.rope[1].data_ptr()
         self.spec.cache_len = model.cache_len
+        self.spec.kv_bf16 = int(model.layers[0].attention.kv_cache.k.dtype == torch.bfloat16)
         floats = self.library.decode_scratch_floats(ctypes.byref(self.spec), threads)
         self.scratch = torch.empty(floats, dtype=torch.float32)
         self.spec.scratch = self.scratch.data_ptr()
@@ -247,7 +263,8 @@ class FusedDecoder:
         """tokens [1, 1] at position start -> logits [1, 1, V] (float32)."""
         model = self.model
         kv = model.layers[0].attention.kv_cache
-        if tokens.shape != (1, 1) or kv is None or kv.k.shape[0] != 1 or start >= model.cache_len:
+        if (tokens.shape != (1, 1) or kv is None or kv.k.shape[0] != 1 or start >= model.cache_len
+                or kv.k.dtype not in (torch.float32, torch.bfloat16)):
             return model.forward(tokens, start=start, last_only=True)
         threads = torch.get_num_threads()
         if self.bound_cache != (kv, threads):

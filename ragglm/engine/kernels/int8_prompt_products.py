@@ -27,7 +27,12 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from ragglm.engine.kernels.fused_decode import MAX_INT4_GROUPS, load_library, native_step_available
+from ragglm.engine.kernels.fused_decode import (
+    int4_readable,
+    int4_scales,
+    load_library,
+    native_step_available,
+)
 from ragglm.engine.linear.quantize import Int4Linear, Int8Linear, use_int4_packer
 
 __all__ = ["Int8PromptProducts", "attach_int8_prompt_products", "native_int4_pack", "OUTLIER_RMS"]
@@ -84,7 +89,8 @@ class Int8PromptProducts:
             buffer = torch.empty(rows * cols, dtype=torch.int8)
         weight = buffer[:rows * cols].view(rows, cols)  # [out, in]
         scales = torch.empty(rows, dtype=torch.float32)
-        self.library.dequantize_int4_int8(layer.packed.data_ptr(), layer.scales_and_zeros.data_ptr(), rows, cols,
+        name, kind = int4_scales(layer)
+        self.library.dequantize_int4_int8(layer.packed.data_ptr(), getattr(layer, name).data_ptr(), kind, rows, cols,
                                           layer.group_size, torch.get_num_threads(), weight.data_ptr(),
                                           scales.data_ptr())
         entries[key] = (layer.packed.data_ptr(), weight, scales)
@@ -95,9 +101,7 @@ def _readable(layer: nn.Module) -> bool:
     if isinstance(layer, Int8Linear):  # the native library reads host memory only
         return (layer.path == "_weight_int8pack_mm" and layer.qweight.device.type == "cpu"
                 and layer.qweight.is_contiguous())
-    return (isinstance(layer, Int4Linear) and layer._cpu_layout and layer.scales_and_zeros.dtype == torch.bfloat16
-            and layer.scales_and_zeros.is_contiguous() and layer.packed.is_contiguous()
-            and layer.group_size % 32 == 0 and layer.in_features // layer.group_size <= MAX_INT4_GROUPS)
+    return isinstance(layer, Int4Linear) and int4_readable(layer) and layer.group_size % 32 == 0
 
 
 def attach_int8_prompt_products(model: nn.Module, library: ctypes.CDLL) -> int:

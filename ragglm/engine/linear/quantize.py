@@ -347,7 +347,14 @@ class Int8Linear(nn.Module):
 
 
 class Int4Linear(nn.Module):
-    """y = x @ ((q - 8) * scale + zero).T + bias, through the int4 packed kernel where available."""
+    """y = x @ ((q - 8) * scale + zero).T + bias, through the int4 packed kernel where available.
+
+    On the CPU, a weight whose zeros are all 0 and whose scales float16 holds exactly (GGUF's Q4_0)
+    keeps only its scales, as float16 `group_scales` [out // 64, groups, 64] (each 64-row block of the
+    packed layout followed by its scales in the order a decode step reads them): the file's values
+    to the bit, and 18 bytes read per 32 weights instead of 20. PyTorch's kernels take (scale, zero)
+    pairs; those are built per call (about 1 ms for 90M weights, against 8 ms for an 8-row product).
+    """
 
     def __init__(self, qw: QuantizedWeight, bias: Tensor | None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
@@ -361,7 +368,8 @@ class Int4Linear(nn.Module):
                   and (device.type != "cuda" or self.in_features % 128 == 0))
         if kernel:
             self.path = "_weight_int4pack_mm_for_cpu" if device.type == "cpu" else "_weight_int4pack_mm"
-            if device.type == "cpu" and self.out_features % _CPU_BLOCK_ROWS == 0 and _cpu_int4_layout_known():
+            cpu_layout = device.type == "cpu" and self.out_features % _CPU_BLOCK_ROWS == 0 and _cpu_int4_layout_known()
+            if cpu_layout:
                 packed = _int4_packer(qw.qweight) if _int4_packer is not None else None
                 packed = cpu_int4_pack(qw.qweight) if packed is None else packed
             else:  # converted in row blocks so the int32 scratch stays small (the layout is blocked by rows)
@@ -369,9 +377,14 @@ class Int4Linear(nn.Module):
                           for i in range(0, self.out_features, _PACK_ROWS)]
                 packed = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
             self.register_buffer("packed", packed)
-            # [groups, out, 2] as the kernels take it
-            scales_and_zeros = torch.stack((qw.scales.t(), qw.zeros.t()), dim=-1)
-            self.register_buffer("scales_and_zeros", scales_and_zeros.to(device, dtype).contiguous())
+            if cpu_layout and _zeros_free_in_float16(qw):
+                blocked = qw.scales.to(torch.float16).unflatten(0, (-1, _CPU_BLOCK_ROWS)).transpose(1, 2)
+                self.register_buffer("group_scales", blocked.contiguous())
+                self.register_buffer("scales_and_zeros", None)
+            else:  # [groups, out, 2] as the kernels take it
+                scales_and_zeros = torch.stack((qw.scales.t(), qw.zeros.t()), dim=-1)
+                self.register_buffer("scales_and_zeros", scales_and_zeros.to(device, dtype).contiguous())
+                self.register_buffer("group_scales", None)
         else:
             self.path = "dequantize"
             self.register_buffer("packed", qw.qweight.to(device))
@@ -383,8 +396,15 @@ class Int4Linear(nn.Module):
         """Feed the kernel inputs of this dtype (whatever the model's), keeping scales and zeros in it too."""
         self.compute_dtype = dtype
         for name in ("scales_and_zeros", "scales", "zeros"):
-            if hasattr(self, name):
+            if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(dtype))
+
+    def kernel_scales(self, dtype: torch.dtype) -> Tensor:
+        """[groups, out, 2] (scale, zero) pairs in dtype, as PyTorch's int4 kernels take them."""
+        if self.group_scales is None:
+            return self.scales_and_zeros.to(dtype)
+        scales = self.group_scales.to(dtype).permute(1, 0, 2).reshape(-1, self.out_features)  # [groups, out]
+        return torch.stack((scales, torch.zeros_like(scales)), dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         compute = self.compute_dtype or x.dtype
@@ -395,10 +415,9 @@ class Int4Linear(nn.Module):
         elif rows.shape[0] > KERNEL_MAX_ROWS and self.prompt_product is not None and compute == torch.bfloat16:
             y = self.prompt_product(self, rows)
         elif rows.shape[0] > KERNEL_MAX_ROWS and self._cpu_layout:
-            y = _int4_cpu_blocks_mm(rows, self.packed, self.group_size, self.scales_and_zeros)
+            y = _int4_cpu_blocks_mm(rows, self.packed, self.group_size, self.kernel_scales(compute))
         else:
-            y = _int4_mm(rows.contiguous(), self.packed, self.group_size,
-                         self.scales_and_zeros.to(compute), x.device.type)
+            y = _int4_mm(rows.contiguous(), self.packed, self.group_size, self.kernel_scales(compute), x.device.type)
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
@@ -411,6 +430,11 @@ class Int4Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, group={self.group_size}, path={self.path}"
+
+
+def _zeros_free_in_float16(qw: QuantizedWeight) -> bool:
+    """Whether every zero is 0 and every scale a float16 value (Q4_0's blocks)."""
+    return not qw.zeros.any() and torch.equal(qw.scales.to(torch.float16).to(qw.scales.dtype), qw.scales)
 
 
 def linear_names(model: nn.Module) -> list[str]:

@@ -26,22 +26,28 @@ def _attach(layer: torch.nn.Module) -> None:
     assert attach_int8_prompt_products(layer, load_library()) == 1
 
 
-def _int4_layer(rows: int, cols: int, group: int, seed: int = 0) -> tuple[Int4Linear, torch.Tensor]:
+def _int4_layer(rows: int, cols: int, group: int, seed: int = 0,
+                q4_0: bool = False) -> tuple[Int4Linear, torch.Tensor]:
     qw = quantize_int4(torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)), group)
+    if q4_0:  # no zeros, float16 scales: the layer keeps the scales alone
+        qw = type(qw)("int4", qw.qweight, qw.scales.half().float(), torch.zeros_like(qw.zeros), group)
     layer = Int4Linear(qw, None)
+    assert (layer.group_scales is not None) == q4_0
     layer.compute_in(torch.bfloat16)
     if not layer._cpu_layout:
         pytest.skip("this torch build has no CPU int4 kernel layout")
     _attach(layer)
-    # the reference: float32 values from the stored (bf16) scales and zeros
-    stored = type(qw)("int4", qw.qweight, layer.scales_and_zeros[..., 0].t().float(),
-                      layer.scales_and_zeros[..., 1].t().float(), group)
+    # the reference: float32 values from the stored scales and zeros (bf16, or float16 scales alone)
+    scales_and_zeros = layer.kernel_scales(torch.float32)
+    stored = type(qw)("int4", qw.qweight, scales_and_zeros[..., 0].t(), scales_and_zeros[..., 1].t(), group)
     return layer, dequantize(stored, torch.float32)
 
 
-@pytest.mark.parametrize(("rows", "cols", "group"), [(64, 32, 32), (128, 256, 32), (192, 512, 64), (64, 256, 128)])
-def test_an_int4_weight_becomes_int8_rows_within_half_a_step(rows, cols, group):
-    layer, reference = _int4_layer(rows, cols, group)
+@pytest.mark.parametrize(("rows", "cols", "group", "q4_0"), [(64, 32, 32, False), (128, 256, 32, False),
+                                                             (192, 512, 64, False), (64, 256, 128, False),
+                                                             (128, 256, 32, True)])
+def test_an_int4_weight_becomes_int8_rows_within_half_a_step(rows, cols, group, q4_0):
+    layer, reference = _int4_layer(rows, cols, group, q4_0=q4_0)
     weight, scales = layer.prompt_product.int8_weight(layer)
     assert weight.dtype == torch.int8 and weight.shape == (rows, cols) and scales.shape == (rows,)
     # each row's scale is its largest possible value over 127, so some value of each row reaches +-127

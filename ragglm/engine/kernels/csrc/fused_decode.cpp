@@ -7,7 +7,8 @@
 //
 // Numerics: weights bf16 or int8 with a scale per row, everything else float32 (activations, KV
 // cache, accumulation), as the "auto" dtype of the Python model, except that inputs to the products
-// are not rounded to bf16.
+// are not rounded to bf16. The KV cache may be bf16 instead (quantized models): keys and values are
+// rounded as they are written and widened as they are read.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,14 +18,17 @@
 #endif
 
 // The weight formats the step reads: bf16 rows; int8 rows with one float scale per row; int4 in
-// the layout of PyTorch's CPU int4 kernel, with a bf16 scale and zero per group of columns and row.
-enum Format : int64_t { BF16 = 0, INT8 = 1, INT4 = 2 };
+// the layout of PyTorch's CPU int4 kernel, with a bf16 scale and zero per group of columns and row;
+// the same int4 layout with a float16 scale per group and no zero (GGUF's Q4_0 as the file has it).
+enum Format : int64_t { BF16 = 0, INT8 = 1, INT4 = 2, INT4_SYMMETRIC = 3 };
 
 struct Matrix {
     // BF16, INT8: [rows, cols] row-major. INT4: blocks of 64 rows, each stored column by column,
     // one byte holding rows r (low nibble) and r + 32 (high nibble): [rows / 64, cols, 32] bytes
     const void* data;
-    // INT8: float [rows]. INT4: bf16 [cols / group, rows, 2], (scale, zero) with w = (q - 8) * scale + zero
+    // INT8: float [rows]. INT4: bf16 [cols / group, rows, 2], (scale, zero) with w = (q - 8) * scale + zero.
+    // INT4_SYMMETRIC: float16 [rows / 64, cols / group, 64], w = (q - 8) * scale: a block's scales in
+    // the order its product reads them
     const void* scales;
     int64_t format;
     int64_t group;  // INT4: columns sharing a scale and zero
@@ -41,12 +45,12 @@ struct LayerWeights {
     const float* ffn_norm;        // [dim]
     Matrix w_gate_up;             // [2 * inter, dim]: gate rows, then up rows
     Matrix w_down;                // [dim, inter]
-    float* k_cache;               // [n_kv_heads, cache_len, head_dim]
-    float* v_cache;
+    void* k_cache;                // [n_kv_heads, cache_len, head_dim], float32 or bf16 (kv_bf16)
+    void* v_cache;
 };
 
 struct DecodeModel {
-    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, rotary_dim, cache_len, interleaved;
+    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, rotary_dim, cache_len, interleaved, kv_bf16;
     float norm_eps;
     const float* embedding;  // [vocab, dim]
     const float* norm;       // [dim]
@@ -65,6 +69,46 @@ static inline float to_float(uint16_t bf16) {
 }
 
 static inline float to_float(int8_t value) { return value; }
+
+// float32 -> bf16, rounded to nearest even as torch rounds.
+static inline uint16_t to_bf16(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
+    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline float half_to_float(uint16_t half) {
+    const uint32_t sign = (half & 0x8000u) << 16, exponent = (half >> 10) & 0x1Fu, mantissa = half & 0x3FFu;
+    uint32_t bits;
+    if (exponent == 0x1F) {
+        bits = sign | 0x7F800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else {  // zero or subnormal: mantissa * 2^-24 is exact in float
+        const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+        std::memcpy(&bits, &magnitude, sizeof bits);
+        bits |= sign;
+    }
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static inline bool is_int4(const Matrix& W) { return W.format == INT4 || W.format == INT4_SYMMETRIC; }
+
+// Row n's (scale, zero) in group g of an int4 matrix of `rows` rows and `groups` groups.
+static inline void group_scale_zero(const Matrix& W, int64_t rows, int64_t groups, int64_t g, int64_t n, float* scale,
+                                    float* zero) {
+    const uint16_t* scales = static_cast<const uint16_t*>(W.scales);
+    if (W.format == INT4_SYMMETRIC) {
+        *scale = half_to_float(scales[((n / INT4_BLOCK) * groups + g) * INT4_BLOCK + n % INT4_BLOCK]);
+        *zero = 0.0f;
+    } else {
+        *scale = to_float(scales[(g * rows + n) * 2]);
+        *zero = to_float(scales[(g * rows + n) * 2 + 1]);
+    }
+}
 
 #if defined(__AVX512F__)
 static inline __m512 load16(const uint16_t* bf16) {
@@ -120,7 +164,6 @@ static void matvec_rows(const T* W, int64_t K, const float* x, int64_t lo, int64
 // zero times the group's sum of x, for 64 rows at once: the layout needs no horizontal adds.
 static void matvec_int4(const Matrix& W, int64_t rows, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
     const uint8_t* packed = static_cast<const uint8_t*>(W.data);
-    const uint16_t* scales_zeros = static_cast<const uint16_t*>(W.scales);
     const int64_t groups = K / W.group;
     float x_sums[MAX_INT4_GROUPS];
     for (int64_t g = 0; g < groups; g++) {
@@ -166,9 +209,11 @@ static void matvec_int4(const Matrix& W, int64_t rows, int64_t K, const float* x
                 }
                 sums[r] = sum;
             }
-            const uint16_t* pairs = scales_zeros + (g * rows + block * INT4_BLOCK) * 2;
-            for (r = 0; r < INT4_BLOCK; r++)
-                out[r] += to_float(pairs[2 * r]) * sums[r] + to_float(pairs[2 * r + 1]) * x_sums[g];
+            for (r = 0; r < INT4_BLOCK; r++) {
+                float scale, zero;
+                group_scale_zero(W, rows, groups, g, block * INT4_BLOCK + r, &scale, &zero);
+                out[r] += scale * sums[r] + zero * x_sums[g];
+            }
         }
     }
 }
@@ -188,7 +233,7 @@ constexpr int64_t MAX_X_BLOCKS = 2048;
 static void matvec_int4_int8(const Matrix& W, int64_t rows, int64_t K, const float* x, int64_t lo, int64_t hi,
                              float* y) {
     const uint8_t* packed = static_cast<const uint8_t*>(W.data);
-    const uint16_t* scales_zeros = static_cast<const uint16_t*>(W.scales);
+    const uint16_t* scales = static_cast<const uint16_t*>(W.scales);
     const int64_t groups = K / W.group, per_group = W.group / X_BLOCK;
     alignas(64) int8_t a[MAX_X_BLOCKS * X_BLOCK];
     float a_scales[MAX_X_BLOCKS], a_sums[MAX_INT4_GROUPS];  // t_b; sum_b(t_b * sum(a)) per group
@@ -247,15 +292,23 @@ static void matvec_int4_int8(const Matrix& W, int64_t rows, int64_t K, const flo
                         in_group[4 * half + j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ordered[j]), t, in_group[4 * half + j]);
                 }
             }
-            const uint16_t* pairs = scales_zeros + (g * rows + block * INT4_BLOCK) * 2;
-            const __m256 group_sum = _mm256_set1_ps(a_sums[g]);
+            const __m256 group_sum = _mm256_set1_ps(a_sums[g]), eight = _mm256_set1_ps(8.0f);
+            if (W.format == INT4_SYMMETRIC) {
+                const uint16_t* halves = scales + (block * groups + g) * INT4_BLOCK;
+                for (int j = 0; j < 8; j++) {
+                    const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(halves + 8 * j)));
+                    out[j] = _mm256_fmadd_ps(scale, _mm256_fnmadd_ps(eight, group_sum, in_group[j]), out[j]);
+                }
+                continue;
+            }
+            const uint16_t* pairs = scales + (g * rows + block * INT4_BLOCK) * 2;
             for (int j = 0; j < 8; j++) {
                 // eight (scale, zero) bf16 pairs: the scale is each lane's low half, the zero its high half
                 const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 16 * j));
                 const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
                 const __m256 zero = _mm256_castsi256_ps(_mm256_and_si256(p, high_halves));
                 out[j] = _mm256_fmadd_ps(scale, in_group[j], out[j]);
-                out[j] = _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(8.0f), scale, zero), group_sum, out[j]);
+                out[j] = _mm256_fmadd_ps(_mm256_fnmadd_ps(eight, scale, zero), group_sum, out[j]);
             }
         }
         float* row = y + block * INT4_BLOCK - lo;
@@ -273,11 +326,11 @@ extern "C" int64_t int4_products_round_x_to_int8() {
 #endif
 }
 
-// The rows a thread takes of a matrix come in blocks of this many: INT4 stores 64 rows together.
-static int64_t row_block(const Matrix& W) { return W.format == INT4 ? INT4_BLOCK : 16; }
+// The rows a thread takes of a matrix come in blocks of this many: int4 stores 64 rows together.
+static int64_t row_block(const Matrix& W) { return is_int4(W) ? INT4_BLOCK : 16; }
 
 static void matvec(const Matrix& W, int64_t rows, int64_t K, const float* x, int64_t lo, int64_t hi, float* y) {
-    if (W.format == INT4) {
+    if (is_int4(W)) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
         if (W.group % X_BLOCK == 0 && K / X_BLOCK <= MAX_X_BLOCKS) return matvec_int4_int8(W, rows, K, x, lo, hi, y);
 #endif
@@ -353,40 +406,50 @@ static void exp_in_place(float* x, int64_t n) {
 // Slices are merged with merge_slices; a thread with an empty slice leaves top = -inf, sum = 0.
 static int64_t slice_floats(int64_t head_dim) { return head_dim + 2; }
 
-static inline float dot(const float* a, const float* b, int64_t n) {
+static inline float to_float(float value) { return value; }
+
+#if defined(__AVX512F__)
+static inline __m512 load16(const float* values) { return _mm512_loadu_ps(values); }
+#endif
+
+// a . b, with b float32 or bf16 (a KV cache row)
+template <typename T>
+static inline float dot(const float* a, const T* b, int64_t n) {
     int64_t d = 0;
     float sum = 0.0f;
 #if defined(__AVX512F__)
     __m512 acc = _mm512_setzero_ps();
-    for (; d + 16 <= n; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+    for (; d + 16 <= n; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), load16(b + d), acc);
     sum = _mm512_reduce_add_ps(acc);
 #endif
-    for (; d < n; d++) sum += a[d] * b[d];
+    for (; d < n; d++) sum += a[d] * to_float(b[d]);
     return sum;
 }
 
-// y += a * x
-static inline void add_scaled(float a, const float* x, float* y, int64_t n) {
+// y += a * x, with x float32 or bf16
+template <typename T>
+static inline void add_scaled(float a, const T* x, float* y, int64_t n) {
     int64_t d = 0;
 #if defined(__AVX512F__)
     __m512 scale = _mm512_set1_ps(a);
     for (; d + 16 <= n; d += 16)
-        _mm512_storeu_ps(y + d, _mm512_fmadd_ps(scale, _mm512_loadu_ps(x + d), _mm512_loadu_ps(y + d)));
+        _mm512_storeu_ps(y + d, _mm512_fmadd_ps(scale, load16(x + d), _mm512_loadu_ps(y + d)));
 #endif
-    for (; d < n; d++) y[d] += a * x[d];
+    for (; d < n; d++) y[d] += a * to_float(x[d]);
 }
 
 // The query heads of one KV group (q [group, head_dim]) over positions [lo, hi); each key and
 // value is read once for the whole group. scores: rows of cache_len floats, one per head.
-static void attend_slice(const float* q, const float* keys, const float* values, int64_t lo, int64_t hi,
+template <typename T>
+static void attend_slice(const float* q, const T* keys, const T* values, int64_t lo, int64_t hi,
                          int64_t head_dim, int64_t group, int64_t cache_len, float* scores, float* slices) {
     // keys and values stream from memory (the weights read since the last step evicted them); the
     // hardware prefetcher alone leaves attention waiting on them
-    const int64_t ahead = 8 * head_dim;
+    const int64_t ahead = 8 * head_dim, per_line = 64 / sizeof(T);
     float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     for (int64_t j = lo; j < hi; j++) {
-        const float* key = keys + j * head_dim;
-        for (int64_t d = 0; d < head_dim; d += 16) __builtin_prefetch(key + ahead + d);
+        const T* key = keys + j * head_dim;
+        for (int64_t d = 0; d < head_dim; d += per_line) __builtin_prefetch(key + ahead + d);
         for (int64_t i = 0; i < group; i++) scores[i * cache_len + j] = dot(q + i * head_dim, key, head_dim) * scale;
     }
     for (int64_t i = 0; i < group; i++) {
@@ -404,8 +467,8 @@ static void attend_slice(const float* q, const float* keys, const float* values,
         for (int64_t d = 0; d < head_dim; d++) slice[2 + d] = 0.0f;
     }
     for (int64_t j = lo; j < hi; j++) {
-        const float* value = values + j * head_dim;
-        for (int64_t d = 0; d < head_dim; d += 16) __builtin_prefetch(value + ahead + d);
+        const T* value = values + j * head_dim;
+        for (int64_t d = 0; d < head_dim; d += per_line) __builtin_prefetch(value + ahead + d);
         for (int64_t i = 0; i < group; i++)
             add_scaled(scores[i * cache_len + j], value, slices + i * slice_floats(head_dim) + 2, head_dim);
     }
@@ -483,16 +546,32 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
                 float* head = qkv + h * head_dim;
                 rotate(head, cos, sin, m->rotary_dim, m->interleaved);
                 if (h >= m->n_heads) {
-                    int64_t g = h - m->n_heads, slot = (g * m->cache_len + position) * head_dim;
-                    std::memcpy(w.k_cache + slot, head, head_dim * sizeof(float));
-                    std::memcpy(w.v_cache + slot, qkv + q_size + kv_size + g * head_dim, head_dim * sizeof(float));
+                    const int64_t g = h - m->n_heads, slot = (g * m->cache_len + position) * head_dim;
+                    const float* value = qkv + q_size + kv_size + g * head_dim;
+                    if (m->kv_bf16) {
+                        for (int64_t d = 0; d < head_dim; d++) {
+                            static_cast<uint16_t*>(w.k_cache)[slot + d] = to_bf16(head[d]);
+                            static_cast<uint16_t*>(w.v_cache)[slot + d] = to_bf16(value[d]);
+                        }
+                    } else {
+                        std::memcpy(static_cast<float*>(w.k_cache) + slot, head, head_dim * sizeof(float));
+                        std::memcpy(static_cast<float*>(w.v_cache) + slot, value, head_dim * sizeof(float));
+                    }
                 }
             }  // implicit barrier
-            for (int64_t g = 0; g < m->n_kv_heads; g++)
-                attend_slice(qkv + g * group * head_dim, w.k_cache + g * m->cache_len * head_dim,
-                             w.v_cache + g * m->cache_len * head_dim, position_lo, position_hi, head_dim, group,
-                             m->cache_len, scores + g * group * m->cache_len,
-                             slices + g * group * slice_floats(head_dim));
+            for (int64_t g = 0; g < m->n_kv_heads; g++) {
+                const int64_t offset = g * m->cache_len * head_dim;
+                float* head_scores = scores + g * group * m->cache_len;
+                float* head_slices = slices + g * group * slice_floats(head_dim);
+                if (m->kv_bf16)
+                    attend_slice(qkv + g * group * head_dim, static_cast<const uint16_t*>(w.k_cache) + offset,
+                                 static_cast<const uint16_t*>(w.v_cache) + offset, position_lo, position_hi, head_dim,
+                                 group, m->cache_len, head_scores, head_slices);
+                else
+                    attend_slice(qkv + g * group * head_dim, static_cast<const float*>(w.k_cache) + offset,
+                                 static_cast<const float*>(w.v_cache) + offset, position_lo, position_hi, head_dim,
+                                 group, m->cache_len, head_scores, head_slices);
+            }
 #pragma omp barrier
             // every thread merges all heads into its own copy: the output projection reads all of it
             merge_slices(per_thread + dim, per_thread_floats, team, m->n_heads, head_dim, attn);
@@ -519,14 +598,6 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
     }
 }
 
-
-// float32 -> bf16, rounded to nearest even as torch rounds.
-static inline uint16_t to_bf16(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
-    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
 
 // int4 weights [rows, K / 2] (columns 2j and 2j + 1 in the low and high nibble of byte j) -> the
 // INT4 layout above: in each block of 64 rows, column 2j of rows n and n + 32 in byte (2j, n) and
@@ -555,11 +626,12 @@ extern "C" void pack_int4_blocks(const uint8_t* weights, int64_t rows, int64_t K
 // the VNNI units (about twice bf16's rate) into int32, then scaled back. A row's result depends on
 // the other rows of its product only through the outlier columns they mark (quantize_rows_int8).
 
-// int4 weights (INT4 layout) -> int8 rows [rows, K] with one float scale per row. A row's scale is
-// the largest magnitude any of its groups' 16 values can take, over 127; each (scale, zero) group
-// then maps its 16 values to int8 once, and a row's nibbles are looked up in that table.
-extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scales_zeros, int64_t rows, int64_t K,
-                                     int64_t group, int64_t threads, int8_t* out, float* row_scales) {
+// int4 weights (INT4 or INT4_SYMMETRIC) -> int8 rows [rows, K] with one float scale per row. A row's
+// scale is the largest magnitude any of its groups' 16 values can take, over 127; each (scale, zero)
+// group then maps its 16 values to int8 once, and a row's nibbles are looked up in that table.
+extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scales, int64_t format, int64_t rows,
+                                     int64_t K, int64_t group, int64_t threads, int8_t* out, float* row_scales) {
+    const Matrix W{packed, scales, format, group};
     const int64_t half_block = INT4_BLOCK / 2, tile = 32, groups = K / group;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t block = 0; block < rows / INT4_BLOCK; block++) {
@@ -569,8 +641,8 @@ extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scal
             const int64_t row = block * INT4_BLOCK + r;
             float largest = 0.0f;
             for (int64_t g = 0; g < groups; g++) {
-                const float scale = to_float(scales_zeros[(g * rows + row) * 2]);
-                const float zero = to_float(scales_zeros[(g * rows + row) * 2 + 1]);
+                float scale, zero;
+                group_scale_zero(W, rows, groups, g, row, &scale, &zero);
                 largest = std::fmax(largest, std::fmax(std::fabs(zero - 8.0f * scale), std::fabs(zero + 7.0f * scale)));
             }
             row_scales[row] = largest / 127.0f;
@@ -581,9 +653,9 @@ extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scal
         for (int64_t k0 = 0; k0 < K; k0 += tile) {
             for (int64_t c = 0; c < tile; c++)
                 for (int64_t r = 0; r < half_block; r++) rows_of_tile[r][c] = columns[(k0 + c) * half_block + r];
-            const uint16_t* pairs = scales_zeros + ((k0 / group) * rows + block * INT4_BLOCK) * 2;
             for (int64_t r = 0; r < INT4_BLOCK; r++) {
-                const float scale = to_float(pairs[2 * r]), zero = to_float(pairs[2 * r + 1]);
+                float scale, zero;
+                group_scale_zero(W, rows, groups, k0 / group, block * INT4_BLOCK + r, &scale, &zero);
                 for (int q = 0; q < 16; q++)
                     table[q] = static_cast<int8_t>(std::nearbyint(((q - 8) * scale + zero) * inverse[r]));
                 const int shift = r < half_block ? 0 : 4;
