@@ -4,7 +4,9 @@ A random-weight Llama-2-7B-shape file (dim 4096, 32 layers, FFN 11008; the packa
 tokenizer, so a 49,152 vocabulary) is written once per type under --dir (never into the repo). Each
 engine then runs in its own child process, alternating ours and llama.cpp, and reports: load time,
 peak RSS (VmHWM), decode ms/token after 128 and 2,048 tokens of context, prefill tokens/s for a
-512- and a 2,048-token prompt. The parent measures memory read bandwidth, and from it each
+512- and a 2,048-token prompt. A last child holds both engines and alternates blocks of decode
+steps between them (--pairs): the host's bandwidth drifts, so those paired ratios are the decode
+comparison. The parent measures memory read bandwidth, and from it each
 engine's decode floor at each context: the bytes a token reads (the weights it streams, the
 embedding aside, and the KV cache so far: ours bf16 for quantized models, llama.cpp's f16) over
 the bandwidth. --bf16-layers N also compares int4 with bf16 prefill on an N-layer slice of the
@@ -149,6 +151,55 @@ def llama_cpp_child(path: str, new: int, contexts: list[int], prompts: list[int]
     return figures
 
 
+def paired_child(path: str, new: int, contexts: list[int], pairs: int) -> dict:
+    """Decode ms/token of both engines in one process, alternating blocks of `new` steps.
+
+    The host's memory bandwidth drifts by half within minutes (other tenants), and batch-1 decode
+    follows it; figures taken in separate processes minutes apart compare two machines. Each pair
+    here is two blocks a few seconds apart, and the ratio is the median over the pairs.
+    """
+    import statistics
+
+    import llama_cpp
+    import torch
+
+    from ragglm.engine import Engine
+
+    torch.set_num_threads(THREADS)
+    engine = Engine.from_pretrained(path)
+    llm = llama_cpp.Llama(model_path=path, n_threads=THREADS, n_threads_batch=THREADS,
+                          n_ctx=max(contexts) + new + 8, n_batch=512, verbose=False)
+    model = engine.model
+    model.setup_cache(1, max(contexts) + new)
+
+    def ours_ms(n: int, token: int) -> float:
+        step = torch.tensor([[token]])
+        with torch.inference_mode():
+            started = time.perf_counter()
+            for position in range(n, n + new):
+                model.decode(step, position)
+        return (time.perf_counter() - started) * 1000 / new
+
+    def llama_cpp_ms(n: int, token: int) -> float:
+        llm.n_tokens = n  # back to the prompt: its KV past n is dropped by the next eval
+        started = time.perf_counter()
+        for _ in range(new):
+            llm.eval([token])
+        return (time.perf_counter() - started) * 1000 / new
+
+    report = {}
+    for n in contexts:
+        ids = _ids(n, n + 2)
+        engine.generate(ids, max_new_tokens=1, use_prefix_cache=False, stop_token_ids=[])
+        llm.reset()
+        llm.eval(ids)
+        ours_ms(n, ids[-1]), llama_cpp_ms(n, ids[-1])  # warm up
+        timings = [(ours_ms(n, ids[-1]), llama_cpp_ms(n, ids[-1])) for _ in range(pairs)]
+        report[n] = {"ours_ms": [round(a, 1) for a, _ in timings], "llama_cpp_ms": [round(b, 1) for _, b in timings],
+                     "ratio_median": round(statistics.median(b / a for a, b in timings), 2)}
+    return report
+
+
 def prefill_child(path: str, prompt: int, quant: str | None) -> dict:
     """Prefill tokens/s of one prompt on a slice, for int4 against bf16."""
     import torch
@@ -207,7 +258,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, help="fewer layers than the 7B's 32 (a quick check of the script)")
     parser.add_argument("--skip-llama-cpp", action="store_true")
     parser.add_argument("--timeout", type=int, default=1800)
-    parser.add_argument("--child", choices=["ours", "llama_cpp", "prefill"])
+    parser.add_argument("--pairs", type=int, default=5, help="alternating decode blocks per engine and context")
+    parser.add_argument("--child", choices=["ours", "llama_cpp", "prefill", "paired"])
     parser.add_argument("--file")
     parser.add_argument("--quant")
     args = parser.parse_args()
@@ -218,6 +270,9 @@ def main() -> None:
         return
     if args.child == "llama_cpp":
         print(json.dumps(llama_cpp_child(args.file, args.new, contexts, prompts)))
+        return
+    if args.child == "paired":
+        print(json.dumps(paired_child(args.file, args.new, contexts, args.pairs)))
         return
     if args.child == "prefill":
         print(json.dumps(prefill_child(args.file, prompts[0], args.quant)))
@@ -240,6 +295,9 @@ def main() -> None:
             if not args.skip_llama_cpp:
                 part.setdefault("llama_cpp", []).append(
                     _child(["--child", "llama_cpp", "--file", str(path), *common], args.timeout))
+        if not args.skip_llama_cpp and args.pairs:
+            part["paired_decode"] = _child(["--child", "paired", "--file", str(path), "--pairs", str(args.pairs),
+                                            *common], args.timeout)
         ours, peer = part["ours"][0], (part.get("llama_cpp") or [{}])[0]
         per_ms = report["bandwidth_gb_s"] * 1e6  # bytes read in a millisecond
         peer_weights, peer_kv = llama_cpp_decode_bytes(path)
@@ -250,6 +308,8 @@ def main() -> None:
         part["llama_cpp_decode_floor_ms"] = {n: round(ms, 1) for n, ms in peer_floors.items()}
         part["ratios"] = {
             **{f"decode_{n}_vs_llama_cpp": _ratio(peer.get(f"decode_{n}_ms"), ours.get(f"decode_{n}_ms"))
+               for n in contexts},
+            **{f"decode_{n}_vs_llama_cpp_paired": part.get("paired_decode", {}).get(str(n), {}).get("ratio_median")
                for n in contexts},
             **{f"decode_{n}_vs_floor": _ratio(ours.get(f"decode_{n}_ms"), floors[n]) for n in contexts},
             # the most any engine reading llama.cpp's bytes could gain on it at this bandwidth

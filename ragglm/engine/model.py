@@ -85,6 +85,9 @@ PRESETS: dict[str, ModelArgs] = {
 }
 
 
+FLOAT16_MAX = 65504.0
+
+
 class KVCache(nn.Module):
     """Preallocated keys and values, written in place at position offsets.
 
@@ -104,6 +107,8 @@ class KVCache(nn.Module):
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         # k, v: [B, H_kv, T, D]; returns the cache up to start + T, with the prefix before it
+        if self.k.dtype == torch.float16:  # a value past float16's range would become infinite
+            k, v = k.clamp(-FLOAT16_MAX, FLOAT16_MAX), v.clamp(-FLOAT16_MAX, FLOAT16_MAX)
         end = self.offset + start + k.shape[2]
         self.k[:, :, self.offset + start:end] = k
         self.v[:, :, self.offset + start:end] = v
@@ -159,7 +164,7 @@ class Attention(nn.Module):
                                                enable_gqa=True)
         else:
             k, v = self.kv_cache.update(start, k, v)
-            if k.dtype != q.dtype:  # a bf16 cache: attention reads its rounded keys and values in q's dtype
+            if k.dtype != q.dtype:  # a float16 cache: attention reads its rounded keys and values in q's dtype
                 k, v = k.to(q.dtype), v.to(q.dtype)
             if mask is not None:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)

@@ -61,7 +61,7 @@ class _LayerWeights(ctypes.Structure):
 class _DecodeModel(ctypes.Structure):
     _fields_ = (
         [(name, ctypes.c_int64) for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "inter",
-                                            "vocab", "rotary_dim", "cache_len", "interleaved", "kv_bf16")]
+                                            "vocab", "rotary_dim", "cache_len", "interleaved", "kv_half")]
         + [("norm_eps", ctypes.c_float), ("embedding", ctypes.c_void_p), ("norm", ctypes.c_void_p),
            ("head", _Matrix)]
         + [(name, ctypes.c_void_p) for name in ("cos", "sin", "layers", "scratch")]
@@ -253,7 +253,7 @@ class FusedDecoder:
         self.rope = (cos.contiguous(), sin.contiguous())
         self.spec.cos, self.spec.sin = self.rope[0].data_ptr(), self.rope[1].data_ptr()
         self.spec.cache_len = model.cache_len
-        self.spec.kv_bf16 = int(model.layers[0].attention.kv_cache.k.dtype == torch.bfloat16)
+        self.spec.kv_half = int(model.layers[0].attention.kv_cache.k.dtype == torch.float16)
         floats = self.library.decode_scratch_floats(ctypes.byref(self.spec), threads)
         self.scratch = torch.empty(floats, dtype=torch.float32)
         self.spec.scratch = self.scratch.data_ptr()
@@ -264,7 +264,7 @@ class FusedDecoder:
         model = self.model
         kv = model.layers[0].attention.kv_cache
         if (tokens.shape != (1, 1) or kv is None or kv.k.shape[0] != 1 or start >= model.cache_len
-                or kv.k.dtype not in (torch.float32, torch.bfloat16)):
+                or kv.k.dtype not in (torch.float32, torch.float16)):
             return model.forward(tokens, start=start, last_only=True)
         threads = torch.get_num_threads()
         if self.bound_cache != (kv, threads):

@@ -7,13 +7,13 @@
 //
 // Numerics: weights bf16 or int8 with a scale per row, everything else float32 (activations, KV
 // cache, accumulation), as the "auto" dtype of the Python model, except that inputs to the products
-// are not rounded to bf16. The KV cache may be bf16 instead (quantized models): keys and values are
-// rounded as they are written and widened as they are read.
+// are not rounded to bf16. The KV cache may be float16 instead (quantized models): keys and values
+// are rounded as they are written and widened as they are read.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
-#if defined(__AVX512F__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -45,12 +45,12 @@ struct LayerWeights {
     const float* ffn_norm;        // [dim]
     Matrix w_gate_up;             // [2 * inter, dim]: gate rows, then up rows
     Matrix w_down;                // [dim, inter]
-    void* k_cache;                // [n_kv_heads, cache_len, head_dim], float32 or bf16 (kv_bf16)
+    void* k_cache;                // [n_kv_heads, cache_len, head_dim], float32 or float16 (kv_half)
     void* v_cache;
 };
 
 struct DecodeModel {
-    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, rotary_dim, cache_len, interleaved, kv_bf16;
+    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, rotary_dim, cache_len, interleaved, kv_half;
     float norm_eps;
     const float* embedding;  // [vocab, dim]
     const float* norm;       // [dim]
@@ -93,6 +93,37 @@ static inline float half_to_float(uint16_t half) {
     float value;
     std::memcpy(&value, &bits, sizeof value);
     return value;
+}
+
+// A float16 value in a KV cache (uint16_t holds bf16 weights).
+struct Half {
+    uint16_t bits;
+};
+
+static inline float to_float(Half value) { return half_to_float(value.bits); }
+
+// As the Python model writes a float16 cache: clamped to float16's range (see KVCache).
+static inline float clamp_half(float value) { return std::fmin(std::fmax(value, -65504.0f), 65504.0f); }
+
+// float32 -> float16, rounded to nearest even; past the largest float16 becomes infinite.
+static inline Half to_half(float value) {
+#if defined(__F16C__)
+    return Half{static_cast<uint16_t>(_cvtss_sh(value, _MM_FROUND_TO_NEAREST_INT))};
+#else
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+    bits &= 0x7FFFFFFFu;
+    if (bits >= 0x7F800000u) return Half{static_cast<uint16_t>(sign | 0x7C00u | (bits > 0x7F800000u ? 0x200u : 0u))};
+    if (bits >= 0x477FF000u) return Half{static_cast<uint16_t>(sign | 0x7C00u)};
+    if (bits < 0x38800000u) {  // a float16 subnormal: a whole number of 2^-24
+        float magnitude;
+        std::memcpy(&magnitude, &bits, sizeof magnitude);
+        return Half{static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(magnitude * 16777216.0f)))};
+    }
+    const uint32_t rounded = bits + 0xFFFu + ((bits >> 13) & 1u);
+    return Half{static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13))};
+#endif
 }
 
 static inline bool is_int4(const Matrix& W) { return W.format == INT4 || W.format == INT4_SYMMETRIC; }
@@ -410,9 +441,13 @@ static inline float to_float(float value) { return value; }
 
 #if defined(__AVX512F__)
 static inline __m512 load16(const float* values) { return _mm512_loadu_ps(values); }
+
+static inline __m512 load16(const Half* values) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(values)));
+}
 #endif
 
-// a . b, with b float32 or bf16 (a KV cache row)
+// a . b, with b float32 or float16 (a KV cache row)
 template <typename T>
 static inline float dot(const float* a, const T* b, int64_t n) {
     int64_t d = 0;
@@ -426,7 +461,7 @@ static inline float dot(const float* a, const T* b, int64_t n) {
     return sum;
 }
 
-// y += a * x, with x float32 or bf16
+// y += a * x, with x float32 or float16
 template <typename T>
 static inline void add_scaled(float a, const T* x, float* y, int64_t n) {
     int64_t d = 0;
@@ -548,10 +583,10 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
                 if (h >= m->n_heads) {
                     const int64_t g = h - m->n_heads, slot = (g * m->cache_len + position) * head_dim;
                     const float* value = qkv + q_size + kv_size + g * head_dim;
-                    if (m->kv_bf16) {
+                    if (m->kv_half) {
                         for (int64_t d = 0; d < head_dim; d++) {
-                            static_cast<uint16_t*>(w.k_cache)[slot + d] = to_bf16(head[d]);
-                            static_cast<uint16_t*>(w.v_cache)[slot + d] = to_bf16(value[d]);
+                            static_cast<Half*>(w.k_cache)[slot + d] = to_half(clamp_half(head[d]));
+                            static_cast<Half*>(w.v_cache)[slot + d] = to_half(clamp_half(value[d]));
                         }
                     } else {
                         std::memcpy(static_cast<float*>(w.k_cache) + slot, head, head_dim * sizeof(float));
@@ -563,9 +598,9 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
                 const int64_t offset = g * m->cache_len * head_dim;
                 float* head_scores = scores + g * group * m->cache_len;
                 float* head_slices = slices + g * group * slice_floats(head_dim);
-                if (m->kv_bf16)
-                    attend_slice(qkv + g * group * head_dim, static_cast<const uint16_t*>(w.k_cache) + offset,
-                                 static_cast<const uint16_t*>(w.v_cache) + offset, position_lo, position_hi, head_dim,
+                if (m->kv_half)
+                    attend_slice(qkv + g * group * head_dim, static_cast<const Half*>(w.k_cache) + offset,
+                                 static_cast<const Half*>(w.v_cache) + offset, position_lo, position_hi, head_dim,
                                  group, m->cache_len, head_scores, head_slices);
                 else
                     attend_slice(qkv + g * group * head_dim, static_cast<const float*>(w.k_cache) + offset,
