@@ -70,14 +70,6 @@ static inline float to_float(uint16_t bf16) {
 
 static inline float to_float(int8_t value) { return value; }
 
-// float32 -> bf16, rounded to nearest even as torch rounds.
-static inline uint16_t to_bf16(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
-    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
 static inline float half_to_float(uint16_t half) {
     const uint32_t sign = (half & 0x8000u) << 16, exponent = (half >> 10) & 0x1Fu, mantissa = half & 0x3FFu;
     uint32_t bits;
@@ -633,6 +625,14 @@ extern "C" void decode_step(const DecodeModel* m, int64_t token, int64_t positio
     }
 }
 
+
+// float32 -> bf16, rounded to nearest even as torch rounds.
+static inline uint16_t to_bf16(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFF) ? 0x40 : 0));
+    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
 
 // int4 weights [rows, K / 2] (columns 2j and 2j + 1 in the low and high nibble of byte j) -> the
 // INT4 layout above: in each block of 64 rows, column 2j of rows n and n + 32 in byte (2j, n) and
