@@ -83,8 +83,7 @@ def ours_child(path: str, new: int, contexts: list[int], prompts: list[int], qua
                      "paths": engine.quant_paths, "weight_bytes": sum(engine.weight_bytes().values())}
     model, args = engine.model, engine.model.args
     figures["decode_weight_bytes"] = sum(getattr(module, name).nbytes for module, name in streamed_weights(model))
-    kv_dtype = model.kv_dtype or model.tok_embeddings.weight.dtype
-    figures["kv_bytes_per_token"] = 2 * args.n_layers * args.n_kv_heads * args.head_dim * kv_dtype.itemsize
+    figures["kv_bytes_per_token"] = 2 * args.n_layers * args.n_kv_heads * args.head_dim * model.cache_dtype.itemsize
     figures["load_peak_rss_gb"] = round((_status_kb("VmHWM") - base) / 2**20, 2)
 
     def run(n_prompt: int, n_new: int, seed: int) -> GenerationResult:

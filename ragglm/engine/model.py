@@ -236,6 +236,11 @@ class Transformer(nn.Module):
         self.kv_dtype: torch.dtype | None = None  # of the KV cache; None: the embedding's
 
     @property
+    def cache_dtype(self) -> torch.dtype:
+        """The dtype setup_cache gives keys and values: kv_dtype, else the embedding's."""
+        return self.kv_dtype or self.tok_embeddings.weight.dtype
+
+    @property
     def decode_step(self) -> Callable[..., Tensor] | None:
         """The step decode() runs instead of forward(), if one was given."""
         return self._decode_step
@@ -254,7 +259,7 @@ class Transformer(nn.Module):
             max_seq_len = max(MIN_COMPILED_CACHE, 1 << (max_seq_len - 1).bit_length())
         max_seq_len = min(max_seq_len, self.args.max_seq_len)
         weight = self.tok_embeddings.weight
-        dtype = self.kv_dtype or weight.dtype
+        dtype = self.cache_dtype
         cache = self.layers[0].attention.kv_cache
         if self.cache_len >= max_seq_len and cache.k.shape[0] == batch and cache.k.dtype == dtype:
             return

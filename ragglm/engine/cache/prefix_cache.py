@@ -123,7 +123,7 @@ class PrefixCache:
             return None
         args = model.args
         weight = model.tok_embeddings.weight
-        dtype = model.kv_dtype or weight.dtype
+        dtype = model.cache_dtype
         if budget_bytes is None:
             window_kv = 2 * args.n_layers * args.n_kv_heads * args.head_dim * dtype.itemsize * args.max_seq_len
             budget_bytes = default_budget_bytes(weight.device, window_kv)
@@ -362,7 +362,7 @@ def model_fingerprint(model, name: str, quant: str | None = None) -> dict:
         "model": str(name),
         "quant": quant or "none",
         "dtype": str(model.tok_embeddings.weight.dtype).removeprefix("torch."),
-        "kv_dtype": str(model.kv_dtype or model.tok_embeddings.weight.dtype).removeprefix("torch."),
+        "kv_dtype": str(model.cache_dtype).removeprefix("torch."),
         "args": asdict(model.args),
         "weights": weights.hexdigest(),
     }
