@@ -135,7 +135,11 @@ def load_library() -> ctypes.CDLL:
     library.quantize_rows_int8.argtypes = ([ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int64]
                                            + [ctypes.c_void_p] * 3)
     library.quantize_rows_int8.restype = None
-    library.scale_int32_bf16.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
+    library.gather_columns_int8.argtypes = ([ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+                                            + [ctypes.c_int64] * 2 + [ctypes.c_void_p])
+    library.gather_columns_int8.restype = None
+    library.scale_int32_bf16.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                         ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p])
     library.scale_int32_bf16.restype = None
     library.pack_int4_blocks.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p]
     library.pack_int4_blocks.restype = None

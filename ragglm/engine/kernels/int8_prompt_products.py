@@ -4,9 +4,10 @@ The packed int4 and int8 kernels read the whole weight again for every row they 
 prompt piece is a matrix product instead. On these CPUs an int8 x int8 -> int32 product
 (torch._int_mm on oneDNN) runs at about twice the bf16 product's rate (2048x4096x4096: 772 against
 415 GFLOP/s), so both sides go to int8 with one scale per row: the prompt's rows as they come, the
-weight once per prompt. The few columns where a row holds an outlier (OUTLIER_RMS) are multiplied
-in float instead. A piece's result depends only on the piece, so a prompt prefilled layer by layer
-keeps the logits and KV of the same pieces run one by one.
+weight once per prompt. Columns where a row holds an outlier (OUTLIER_RMS) do not set the rows'
+scales: their values are clamped to the int8 range, and what the clamp cut off (a few values a row)
+is added back in float, times those weight columns. A piece's result depends only on the piece, so a
+prompt prefilled layer by layer keeps the logits and KV of the same pieces run one by one.
 
 int4 weights are written out as int8 by the native library (csrc/fused_decode.cpp,
 dequantize_int4_int8) into scratch buffers that the layers reuse: the last four layers asked (a
@@ -37,10 +38,12 @@ from ragglm.engine.linear.quantize import Int4Linear, Int8Linear, use_int4_packe
 
 __all__ = ["Int8PromptProducts", "attach_int8_prompt_products", "native_int4_pack", "OUTLIER_RMS"]
 
-# A column holding a value above this many times its row's root mean square is multiplied in float
-# (csrc: quantize_rows_int8). On SmolLM2's prompts, 5 takes the KL divergence from the float
-# model's next-token distribution with int4 weights and int8 rows from 0.033 to 0.0052 (int4 weights
-# alone: 0.0023), and perplexity on the manuals from +1.05% to +0.47% with int8 weights (8: 0.0064).
+# A column holding a value above this many times its row's root mean square leaves the row scales
+# (csrc: quantize_rows_int8). SmolLM2 on 4,096 tokens of the manuals, KL divergence from the float
+# model's next-token distribution, int8 weights: weights alone 0.0045, int8 rows with one scale each
+# 0.036, with the outliers set apart 0.0060 (int4 weights: 0.0046, 0.0060). Multiplying the outlier
+# columns whole in float gave 0.0059 (int4: 0.0058) but cost a random 7B's prefill 46%: its down projections mark
+# half their columns, whose values mostly fit the int8 range (about 70 a row do not).
 OUTLIER_RMS = 5.0
 
 
@@ -54,25 +57,25 @@ class Int8PromptProducts:
 
     def __call__(self, layer: Int4Linear | Int8Linear, rows: Tensor) -> Tensor:
         weight, weight_scales = self.int8_weight(layer)  # [out, in] int8, [out] float32
-        count, width = rows.shape
+        count, in_features = rows.shape
         rows = rows.contiguous()
-        quantized = torch.empty(count, width, dtype=torch.int8)
+        quantized = torch.empty(count, in_features, dtype=torch.int8)
         row_scales = torch.empty(count, dtype=torch.float32)
-        outliers = torch.empty(width, dtype=torch.uint8)
+        outliers = torch.empty(in_features, dtype=torch.uint8)
         threads = torch.get_num_threads()
-        self.library.quantize_rows_int8(rows.data_ptr(), count, width, OUTLIER_RMS, threads, quantized.data_ptr(),
+        self.library.quantize_rows_int8(rows.data_ptr(), count, in_features, OUTLIER_RMS, threads, quantized.data_ptr(),
                                         row_scales.data_ptr(), outliers.data_ptr())
         products = torch._int_mm(quantized, weight.t())  # [M, out] int32
         columns = outliers.nonzero().squeeze(1)
-        # the outlier columns' part, [M, n] x [out, n]^T in float32, then times the weight's row scales
-        # (scaling the [out, n] weight first took a fifth of a random 7B's prefill, whose down
-        # projections mark half their columns)
-        addend = ((rows[:, columns].float() @ weight[:, columns].float().t()) * weight_scales
-                  if len(columns) else None)
+        chosen = torch.empty(len(columns), layer.out_features, dtype=torch.int8)  # weight[:, columns].T
+        if len(columns):
+            self.library.gather_columns_int8(weight.data_ptr(), layer.out_features, in_features, columns.data_ptr(),
+                                             len(columns), threads, chosen.data_ptr())
         out = torch.empty(count, layer.out_features, dtype=torch.bfloat16)
         self.library.scale_int32_bf16(products.data_ptr(), row_scales.data_ptr(), weight_scales.data_ptr(),
-                                      None if addend is None else addend.data_ptr(), count, layer.out_features,
-                                      threads, out.data_ptr())
+                                      rows.data_ptr(), quantized.data_ptr(), in_features, columns.data_ptr(),
+                                      len(columns), chosen.data_ptr(), count, layer.out_features, threads,
+                                      out.data_ptr())
         return out
 
     def int8_weight(self, layer: Int4Linear | Int8Linear) -> tuple[Tensor, Tensor]:

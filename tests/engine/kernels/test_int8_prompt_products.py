@@ -85,7 +85,7 @@ def test_a_prompt_through_an_int8_layer_matches_the_float_product():
     assert relative < 0.02
 
 
-def test_outlier_columns_are_multiplied_in_float():
+def test_an_outlier_column_does_not_round_its_rows_away():
     """One column 50 times the others would round every other value of its rows to 0 in int8."""
     layer, reference = _int4_layer(128, 256, 32, seed=9)
     x = _rows(KERNEL_MAX_ROWS + 16, 256, 10).float()
@@ -96,6 +96,46 @@ def test_outlier_columns_are_multiplied_in_float():
     without_column = F.linear(x.bfloat16().float() * (torch.arange(256) != 17), reference)
     # the rest of the row still counts: the product is not just the outlier column's
     assert ((y - expected).norm() / without_column.norm()).item() < 0.05
+
+
+def test_values_above_the_int8_range_are_added_back_exactly():
+    """Outliers scattered over rows and columns, as in a down projection's input: each row's product
+    is its int8 product plus, exactly, what the clamp cut off. So the error is the int8 rounding of
+    the rows without the outliers, not the outliers' size (a weight of 200 rows: not a multiple of 16)."""
+    qw = quantize_int8(torch.randn(200, 384, generator=torch.Generator().manual_seed(11)))
+    layer = Int8Linear(qw, None)
+    layer.compute_in(torch.bfloat16)
+    if layer.path != "_weight_int8pack_mm":
+        pytest.skip("this torch build has no int8 weight kernel")
+    _attach(layer)
+    generator = torch.Generator().manual_seed(12)
+    x = _rows(KERNEL_MAX_ROWS + 40, 384, 13).float()
+    spots = torch.rand(x.shape, generator=generator) < 0.01  # about 4 a row, in most columns
+    x[spots] = 300 * torch.sign(torch.randn(int(spots.sum()), generator=generator))
+    x = x.bfloat16().float()
+    weight = dequantize(qw, torch.float32)
+    y = layer.prompt_product(layer, x.bfloat16()).float()
+    expected = F.linear(x, weight)
+    # the same rows without their outliers, through the same product: the error left is theirs
+    calm = torch.where(spots, 0.0, x)
+    calm_error = (layer.prompt_product(layer, calm.bfloat16()).float() - F.linear(calm, weight)).norm()
+    rounding = (expected.bfloat16().float() - expected).norm()  # the bf16 result's own
+    assert (y - expected).norm() < 1.5 * calm_error + 1.5 * rounding
+    # one scale per row, the outliers' (300 / 127), would round the rest of each row away
+    per_row = x.abs().amax(1, keepdim=True) / 127
+    assert (F.linear(torch.round(x / per_row) * per_row, weight) - expected).norm() > 10 * calm_error
+
+
+@pytest.mark.parametrize(("rows", "cols", "chosen"), [(40, 96, [0, 5, 95]), (256, 512, list(range(0, 512, 3)))])
+def test_gathered_weight_columns_are_the_columns_transposed(rows, cols, chosen):
+    from ragglm.engine.kernels.fused_decode import load_library
+
+    weight = torch.randint(-127, 128, (rows, cols), dtype=torch.int8, generator=torch.Generator().manual_seed(rows))
+    columns = torch.tensor(chosen, dtype=torch.int64)
+    out = torch.empty(len(chosen), rows, dtype=torch.int8)
+    load_library().gather_columns_int8(weight.data_ptr(), rows, cols, columns.data_ptr(), len(chosen), 2,
+                                       out.data_ptr())
+    assert torch.equal(out, weight[:, columns].t())
 
 
 def test_a_smaller_layer_after_a_larger_one_reads_its_own_weight():
