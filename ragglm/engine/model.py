@@ -144,10 +144,15 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None,
                 mask: Tensor | None = None) -> Tensor:
+        return self.wo(self.attend(self.wqkv(x), rope, interleaved, start, mask))
+
+    def attend(self, heads: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None,
+               mask: Tensor | None = None) -> Tensor:
+        """wqkv's output [B, T, (H + 2 Hkv) D] -> the heads' attention [B, T, H D], the KV written."""
         # rope: cos, sin [T, 1, rotary_dim // 2], broadcast over heads ([B, T, 1, 2, D // 4] in halves)
         # mask: None for causal attention over the cache, else [B or 1, 1, T, keys] (True: seen)
-        B, T, _ = x.shape
-        heads = self.wqkv(x).view(B, T, -1, self.head_dim)  # [B, T, H + 2 Hkv, D]
+        B, T, _ = heads.shape
+        heads = heads.view(B, T, -1, self.head_dim)  # [B, T, H + 2 Hkv, D]
         qk = heads[:, :, :self.n_heads + self.n_kv_heads]
         if self.rope_halves:
             qk = apply_rope(qk.unflatten(-1, (2, self.head_dim // 2)), rope, False).flatten(-2)
@@ -172,14 +177,14 @@ class Attention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
             elif T == 1 and q.dtype == torch.float32:  # in bf16, flash attention's own float32 math wins
                 y = one_query_attention(q, k, v)
-            elif x.device.type == "cuda":
+            elif heads.device.type == "cuda":
                 # a boolean mask would keep flash attention out; a lower-right causal bias lets it in
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, start + T),
                                                    enable_gqa=True)
             else:
-                mask = causal_mask(start, T, x.device)
+                mask = causal_mask(start, T, heads.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        return y.transpose(1, 2).reshape(B, T, -1)
 
 
 class FeedForward(nn.Module):
@@ -193,11 +198,38 @@ class FeedForward(nn.Module):
         self.w_gate_up = nn.Linear(args.dim, up_rows, bias=args.linear_bias)
         self.w_down = nn.Linear(args.intermediate_size, args.dim, bias=args.linear_bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pieces: list[int] | None = None) -> Tensor:
         if self.gelu:
-            return self.w_down(F.gelu(self.w_gate_up(x), approximate="tanh"))
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
+            return linear_in_pieces(self.w_down, F.gelu(linear_in_pieces(self.w_gate_up, x, pieces), approximate="tanh"),
+                                    pieces)
+        gate, up = linear_in_pieces(self.w_gate_up, x, pieces).chunk(2, dim=-1)
+        return linear_in_pieces(self.w_down, F.silu(gate) * up, pieces)
+
+
+def linear_in_pieces(layer: nn.Module, x: Tensor, pieces: list[int] | None) -> Tensor:
+    """layer(x); with pieces, x [B, sum(pieces), in] holds a prompt's pieces of these lengths, each
+    of whose rows come out as layer(piece) gives them (a layer that can multiply them together does)."""
+    if pieces is None or len(pieces) == 1:
+        return layer(x)
+    if hasattr(layer, "forward_pieces"):
+        return layer.forward_pieces(x, pieces)
+    return torch.cat([layer(part) for part in x.split(pieces, dim=1)], dim=1)
+
+
+# Rows of consecutive prompt pieces whose linear products run as one (Transformer.prefill_by_layer):
+# oneDNN's int8 product reaches its rate from about 512 rows, and the activations stay bounded.
+BATCHED_PIECE_ROWS = 512
+
+
+@dataclass(frozen=True)
+class PromptPiece:
+    """One piece of a prompt run through a block with others: its length, rotary tables, first
+    position in the cache and mask, as Block.forward takes them."""
+
+    length: int
+    rope: tuple[Tensor, Tensor]
+    start: int | None
+    mask: Tensor | None = None
 
 
 class Block(nn.Module):
@@ -210,13 +242,29 @@ class Block(nn.Module):
         self.residual_scale = args.residual_scale
 
     def forward(self, x, rope, interleaved, start, mask=None):
+        return self.forward_pieces(x, [PromptPiece(x.shape[1], rope, start, mask)], interleaved)
+
+    def forward_pieces(self, x: Tensor, pieces: list[PromptPiece], interleaved: bool) -> Tensor:
+        """forward of each piece in turn, x [B, sum of lengths, dim] holding them all: each piece's
+        rows come out as forward(piece) gives them, while the linear layers may take all the rows
+        at once (linear_in_pieces); only attention goes piece by piece."""
+        lengths = [piece.length for piece in pieces]
+
+        def attention(normed: Tensor) -> Tensor:
+            heads = linear_in_pieces(self.attention.wqkv, normed, lengths)
+            parts = heads.split(lengths, dim=1) if len(pieces) > 1 else [heads]
+            attended = [self.attention.attend(part, piece.rope, interleaved, piece.start, piece.mask)
+                        for part, piece in zip(parts, pieces, strict=True)]
+            return linear_in_pieces(self.attention.wo, torch.cat(attended, dim=1) if len(attended) > 1 else attended[0],
+                                    lengths)
+
         if self.residual_scale is None:
-            x = x + self.attention(self.attention_norm(x), rope, interleaved, start, mask)
-            return x + self.feed_forward(self.ffn_norm(x))
+            x = x + attention(self.attention_norm(x))
+            return x + self.feed_forward(self.ffn_norm(x), lengths)
         normed = self.attention_norm(x)
-        x = normed * self.residual_scale + self.attention(normed, rope, interleaved, start, mask)
+        x = normed * self.residual_scale + attention(normed)
         normed = self.ffn_norm(x)
-        return normed * self.residual_scale + self.feed_forward(normed)
+        return normed * self.residual_scale + self.feed_forward(normed, lengths)
 
 
 class Transformer(nn.Module):
@@ -344,14 +392,23 @@ class Transformer(nn.Module):
         Each piece meets the same inputs and the same keys (those of the pieces before it, written
         by then in that layer), so the KV and logits are forward's to the bit; but a layer's weights
         serve all pieces in a row, which lets a layer that prepares its weights for a product (int4
-        written out as int8) do it once per prompt rather than once per piece.
+        written out as int8) do it once per prompt rather than once per piece, and consecutive pieces
+        of up to BATCHED_PIECE_ROWS rows share the linear layers' products (Block.forward_pieces).
         """
-        bounds = list(zip([0, *ends[:-1]], ends, strict=True))
-        inputs = [self._causal_inputs(tokens[:, lo:hi], start + lo) for lo, hi in bounds]
-        xs = [self.tok_embeddings(tokens[:, lo:hi]) for lo, hi in bounds]  # [B, piece, dim] each
+        pieces = []
+        for lo, hi in zip([0, *ends[:-1]], ends, strict=True):
+            rope, mask = self._causal_inputs(tokens[:, lo:hi], start + lo)
+            pieces.append(PromptPiece(hi - lo, rope, start + lo, mask))
+        batches: list[list[PromptPiece]] = []
+        for piece in pieces:
+            if batches and sum(p.length for p in batches[-1]) + piece.length <= BATCHED_PIECE_ROWS:
+                batches[-1].append(piece)
+            else:
+                batches.append([piece])
+        xs = list(self.tok_embeddings(tokens).split([sum(p.length for p in batch) for batch in batches], dim=1))
         for layer in self.layers:
-            for i, ((lo, _), (rope, mask)) in enumerate(zip(bounds, inputs, strict=True)):
-                xs[i] = layer(xs[i], rope, self.args.rope_interleaved, start + lo, mask)
+            for i, batch in enumerate(batches):
+                xs[i] = layer.forward_pieces(xs[i], batch, self.args.rope_interleaved)
         x = self.norm(xs[-1][:, -1:])
         if self.output is None or self.args.tie_embeddings:
             return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
+from itertools import accumulate, pairwise
 
 import torch
 from torch import Tensor, nn
@@ -48,25 +49,31 @@ OUTLIER_RMS = 5.0
 
 
 class Int8PromptProducts:
-    """layer.prompt_product(layer, rows): rows [M, in] bf16 times the layer's weight, as bf16 [M, out]."""
+    """layer.prompt_product(layer, rows, pieces): rows [M, in] bf16 times the layer's weight, as bf16
+    [M, out]; the rows of each piece (row counts, default: one piece) are rounded to int8 on their own."""
 
     def __init__(self, library: ctypes.CDLL, kept: int = 4):
         self.library = library
         self.kept = kept
         self.local = threading.local()  # concurrent prompts on one model each get their own buffers
 
-    def __call__(self, layer: Int4Linear | Int8Linear, rows: Tensor) -> Tensor:
+    def __call__(self, layer: Int4Linear | Int8Linear, rows: Tensor, pieces: list[int] | None = None) -> Tensor:
         weight, weight_scales = self.int8_weight(layer)  # [out, in] int8, [out] float32
         count, in_features = rows.shape
         rows = rows.contiguous()
+        bounds = list(accumulate(pieces or [count], initial=0))
         quantized = torch.empty(count, in_features, dtype=torch.int8)
         row_scales = torch.empty(count, dtype=torch.float32)
-        outliers = torch.empty(in_features, dtype=torch.uint8)
+        outliers = torch.empty(len(bounds) - 1, in_features, dtype=torch.uint8)  # each piece marks its own
         threads = torch.get_num_threads()
-        self.library.quantize_rows_int8(rows.data_ptr(), count, in_features, OUTLIER_RMS, threads, quantized.data_ptr(),
-                                        row_scales.data_ptr(), outliers.data_ptr())
-        products = torch._int_mm(quantized, weight.t())  # [M, out] int32
-        columns = outliers.nonzero().squeeze(1)
+        for piece, (lo, hi) in enumerate(pairwise(bounds)):
+            self.library.quantize_rows_int8(rows[lo].data_ptr(), hi - lo, in_features, OUTLIER_RMS, threads,
+                                            quantized[lo].data_ptr(), row_scales[lo:].data_ptr(),
+                                            outliers[piece].data_ptr())
+        products = torch._int_mm(quantized, weight.t())  # [M, out] int32: one product for every piece
+        # the weight columns of every piece's outliers, gathered once: a row's clamped values lie in
+        # its own piece's outlier columns, and the other columns never exceed its int8 range
+        columns = outliers.any(0).nonzero().squeeze(1)
         chosen = torch.empty(len(columns), layer.out_features, dtype=torch.int8)  # weight[:, columns].T
         if len(columns):
             self.library.gather_columns_int8(weight.data_ptr(), layer.out_features, in_features, columns.data_ptr(),

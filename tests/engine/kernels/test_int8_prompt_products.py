@@ -101,15 +101,15 @@ def test_an_outlier_column_does_not_round_its_rows_away():
 def test_values_above_the_int8_range_are_added_back_exactly():
     """Outliers scattered over rows and columns, as in a down projection's input: each row's product
     is its int8 product plus, exactly, what the clamp cut off. So the error is the int8 rounding of
-    the rows without the outliers, not the outliers' size (a weight of 200 rows: not a multiple of 16)."""
-    qw = quantize_int8(torch.randn(200, 384, generator=torch.Generator().manual_seed(11)))
+    the rows without the outliers, not the outliers' size (200 x 392: neither a multiple of 16)."""
+    qw = quantize_int8(torch.randn(200, 392, generator=torch.Generator().manual_seed(11)))
     layer = Int8Linear(qw, None)
     layer.compute_in(torch.bfloat16)
     if layer.path != "_weight_int8pack_mm":
         pytest.skip("this torch build has no int8 weight kernel")
     _attach(layer)
     generator = torch.Generator().manual_seed(12)
-    x = _rows(KERNEL_MAX_ROWS + 40, 384, 13).float()
+    x = _rows(KERNEL_MAX_ROWS + 40, 392, 13).float()
     spots = torch.rand(x.shape, generator=generator) < 0.01  # about 4 a row, in most columns
     x[spots] = 300 * torch.sign(torch.randn(int(spots.sum()), generator=generator))
     x = x.bfloat16().float()

@@ -717,6 +717,12 @@ extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scal
 // above `outlier` times its row's root mean square are marked in `outliers` [K] (0 or 1) and left out
 // of the scales; their values are clamped to the int8 range, and scale_int32_bf16 adds back what the
 // clamp cut off.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define QUANTIZE_AVX512 1
+#else
+#define QUANTIZE_AVX512 0
+#endif
+
 extern "C" void quantize_rows_int8(const uint16_t* x, int64_t rows, int64_t K, float outlier, int64_t threads,
                                    int8_t* out, float* row_scales, uint8_t* outliers) {
     std::memset(outliers, 0, K);
@@ -726,9 +732,27 @@ extern "C" void quantize_rows_int8(const uint16_t* x, int64_t rows, int64_t K, f
         for (int64_t row = 0; row < rows; row++) {
             const uint16_t* in = x + row * K;
             float squares = 0.0f;
-            for (int64_t k = 0; k < K; k++) squares += to_float(in[k]) * to_float(in[k]);
+            int64_t k = 0;
+#if QUANTIZE_AVX512
+            __m512 sum = _mm512_setzero_ps();
+            for (; k + 16 <= K; k += 16) sum = _mm512_fmadd_ps(load16(in + k), load16(in + k), sum);
+            squares = _mm512_reduce_add_ps(sum);
+#endif
+            for (; k < K; k++) squares += to_float(in[k]) * to_float(in[k]);
             const float limit = outlier * std::sqrt(squares / K);
-            for (int64_t k = 0; k < K; k++)
+            k = 0;
+#if QUANTIZE_AVX512
+            const __m512 bound = _mm512_set1_ps(limit);
+            for (; k + 16 <= K; k += 16) {
+                if (!_mm512_cmp_ps_mask(_mm512_abs_ps(load16(in + k)), bound, _CMP_GT_OQ)) continue;
+                for (int64_t i = k; i < k + 16; i++)  // rare: a row holds a few
+                    if (std::fabs(to_float(in[i])) > limit) {
+#pragma omp atomic write
+                        outliers[i] = 1;
+                    }
+            }
+#endif
+            for (; k < K; k++)
                 if (std::fabs(to_float(in[k])) > limit) {
 #pragma omp atomic write
                     outliers[k] = 1;
@@ -739,13 +763,33 @@ extern "C" void quantize_rows_int8(const uint16_t* x, int64_t rows, int64_t K, f
             const uint16_t* in = x + row * K;
             int8_t* q = out + row * K;
             float largest = 0.0f;
-            for (int64_t k = 0; k < K; k++)
-                if (!outliers[k]) largest = std::fmax(largest, std::fabs(to_float(in[k])));
+            int64_t k = 0;
+#if QUANTIZE_AVX512
+            __m512 top = _mm512_setzero_ps();
+            for (; k + 16 <= K; k += 16) {
+                const __mmask16 kept = _mm_cmpeq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(outliers + k)),
+                                                           _mm_setzero_si128());
+                top = _mm512_mask_max_ps(top, kept, top, _mm512_abs_ps(load16(in + k)));
+            }
+            largest = _mm512_reduce_max_ps(top);
+#endif
+            for (; k < K; k++)
+                if (!outliers[k]) largest = std::max(largest, std::fabs(to_float(in[k])));
             row_scales[row] = largest / 127.0f;
             const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
-            for (int64_t k = 0; k < K; k++) {
+            k = 0;
+#if QUANTIZE_AVX512
+            const __m512 scale = _mm512_set1_ps(inverse), high = _mm512_set1_ps(127.0f), low = _mm512_set1_ps(-127.0f);
+            for (; k + 16 <= K; k += 16) {
+                const __m512 value = _mm512_roundscale_ps(_mm512_mul_ps(load16(in + k), scale),
+                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                const __m512i whole = _mm512_cvtps_epi32(_mm512_max_ps(low, _mm512_min_ps(high, value)));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(whole));
+            }
+#endif
+            for (; k < K; k++) {
                 const float value = std::nearbyint(to_float(in[k]) * inverse);
-                q[k] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, value)));
+                q[k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, value)));
             }
         }
     }
@@ -774,7 +818,9 @@ extern "C" void gather_columns_int8(const int8_t* weight, int64_t N, int64_t K, 
 // int32 products [rows, N] -> bf16, each times its row's and its column's scale. Where the outlier
 // columns (`columns`, n of them; `chosen` their weight columns from gather_columns_int8) held values
 // the int8 rows clamped, the part clamped away is added in float: x - row_scale * quantized, times
-// that weight column. Only those values: the rest of an outlier column rounds like any other.
+// that weight column. Only those values: the rest of an outlier column rounds like any other. A
+// value is clamped when it is above 127.5 steps, which no value of a column that did not set its
+// row's scale is (its largest is 127): the columns may be those of several pieces' rows at once.
 extern "C" void scale_int32_bf16(const int32_t* products, const float* row_scales, const float* column_scales,
                                  const uint16_t* x, const int8_t* quantized, int64_t K, const int64_t* columns,
                                  int64_t n, const int8_t* chosen, int64_t rows, int64_t N, int64_t threads,
@@ -789,8 +835,9 @@ extern "C" void scale_int32_bf16(const int32_t* products, const float* row_scale
             for (int64_t o = 0; o < N; o++) values[o] = static_cast<float>(product[o]) * scale;
             for (int64_t j = 0; j < n; j++) {
                 const int64_t k = columns[j];
-                const float lost = to_float(x[row * K + k]) - scale * quantized[row * K + k];
-                if (std::fabs(lost) > 0.5f * scale) add_scaled(lost, chosen + j * N, values.data(), N);
+                const float value = to_float(x[row * K + k]);
+                if (std::fabs(value) > 127.5f * scale)
+                    add_scaled(value - scale * quantized[row * K + k], chosen + j * N, values.data(), N);
             }
             for (int64_t o = 0; o < N; o++) out[row * N + o] = to_bf16(values[o] * column_scales[o]);
         }
