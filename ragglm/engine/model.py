@@ -98,6 +98,8 @@ class KVCache(nn.Module):
                  prefix: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.offset = 0 if prefix is None else prefix[0].shape[1]
+        self.widened: tuple[Tensor, Tensor] | None = None
+        self.widened_len = 0  # slots of `widened` written
         shape = (batch, n_kv_heads, self.offset + max_seq_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
@@ -106,13 +108,25 @@ class KVCache(nn.Module):
             self.v[:, :, :self.offset] = prefix[1]
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        # k, v: [B, H_kv, T, D]; returns the cache up to start + T, with the prefix before it
+        # k, v: [B, H_kv, T, D]; returns the cache up to start + T, with the prefix before it (widened,
+        # while a prompt prefills into a float16 cache)
         if self.k.dtype == torch.float16:  # a value past float16's range would become infinite
             k, v = k.clamp(-FLOAT16_MAX, FLOAT16_MAX), v.clamp(-FLOAT16_MAX, FLOAT16_MAX)
         end = self.offset + start + k.shape[2]
         self.k[:, :, self.offset + start:end] = k
         self.v[:, :, self.offset + start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        if self.widened is None:
+            return self.k[:, :, :end], self.v[:, :, :end]
+        for cache, wide in zip((self.k, self.v), self.widened, strict=True):
+            wide[:, :, self.widened_len:end] = cache[:, :, self.widened_len:end]
+        self.widened_len = end
+        return self.widened[0][:, :, :end], self.widened[1][:, :, :end]
+
+    def widen_into(self, buffers: tuple[Tensor, Tensor] | None) -> None:
+        """Keep float32 copies of the keys and values in buffers [B, H_kv, >= slots, D] (None: stop),
+        each written once: a prompt's pieces then attend to them without widening the whole cache
+        again for every piece (at 2,048 tokens in pieces of 128, 40% of attention's time)."""
+        self.widened, self.widened_len = buffers, 0
 
 
 class RMSNorm(nn.Module):
@@ -406,9 +420,18 @@ class Transformer(nn.Module):
             else:
                 batches.append([piece])
         xs = list(self.tok_embeddings(tokens).split([sum(p.length for p in batch) for batch in batches], dim=1))
+        cache = self.layers[0].attention.kv_cache
+        # one layer's keys and values widened to float32 at a time, the buffers reused by every layer
+        widened = None if cache is None or cache.k.dtype != torch.float16 else tuple(
+            torch.empty(*cache.k.shape[:2], cache.offset + start + tokens.shape[1], cache.k.shape[3],
+                        device=cache.k.device) for _ in range(2))
         for layer in self.layers:
-            for i, batch in enumerate(batches):
-                xs[i] = layer.forward_pieces(xs[i], batch, self.args.rope_interleaved)
+            layer.attention.kv_cache.widen_into(widened)
+            try:
+                for i, batch in enumerate(batches):
+                    xs[i] = layer.forward_pieces(xs[i], batch, self.args.rope_interleaved)
+            finally:
+                layer.attention.kv_cache.widen_into(None)
         x = self.norm(xs[-1][:, -1:])
         if self.output is None or self.args.tie_embeddings:
             return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()

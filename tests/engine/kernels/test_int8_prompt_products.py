@@ -156,7 +156,9 @@ def test_native_packing_gives_the_bytes_of_torchs_conversion(rows, cols):
     assert torch.equal(native_int4_pack(qweight), cpu_int4_pack(qweight))
 
 
-def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece_by_piece():
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.float16])
+def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece_by_piece(kv_dtype):
+    """Layer by layer, pieces share products and (a float16 cache) attend to keys widened once."""
     from ragglm.engine.generate import prefill
     from ragglm.engine.kernels.fused_decode import load_library
     from ragglm.engine.kernels.int8_prompt_products import attach_int8_prompt_products
@@ -171,6 +173,7 @@ def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece
     model = build_quantized(args, dict(Transformer(args).state_dict()), config=QuantConfig("int4", 32))
     use_bf16_linears(model)
     assert attach_int8_prompt_products(model, load_library()) == 9  # four a block, and the head
+    model.kv_dtype = kv_dtype
     prompt = torch.randint(0, 320, (300,), generator=torch.Generator().manual_seed(1)).tolist()
 
     def kv() -> list[torch.Tensor]:
@@ -185,4 +188,9 @@ def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece
         for lo, hi in ((0, 128), (128, 256), (256, 300)):
             by_piece = model(torch.tensor([prompt[lo:hi]]), start=lo, last_only=True)[0, -1]
         assert torch.equal(by_layer, by_piece)
+        assert all(map(torch.equal, kv_by_layer, kv()))
+        # after a cached first piece: the pieces after it read its keys from the cache
+        model.setup_cache(1, 402)
+        model(torch.tensor([prompt[:128]]), start=0, last_only=True)
+        assert torch.equal(prefill(model, prompt[128:], 128, start=128), by_layer)
         assert all(map(torch.equal, kv_by_layer, kv()))
