@@ -123,7 +123,7 @@ class KVCache(nn.Module):
         return self.widened[0][:, :, :end], self.widened[1][:, :, :end]
 
     def widen_into(self, buffers: tuple[Tensor, Tensor] | None) -> None:
-        """Keep float32 copies of the keys and values in buffers [B, H_kv, >= slots, D] (None: stop),
+        """Keep wider copies of the keys and values in buffers [B, H_kv, >= slots, D] (None: stop),
         each written once: a prompt's pieces then attend to them without widening the whole cache
         again for every piece (at 2,048 tokens in pieces of 128, 40% of attention's time)."""
         self.widened, self.widened_len = buffers, 0
@@ -420,10 +420,11 @@ class Transformer(nn.Module):
             else:
                 batches.append([piece])
         xs = list(self.tok_embeddings(tokens).split([sum(p.length for p in batch) for batch in batches], dim=1))
-        cache = self.layers[0].attention.kv_cache
-        # one layer's keys and values widened to float32 at a time, the buffers reused by every layer
-        widened = None if cache is None or cache.k.dtype != torch.float16 else tuple(
-            torch.empty(*cache.k.shape[:2], cache.offset + start + tokens.shape[1], cache.k.shape[3],
+        cache, dtype = self.layers[0].attention.kv_cache, self.tok_embeddings.weight.dtype
+        # a float16 cache of a float32 model: one layer's keys and values widened at a time, into
+        # buffers that every layer reuses
+        widened = None if cache is None or cache.k.dtype == dtype else tuple(
+            torch.empty(*cache.k.shape[:2], cache.offset + start + tokens.shape[1], cache.k.shape[3], dtype=dtype,
                         device=cache.k.device) for _ in range(2))
         for layer in self.layers:
             layer.attention.kv_cache.widen_into(widened)
