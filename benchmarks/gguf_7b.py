@@ -6,11 +6,11 @@ engine then runs in its own child process, alternating ours and llama.cpp, and r
 peak RSS (VmHWM), decode ms/token after 128 and 2,048 tokens of context, prefill tokens/s for a
 512- and a 2,048-token prompt. A last child holds both engines and alternates blocks of decode
 steps between them (--pairs): the host's bandwidth drifts, so those paired ratios are the decode
-comparison. The parent measures memory read bandwidth, and from it each
-engine's decode floor at each context: the bytes a token reads (the weights it streams, the
-embedding aside, and the KV cache so far: ours bf16 for quantized models, llama.cpp's f16) over
-the bandwidth. --bf16-layers N also compares int4 with bf16 prefill on an N-layer slice of the
-same shape (a whole 7B in bf16 would take 13.5 GB).
+comparison, each pair with the bandwidth read after it. The parent measures memory read bandwidth,
+and from it each engine's decode floor at each context: the bytes a token reads (the weights it
+streams, the embedding aside, and the KV cache so far: float16 in both) over the bandwidth.
+--bf16-layers N also compares int4 with bf16 prefill on an N-layer slice of the same shape (a whole
+7B in bf16 would take 13.5 GB).
 
     PYTHONPATH=. .venv/bin/python benchmarks/gguf_7b.py --kinds Q4_0,Q8_0
 
@@ -67,12 +67,20 @@ def write_file(folder: Path, kind: str, layers: int | None = None) -> Path:
 
 # -- children: one engine each ----------------------------------------------------------------------
 
+def decode_bytes(model) -> tuple[int, int]:
+    """What our decode step reads a token: the weights it streams, and the KV cache's bytes a position."""
+    from ragglm.engine.kernels.fused_decode import streamed_weights
+
+    args = model.args
+    weights = sum(getattr(module, name).nbytes for module, name in streamed_weights(model))
+    return weights, 2 * args.n_layers * args.n_kv_heads * args.head_dim * model.cache_dtype.itemsize
+
+
 def ours_child(path: str, new: int, contexts: list[int], prompts: list[int], quant: str | None) -> dict:
     import torch
 
     from ragglm.engine import Engine
     from ragglm.engine.generate import GenerationResult
-    from ragglm.engine.kernels.fused_decode import streamed_weights
 
     torch.set_num_threads(THREADS)
     torch.zeros(1) @ torch.zeros(1)
@@ -81,9 +89,7 @@ def ours_child(path: str, new: int, contexts: list[int], prompts: list[int], qua
     engine = Engine.from_pretrained(path, quant=quant)
     figures: dict = {"load_s": round(time.perf_counter() - started, 1), "quant": engine.quant,
                      "paths": engine.quant_paths, "weight_bytes": sum(engine.weight_bytes().values())}
-    model, args = engine.model, engine.model.args
-    figures["decode_weight_bytes"] = sum(getattr(module, name).nbytes for module, name in streamed_weights(model))
-    figures["kv_bytes_per_token"] = 2 * args.n_layers * args.n_kv_heads * args.head_dim * model.cache_dtype.itemsize
+    figures["decode_weight_bytes"], figures["kv_bytes_per_token"] = decode_bytes(engine.model)
     figures["load_peak_rss_gb"] = round((_status_kb("VmHWM") - base) / 2**20, 2)
 
     def run(n_prompt: int, n_new: int, seed: int) -> GenerationResult:
@@ -155,13 +161,15 @@ def paired_child(path: str, new: int, contexts: list[int], pairs: int) -> dict:
 
     The host's memory bandwidth drifts by half within minutes (other tenants), and batch-1 decode
     follows it; figures taken in separate processes minutes apart compare two machines. Each pair
-    here is two blocks a few seconds apart, and the ratio is the median over the pairs.
+    here is two blocks a few seconds apart, and the ratio is the median over the pairs; the
+    bandwidth read after each pair gives our floor at that moment (ours_vs_floor).
     """
     import statistics
 
     import llama_cpp
     import torch
 
+    from benchmarks.memory_bandwidth import read_bandwidth_gb_s
     from ragglm.engine import Engine
 
     torch.set_num_threads(THREADS)
@@ -170,6 +178,7 @@ def paired_child(path: str, new: int, contexts: list[int], pairs: int) -> dict:
                           n_ctx=max(contexts) + new + 8, n_batch=512, verbose=False)
     model = engine.model
     model.setup_cache(1, max(contexts) + new)
+    weight_bytes, kv_bytes = decode_bytes(model)
 
     def ours_ms(n: int, token: int) -> float:
         step = torch.tensor([[token]])
@@ -193,9 +202,14 @@ def paired_child(path: str, new: int, contexts: list[int], pairs: int) -> dict:
         llm.reset()
         llm.eval(ids)
         ours_ms(n, ids[-1]), llama_cpp_ms(n, ids[-1])  # warm up
-        timings = [(ours_ms(n, ids[-1]), llama_cpp_ms(n, ids[-1])) for _ in range(pairs)]
-        report[n] = {"ours_ms": [round(a, 1) for a, _ in timings], "llama_cpp_ms": [round(b, 1) for _, b in timings],
-                     "ratio_median": round(statistics.median(b / a for a, b in timings), 2)}
+        # each pair with the bandwidth read right after it, and our floor at that bandwidth
+        timings = [(ours_ms(n, ids[-1]), llama_cpp_ms(n, ids[-1]), read_bandwidth_gb_s()) for _ in range(pairs)]
+        token_bytes = weight_bytes + kv_bytes * n
+        report[n] = {"ours_ms": [round(a, 1) for a, _, _ in timings],
+                     "llama_cpp_ms": [round(b, 1) for _, b, _ in timings],
+                     "bandwidth_gb_s": [round(bw, 1) for _, _, bw in timings],
+                     "ours_vs_floor": [round(a / (token_bytes / bw / 1e6), 2) for a, _, bw in timings],
+                     "ratio_median": round(statistics.median(b / a for a, b, _ in timings), 2)}
     return report
 
 
