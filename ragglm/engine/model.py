@@ -427,12 +427,14 @@ class Transformer(nn.Module):
             torch.empty(*cache.k.shape[:2], cache.offset + start + tokens.shape[1], cache.k.shape[3], dtype=dtype,
                         device=cache.k.device) for _ in range(2))
         for layer in self.layers:
-            layer.attention.kv_cache.widen_into(widened)
+            if widened is not None:
+                layer.attention.kv_cache.widen_into(widened)
             try:
                 for i, batch in enumerate(batches):
                     xs[i] = layer.forward_pieces(xs[i], batch, self.args.rope_interleaved)
             finally:
-                layer.attention.kv_cache.widen_into(None)
+                if widened is not None:
+                    layer.attention.kv_cache.widen_into(None)
         x = self.norm(xs[-1][:, -1:])
         if self.output is None or self.args.tie_embeddings:
             return F.linear(x.to(self.tok_embeddings.weight.dtype), self.tok_embeddings.weight).float()

@@ -57,6 +57,16 @@ def test_an_int4_weight_becomes_int8_rows_within_half_a_step(rows, cols, group, 
     assert (error <= scales[:, None] * 0.5 + 1e-6).all()
 
 
+def _int8_layer(rows: int, cols: int, seed: int) -> tuple[Int8Linear, torch.Tensor]:
+    qw = quantize_int8(torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)))
+    layer = Int8Linear(qw, None)
+    layer.compute_in(torch.bfloat16)
+    if layer.path != "_weight_int8pack_mm":
+        pytest.skip("this torch build has no int8 weight kernel")
+    _attach(layer)
+    return layer, dequantize(qw, torch.float32)
+
+
 def _rows(count: int, width: int, seed: int) -> torch.Tensor:
     return torch.randn(count, width, generator=torch.Generator().manual_seed(seed)).bfloat16()
 
@@ -73,14 +83,9 @@ def test_a_prompt_through_an_int4_layer_matches_the_float_product():
 
 
 def test_a_prompt_through_an_int8_layer_matches_the_float_product():
-    qw = quantize_int8(torch.randn(192, 320, generator=torch.Generator().manual_seed(7)))
-    layer = Int8Linear(qw, None)
-    layer.compute_in(torch.bfloat16)
-    if layer.path != "_weight_int8pack_mm":
-        pytest.skip("this torch build has no int8 weight kernel")
-    _attach(layer)
+    layer, weight = _int8_layer(192, 320, seed=7)
     x = _rows(KERNEL_MAX_ROWS + 20, 320, 8).float()
-    expected = F.linear(x, dequantize(qw, torch.float32))
+    expected = F.linear(x, weight)
     relative = ((layer(x) - expected).norm() / expected.norm()).item()
     assert relative < 0.02
 
@@ -102,18 +107,12 @@ def test_values_above_the_int8_range_are_added_back_exactly():
     """Outliers scattered over rows and columns, as in a down projection's input: each row's product
     is its int8 product plus, exactly, what the clamp cut off. So the error is the int8 rounding of
     the rows without the outliers, not the outliers' size (200 x 392: neither a multiple of 16)."""
-    qw = quantize_int8(torch.randn(200, 392, generator=torch.Generator().manual_seed(11)))
-    layer = Int8Linear(qw, None)
-    layer.compute_in(torch.bfloat16)
-    if layer.path != "_weight_int8pack_mm":
-        pytest.skip("this torch build has no int8 weight kernel")
-    _attach(layer)
+    layer, weight = _int8_layer(200, 392, seed=11)
     generator = torch.Generator().manual_seed(12)
     x = _rows(KERNEL_MAX_ROWS + 40, 392, 13).float()
     spots = torch.rand(x.shape, generator=generator) < 0.01  # about 4 a row, in most columns
     x[spots] = 300 * torch.sign(torch.randn(int(spots.sum()), generator=generator))
     x = x.bfloat16().float()
-    weight = dequantize(qw, torch.float32)
     y = layer.prompt_product(layer, x.bfloat16()).float()
     expected = F.linear(x, weight)
     # the same rows without their outliers, through the same product: the error left is theirs
@@ -194,3 +193,15 @@ def test_an_int4_model_prefilled_layer_by_layer_keeps_the_kv_and_logits_of_piece
         model(torch.tensor([prompt[:128]]), start=0, last_only=True)
         assert torch.equal(prefill(model, prompt[128:], 128, start=128), by_layer)
         assert all(map(torch.equal, kv_by_layer, kv()))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_pieces_multiplied_together_come_out_as_each_alone(batch):
+    """Large pieces share one product, a small one (the packed kernel's) goes alone; two prompts at
+    once go piece by piece."""
+    layer, _ = _int8_layer(192, 320, seed=21)
+    pieces = [KERNEL_MAX_ROWS + 12, KERNEL_MAX_ROWS - 8, KERNEL_MAX_ROWS + 30, KERNEL_MAX_ROWS + 1]
+    x = _rows(batch * sum(pieces), 320, 22).float().view(batch, sum(pieces), 320)
+    x[:, :, 5] *= 40  # outliers in every piece
+    alone = torch.cat([layer(part) for part in x.split(pieces, dim=1)], dim=1)
+    assert torch.equal(layer.forward_pieces(x, pieces), alone)

@@ -97,7 +97,7 @@ struct Half {
 static inline float to_float(Half value) { return half_to_float(value.bits); }
 
 // As the Python model writes a float16 cache: clamped to float16's range (see KVCache).
-static inline float clamp_half(float value) { return std::fmin(std::fmax(value, -65504.0f), 65504.0f); }
+static inline float clamp_half(float value) { return std::min(std::max(value, -65504.0f), 65504.0f); }
 
 // float32 -> float16, rounded to nearest even; past the largest float16 becomes infinite.
 static inline Half to_half(float value) {
@@ -266,7 +266,7 @@ static void matvec_int4_int8(const Matrix& W, int64_t rows, int64_t K, const flo
     for (int64_t b = 0; b < K / X_BLOCK; b++) {
         const float* xb = x + b * X_BLOCK;
         float largest = 0.0f;
-        for (int64_t k = 0; k < X_BLOCK; k++) largest = std::fmax(largest, std::fabs(xb[k]));
+        for (int64_t k = 0; k < X_BLOCK; k++) largest = std::max(largest, std::fabs(xb[k]));
         const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
         int32_t sum = 0;
         for (int64_t k = 0; k < X_BLOCK; k++) {
@@ -680,7 +680,7 @@ extern "C" void dequantize_int4_int8(const uint8_t* packed, const uint16_t* scal
             for (int64_t g = 0; g < groups; g++) {
                 float scale, zero;
                 group_scale_zero(W, rows, groups, g, row, &scale, &zero);
-                largest = std::fmax(largest, std::fmax(std::fabs(zero - 8.0f * scale), std::fabs(zero + 7.0f * scale)));
+                largest = std::max(largest, std::max(std::fabs(zero - 8.0f * scale), std::fabs(zero + 7.0f * scale)));
             }
             row_scales[row] = largest / 127.0f;
             inverse[r] = largest > 0.0f ? 127.0f / largest : 0.0f;
