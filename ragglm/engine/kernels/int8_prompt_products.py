@@ -7,7 +7,8 @@ prompt piece is a matrix product instead. On these CPUs an int8 x int8 -> int32 
 weight once per prompt. Columns where a row holds an outlier (OUTLIER_RMS) do not set the rows'
 scales: their values are clamped to the int8 range, and what the clamp cut off (a few values a row)
 is added back in float, times those weight columns. A piece's result depends only on the piece, so a
-prompt prefilled layer by layer keeps the logits and KV of the same pieces run one by one.
+prompt prefilled layer by layer keeps the logits and KV of the same pieces run one by one, while
+consecutive pieces share one integer product (each piece's rows rounded on their own).
 
 int4 weights are written out as int8 by the native library (csrc/fused_decode.cpp,
 dequantize_int4_int8) into scratch buffers that the layers reuse: the last four layers asked (a
@@ -43,8 +44,9 @@ __all__ = ["Int8PromptProducts", "attach_int8_prompt_products", "native_int4_pac
 # (csrc: quantize_rows_int8). SmolLM2 on 4,096 tokens of the manuals, KL divergence from the float
 # model's next-token distribution, int8 weights: weights alone 0.0045, int8 rows with one scale each
 # 0.036, with the outliers set apart 0.0060 (int4 weights: 0.0046, 0.0060). Multiplying the outlier
-# columns whole in float gave 0.0059 (int4: 0.0058) but cost a random 7B's prefill 46%: its down projections mark
-# half their columns, whose values mostly fit the int8 range (about 70 a row do not).
+# columns whole in float gave 0.0059 (int4: 0.0058) but cost a random 7B's Q8_0 prefill 46%: its
+# down projections mark half their columns, whose values mostly fit the int8 range (about 70 a row
+# do not).
 OUTLIER_RMS = 5.0
 
 
