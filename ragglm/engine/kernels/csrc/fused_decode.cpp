@@ -819,8 +819,8 @@ extern "C" void gather_columns_int8(const int8_t* weight, int64_t N, int64_t K, 
 // columns (`columns`, n of them; `chosen` their weight columns from gather_columns_int8) held values
 // the int8 rows clamped, the part clamped away is added in float: x - row_scale * quantized, times
 // that weight column. Only those values: the rest of an outlier column rounds like any other. A
-// value is clamped when it is above 127.5 steps, which no value of a column that did not set its
-// row's scale is (its largest is 127): the columns may be those of several pieces' rows at once.
+// value was clamped when it lies above 127.5 steps, which the columns that set a row's scale never
+// reach (their largest is 127 steps), so `columns` may hold the outlier columns of several pieces.
 extern "C" void scale_int32_bf16(const int32_t* products, const float* row_scales, const float* column_scales,
                                  const uint16_t* x, const int8_t* quantized, int64_t K, const int64_t* columns,
                                  int64_t n, const int8_t* chosen, int64_t rows, int64_t N, int64_t threads,
