@@ -71,9 +71,8 @@ def decode_bytes(model) -> tuple[int, int]:
     """What our decode step reads a token: the weights it streams, and the KV cache's bytes a position."""
     from ragglm.engine.kernels.fused_decode import streamed_weights
 
-    args = model.args
     weights = sum(getattr(module, name).nbytes for module, name in streamed_weights(model))
-    return weights, 2 * args.n_layers * args.n_kv_heads * args.head_dim * model.cache_dtype.itemsize
+    return weights, model.kv_bytes_per_position
 
 
 def ours_child(path: str, new: int, contexts: list[int], prompts: list[int], quant: str | None) -> dict:

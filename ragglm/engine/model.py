@@ -145,6 +145,32 @@ def make_norm(args: ModelArgs) -> nn.Module:
     return RMSNorm(args.dim, args.norm_eps)
 
 
+def linear_in_pieces(layer: nn.Module, x: Tensor, pieces: list[int] | None) -> Tensor:
+    """layer(x); with pieces, x [B, sum(pieces), in] holds a prompt's pieces of these lengths, each
+    of whose rows come out as layer(piece) gives them (a layer that can multiply them together does)."""
+    if pieces is None or len(pieces) == 1:
+        return layer(x)
+    if hasattr(layer, "forward_pieces"):
+        return layer.forward_pieces(x, pieces)
+    return torch.cat([layer(part) for part in x.split(pieces, dim=1)], dim=1)
+
+
+# Rows of consecutive prompt pieces whose linear products run as one (Transformer.prefill_by_layer):
+# oneDNN's int8 product reaches its rate from about 512 rows, and the activations stay bounded.
+BATCHED_PIECE_ROWS = 512
+
+
+@dataclass(frozen=True)
+class PromptPiece:
+    """One piece of a prompt run through a block with others: its length, rotary tables, first
+    position in the cache and mask, as Block.forward takes them."""
+
+    length: int
+    rope: tuple[Tensor, Tensor]
+    start: int | None
+    mask: Tensor | None = None
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -158,7 +184,17 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None,
                 mask: Tensor | None = None) -> Tensor:
-        return self.wo(self.attend(self.wqkv(x), rope, interleaved, start, mask))
+        return self.forward_pieces(x, [PromptPiece(x.shape[1], rope, start, mask)], interleaved)
+
+    def forward_pieces(self, x: Tensor, pieces: list[PromptPiece], interleaved: bool) -> Tensor:
+        """forward of each piece in turn, x [B, sum of lengths, dim] holding them all: the
+        projections may take all the rows at once (linear_in_pieces), attention goes piece by piece."""
+        lengths = [piece.length for piece in pieces]
+        heads = linear_in_pieces(self.wqkv, x, lengths)
+        parts = heads.split(lengths, dim=1) if len(pieces) > 1 else [heads]
+        attended = [self.attend(part, piece.rope, interleaved, piece.start, piece.mask)
+                    for part, piece in zip(parts, pieces, strict=True)]
+        return linear_in_pieces(self.wo, torch.cat(attended, dim=1) if len(attended) > 1 else attended[0], lengths)
 
     def attend(self, heads: Tensor, rope: tuple[Tensor, Tensor], interleaved: bool, start: int | None,
                mask: Tensor | None = None) -> Tensor:
@@ -220,32 +256,6 @@ class FeedForward(nn.Module):
         return linear_in_pieces(self.w_down, F.silu(gate) * up, pieces)
 
 
-def linear_in_pieces(layer: nn.Module, x: Tensor, pieces: list[int] | None) -> Tensor:
-    """layer(x); with pieces, x [B, sum(pieces), in] holds a prompt's pieces of these lengths, each
-    of whose rows come out as layer(piece) gives them (a layer that can multiply them together does)."""
-    if pieces is None or len(pieces) == 1:
-        return layer(x)
-    if hasattr(layer, "forward_pieces"):
-        return layer.forward_pieces(x, pieces)
-    return torch.cat([layer(part) for part in x.split(pieces, dim=1)], dim=1)
-
-
-# Rows of consecutive prompt pieces whose linear products run as one (Transformer.prefill_by_layer):
-# oneDNN's int8 product reaches its rate from about 512 rows, and the activations stay bounded.
-BATCHED_PIECE_ROWS = 512
-
-
-@dataclass(frozen=True)
-class PromptPiece:
-    """One piece of a prompt run through a block with others: its length, rotary tables, first
-    position in the cache and mask, as Block.forward takes them."""
-
-    length: int
-    rope: tuple[Tensor, Tensor]
-    start: int | None
-    mask: Tensor | None = None
-
-
 class Block(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -263,20 +273,11 @@ class Block(nn.Module):
         rows come out as forward(piece) gives them, while the linear layers may take all the rows
         at once (linear_in_pieces); only attention goes piece by piece."""
         lengths = [piece.length for piece in pieces]
-
-        def attention(normed: Tensor) -> Tensor:
-            heads = linear_in_pieces(self.attention.wqkv, normed, lengths)
-            parts = heads.split(lengths, dim=1) if len(pieces) > 1 else [heads]
-            attended = [self.attention.attend(part, piece.rope, interleaved, piece.start, piece.mask)
-                        for part, piece in zip(parts, pieces, strict=True)]
-            return linear_in_pieces(self.attention.wo, torch.cat(attended, dim=1) if len(attended) > 1 else attended[0],
-                                    lengths)
-
         if self.residual_scale is None:
-            x = x + attention(self.attention_norm(x))
+            x = x + self.attention.forward_pieces(self.attention_norm(x), pieces, interleaved)
             return x + self.feed_forward(self.ffn_norm(x), lengths)
         normed = self.attention_norm(x)
-        x = normed * self.residual_scale + attention(normed)
+        x = normed * self.residual_scale + self.attention.forward_pieces(normed, pieces, interleaved)
         normed = self.ffn_norm(x)
         return normed * self.residual_scale + self.feed_forward(normed, lengths)
 
@@ -301,6 +302,12 @@ class Transformer(nn.Module):
     def cache_dtype(self) -> torch.dtype:
         """The dtype setup_cache gives keys and values: kv_dtype, else the embedding's."""
         return self.kv_dtype or self.tok_embeddings.weight.dtype
+
+    @property
+    def kv_bytes_per_position(self) -> int:
+        """Bytes of keys and values one position takes in the cache, over all layers."""
+        args = self.args
+        return 2 * args.n_layers * args.n_kv_heads * args.head_dim * self.cache_dtype.itemsize
 
     @property
     def decode_step(self) -> Callable[..., Tensor] | None:

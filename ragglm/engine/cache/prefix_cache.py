@@ -125,8 +125,7 @@ class PrefixCache:
         weight = model.tok_embeddings.weight
         dtype = model.cache_dtype
         if budget_bytes is None:
-            window_kv = 2 * args.n_layers * args.n_kv_heads * args.head_dim * dtype.itemsize * args.max_seq_len
-            budget_bytes = default_budget_bytes(weight.device, window_kv)
+            budget_bytes = default_budget_bytes(weight.device, model.kv_bytes_per_position * args.max_seq_len)
         cache = cls(args.n_layers, args.n_kv_heads, args.head_dim, dtype, weight.device, budget_bytes, block_size)
         cache.root = _root(model)
         return cache
